@@ -1,0 +1,82 @@
+# tradeops — see README.md. Every target bootstraps what it needs.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_INJECT_FACT_VARS := false
+export ANSIBLE_FORCE_COLOR := $(if $(CI),0,1)
+export PY_COLORS := $(if $(CI),0,1)
+STAMP := $(VENV)/.tradeops-stamp
+PLAYBOOK := ansible-playbook -i inventory/lab
+SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+
+.PHONY: help bootstrap venv docker servers check lint unit test molecule lab-image lab-up lab-down lab-status \
+        demo site deploy verify bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.yml scripts/bootstrap.sh
+	scripts/bootstrap.sh venv
+
+venv: $(STAMP) ## the controller's Python tooling in .venv
+
+docker: ## a running Docker engine (installs docker.io when root on Debian)
+	scripts/bootstrap.sh docker
+
+bootstrap: venv docker ## venv + Docker engine
+
+lint: venv ## yamllint, ansible-lint (production profile), ruff, argument-spec/defaults parity
+	yamllint --strict .
+	ruff check .
+	scripts/check_argument_specs.py
+	ansible-lint --profile production
+
+servers: ## PostgreSQL/Redis binaries for the unit tests (installs them when root on Debian)
+	scripts/bootstrap.sh servers
+
+unit: venv servers ## pytest unit tests (plugins, reference app, tools)
+	scripts/run_pytest.sh tests/unit
+
+check: lint unit ## the fast loop: lint + unit (< 3 minutes)
+
+lab-image: docker ## build the lab image (cached by recipe hash)
+	scripts/lab.sh image
+
+lab-up: lab-image ## start lb1 app1 app2 db1 mon1 (no-op when up)
+	scripts/lab.sh up
+
+lab-down: ## remove every lab container and network
+	scripts/lab.sh down
+
+lab-status: ## list the lab containers
+	scripts/lab.sh status
+
+molecule: bootstrap lab-image ## every molecule scenario
+	@[ -n "$(SCENARIOS)" ] || { echo "no molecule scenario found" >&2; exit 1; }
+	@for s in $(SCENARIOS); do \
+	  echo "=== molecule test -s $$s"; \
+	  molecule test -s $$s || exit 1; \
+	done
+
+test: check molecule ## everything CI runs: lint, unit, every molecule scenario
+
+site: venv lab-up ## converge every lab host
+	$(PLAYBOOK) playbooks/site.yml
+
+deploy: venv lab-up ## deploy app_version (make deploy V=1.0.0)
+	$(PLAYBOOK) playbooks/deploy.yml -e app_version=$(or $(V),1.0.0)
+
+verify: venv ## health report of the lab
+	$(PLAYBOOK) playbooks/verify.yml
+
+demo: bootstrap lab-up ## fresh machine -> running lab, site, first deploy, health report
+	scripts/demo.sh
+
+bench: bootstrap ## benchmarks under tests/bench (print figures)
+	tests/bench/run.sh
+
+clean: lab-down ## remove the lab and local caches (keeps .venv)
+	rm -rf .cache

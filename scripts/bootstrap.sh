@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# tradeops bootstrap: the controller's Python tooling (.venv) and a Docker engine.
+#
+#   scripts/bootstrap.sh venv     .venv from the newest Python >= 3.12 (3.11 fallback)
+#   scripts/bootstrap.sh docker   a running Docker engine (installs docker.io when root on Debian)
+#   scripts/bootstrap.sh servers  PostgreSQL and Redis binaries on the controller (unit tests
+#                                 start throwaway instances; the packaged services stay stopped)
+#   scripts/bootstrap.sh all      venv + docker (default)
+#
+# Idempotent and fast when already done: the venv is rebuilt only when
+# pyproject.toml or the chosen interpreter changes; dockerd is started only when
+# `docker info` fails.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+DOCKERD_LOG=/var/log/tradeops-dockerd.log
+
+die() { echo "bootstrap: $*" >&2; exit 1; }
+say() { echo "bootstrap: $*" >&2; }
+
+# --- Python -----------------------------------------------------------------
+
+# Prints "MAJOR.MINOR PATH" for each candidate interpreter that runs.
+python_candidates() {
+  local c
+  {
+    for c in python3.14 python3.13 python3.12 python3.11 python3; do
+      command -v "$c" 2>/dev/null || true
+    done
+    for c in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/bin/python3 /usr/bin/python3 /usr/local/bin/python3*; do
+      if [ -x "$c" ]; then echo "$c"; fi
+    done
+  } | sort -u | while read -r c; do
+    v=$("$c" -c 'import sys, venv, ensurepip; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || continue
+    echo "$v $c"
+  done
+}
+
+pick_python() {
+  # Newest >= 3.12; else 3.11 (pyproject's markers then select the ansible-core
+  # line that still supports it).
+  local best
+  best=$(python_candidates | awk '{split($1,v,"."); if (v[1]==3 && v[2]>=11) print v[2], $2}' \
+         | sort -k1,1nr | head -1 | cut -d' ' -f2)
+  [ -n "$best" ] || die "no usable Python: need CPython >= 3.11 with venv (>= 3.12 preferred). Install python3.12 (pyenv install 3.12) or Debian's python3 python3-venv, then re-run."
+  echo "$best"
+}
+
+ensure_venv() {
+  local py stamp want
+  py=$(pick_python)
+  want="$("$py" -c 'import sys; print(sys.version.split()[0])') $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  stamp="$VENV/.tradeops-stamp"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/ansible-playbook" ]; then
+    return 0
+  fi
+  say "creating .venv with $py ($want)"
+  rm -rf "$VENV"
+  "$py" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25.1' >&2
+  # Dependency group "dev" of pyproject.toml: ansible (with its bundled
+  # collections), molecule, linters, test tools.
+  (cd "$ROOT" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --group dev) >&2
+  ensure_collections
+  echo "$want" > "$stamp"
+  say "python tooling ready: $("$VENV/bin/ansible" --version | head -1)"
+}
+
+# The bundled `ansible` package already ships every collection of
+# requirements.yml; Galaxy is asked only for what is missing, and only when it
+# answers.
+ensure_collections() {
+  local missing
+  missing=$("$VENV/bin/python" "$ROOT/scripts/collections_missing.py" "$ROOT/requirements.yml")
+  [ -z "$missing" ] && return 0
+  say "collections missing from the bundle: $missing"
+  if "$VENV/bin/ansible-galaxy" collection install -r "$ROOT/requirements.yml" \
+       -p "$ROOT/.collections" --timeout 20 >&2; then
+    return 0
+  fi
+  die "collections $missing are not installed and Galaxy is not reachable. Install them into $ROOT/.collections (ansible-galaxy collection install -p .collections ...) from a machine that reaches Galaxy, then re-run."
+}
+
+# --- PostgreSQL / Redis binaries for the unit tests ------------------------------
+
+ensure_servers() {
+  if [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    command -v redis-server >/dev/null && return 0
+  fi
+  [ "$(id -u)" = 0 ] && [ -r /etc/debian_version ] || \
+    die "unit tests need PostgreSQL and Redis binaries: install postgresql and redis-server (Debian: apt-get install postgresql redis-server), then re-run."
+  say "installing postgresql and redis-server from Debian (binaries for the unit tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends postgresql redis-server >&2 \
+    || die "apt-get install postgresql redis-server failed: see the lines above."
+}
+
+# --- Docker -----------------------------------------------------------------
+
+ensure_docker() {
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    die "no Docker engine answers and we are not root. Start Docker (systemctl start docker) or add your user to the docker group, then re-run."
+  fi
+  [ -r /etc/debian_version ] || die "no Docker engine answers and this is not Debian. Install and start Docker Engine for your OS, then re-run."
+  if ! command -v dockerd >/dev/null 2>&1; then
+    say "installing docker.io from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends docker.io >&2 \
+      || die "apt-get install docker.io failed: see the lines above; fix apt, then re-run."
+  fi
+  if ! pgrep -x dockerd >/dev/null; then
+    say "starting dockerd (log: $DOCKERD_LOG)"
+    # No systemd on this controller: dockerd runs in the background, detached.
+    setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 < /dev/null &
+  fi
+  local i
+  for i in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && { say "docker engine ready"; return 0; }
+    sleep 1
+  done
+  die "dockerd did not answer within 60 s: see $DOCKERD_LOG"
+}
+
+case "${1:-all}" in
+  venv) ensure_venv ;;
+  servers) ensure_servers ;;
+  docker) ensure_docker ;;
+  all) ensure_venv; ensure_docker ;;
+  python) pick_python ;;
+  *) die "unknown step '$1': use venv, docker, servers, all or python" ;;
+esac

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# tradeops lab: Debian containers that boot real systemd, built without any
+# image registry (debootstrap + docker import + a small build layer).
+#
+#   scripts/lab.sh image [debian12|debian13]   build the lab image (cached by recipe hash)
+#   scripts/lab.sh up                          start lb1 app1 app2 db1 mon1 (no-op when up)
+#   scripts/lab.sh down                        remove every lab container and the network
+#   scripts/lab.sh status                      what runs, with addresses
+#
+# Environment (all optional):
+#   LAB_PLATFORM=debian12|debian13   image of the lab hosts            (debian12)
+#   LAB_HOSTS="lb1 app1 ..."         host names, each optionally NAME:PLATFORM (lb1 app1 app2 db1 mon1)
+#   LAB_PRIVILEGED=1                 use --privileged instead of the capability set
+#                                    (Docker on pure cgroup v2 hosts may need it)
+#   LAB_MIRROR=http://...            Debian mirror for debootstrap    (http://deb.debian.org/debian)
+#   LAB_ID=lab                       names this lab: containers <LAB_ID-prefix>-<host>, its own
+#                                    network, label tradeops.lab=<LAB_ID>; molecule scenarios
+#                                    use their own id so they never touch the lab (and back)
+#   LAB_PUBLISH=1                    publish lb1/mon1 ports on 127.0.0.1 (0 for molecule)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAB_ID=${LAB_ID:-lab}
+IMAGE_REPO=tradeops-lab
+if [ "$LAB_ID" = lab ]; then PREFIX=tradeops; else PREFIX="tradeops-$LAB_ID"; fi
+NETWORK=${PREFIX}-net
+PLATFORM=${LAB_PLATFORM:-debian12}
+HOSTS=${LAB_HOSTS:-lb1 app1 app2 db1 mon1}
+MIRROR=${LAB_MIRROR:-http://deb.debian.org/debian}
+CACHE=${LAB_CACHE:-$ROOT/.cache/lab}
+# Host ports published on loopback for the demo: host:container per lab host.
+declare -A PUBLISH=([lb1]="127.0.0.1:8080:80 127.0.0.1:8443:443" [mon1]="127.0.0.1:9090:9090 127.0.0.1:9093:9093")
+
+die() { echo "lab: $*" >&2; exit 1; }
+say() { echo "lab: $*" >&2; }
+
+suite_of() {
+  case "$1" in
+    debian12) echo bookworm ;;
+    debian13) echo trixie ;;
+    *) die "unknown platform '$1': use debian12 or debian13" ;;
+  esac
+}
+
+# The recipe: everything that decides the image's content. Its hash names the image.
+recipe_hash() {
+  { echo "$1 $MIRROR"; cat "$ROOT/lab/image/packages.txt" "$ROOT/lab/image/Dockerfile";
+    declare -f build_rootfs; } | sha256sum | cut -c1-12
+}
+
+image_tag() { echo "$IMAGE_REPO:$1-$(recipe_hash "$1")"; }
+
+build_rootfs() {
+  local suite=$1 dir=$2 include
+  include=$(grep -v '^#' "$ROOT/lab/image/packages.txt" | xargs | tr ' ' ',')
+  debootstrap --variant=minbase --include="$include" "$suite" "$dir" "$MIRROR" >&2
+  # Plain HTTP sources inside the image (TLS to outside indexes fails in the lab).
+  printf 'deb %s %s main\ndeb %s %s-updates main\ndeb http://deb.debian.org/debian-security %s-security main\n' \
+    "$MIRROR" "$suite" "$MIRROR" "$suite" "$suite" > "$dir/etc/apt/sources.list"
+  rm -f "$dir"/etc/apt/sources.list.d/*.sources
+}
+
+cmd_image() {
+  local platform=${1:-$PLATFORM} suite tag base dir t0
+  suite=$(suite_of "$platform")
+  tag=$(image_tag "$platform")
+  if docker image inspect "$tag" >/dev/null 2>&1; then
+    docker tag "$tag" "$IMAGE_REPO:$platform"
+    say "image $tag is up to date"
+    return 0
+  fi
+  [ "$(id -u)" = 0 ] || die "building the lab image needs root (debootstrap); run as root or use sudo."
+  command -v debootstrap >/dev/null || {
+    say "installing debootstrap from Debian"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2 || \
+      { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2; } || \
+      die "cannot install debootstrap: apt-get install debootstrap, then re-run."
+  }
+  [ -e "/usr/share/debootstrap/scripts/$suite" ] || die "this debootstrap does not know '$suite': install a newer debootstrap."
+  t0=$(date +%s)
+  base="tradeops-rootfs:$platform-$(recipe_hash "$platform")"
+  mkdir -p "$CACHE"
+  dir=$(mktemp -d "$CACHE/rootfs.XXXXXX")
+  # shellcheck disable=SC2064
+  trap "rm -rf '$dir'" EXIT
+  say "debootstrap $suite into $dir (a few minutes)"
+  build_rootfs "$suite" "$dir" || die "debootstrap of $suite failed: see the lines above (mirror $MIRROR reachable?)."
+  tar -C "$dir" -c . | docker import - "$base" >/dev/null
+  rm -rf "$dir"; trap - EXIT
+  docker build -q --build-arg "BASE=$base" -t "$tag" -t "$IMAGE_REPO:$platform" \
+    -f "$ROOT/lab/image/Dockerfile" "$ROOT/lab/image" >/dev/null
+  docker rmi "$base" >/dev/null 2>&1 || true
+  say "built $tag in $(( $(date +%s) - t0 )) s"
+}
+
+# "app1:debian13" -> debian13, "app1" -> $PLATFORM
+platform_of() { case "$1" in *:*) echo "${1#*:}" ;; *) echo "$PLATFORM" ;; esac; }
+
+run_flags() {
+  if [ "${LAB_PRIVILEGED:-0}" = 1 ]; then
+    echo "--privileged --cgroupns host"
+  else
+    echo "--cap-add SYS_ADMIN --cap-add NET_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined --cgroupns host"
+  fi
+}
+
+wait_systemd() {
+  local c=$1 state i
+  for i in $(seq 1 90); do
+    state=$(docker exec "$c" systemctl is-system-running 2>/dev/null || true)
+    case "$state" in
+      running|degraded) return 0 ;;
+    esac
+    sleep 1
+  done
+  echo "$state"
+  return 1
+}
+
+cmd_up() {
+  local tag h c started=() state p pubs entry platform
+  for platform in $(for entry in $HOSTS; do platform_of "$entry"; done | sort -u); do
+    suite_of "$platform" >/dev/null
+    docker image inspect "$(image_tag "$platform")" >/dev/null 2>&1 || cmd_image "$platform"
+  done
+  docker network inspect "$NETWORK" >/dev/null 2>&1 || \
+    docker network create --label "tradeops.lab=$LAB_ID" "$NETWORK" >/dev/null
+  for entry in $HOSTS; do
+    h=${entry%%:*}
+    tag=$(image_tag "$(platform_of "$entry")")
+    c="${PREFIX}-$h"
+    state=$(docker inspect -f '{{.State.Status}} {{.Config.Image}}' "$c" 2>/dev/null || true)
+    case "$state" in
+      "running "*)
+        [ "${state#running }" = "$tag" ] || \
+          say "$h runs ${state#running } (recipe now $tag): make lab-down lab-up to take the new image"
+        continue ;;
+      "") ;;
+      *) say "$h exists but is ${state%% *}: starting it"; docker start "$c" >/dev/null; started+=("$c"); continue ;;
+    esac
+    pubs=()
+    if [ "${LAB_PUBLISH:-1}" = 1 ]; then
+      for p in ${PUBLISH[$h]:-}; do pubs+=(-p "$p"); done
+    fi
+    # shellcheck disable=SC2046
+    docker run -d --name "$c" --hostname "$h" --network "$NETWORK" --network-alias "$h" \
+      --label "tradeops.lab=$LAB_ID" --label "tradeops.host=$h" \
+      $(run_flags) -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
+      --tmpfs /run --tmpfs /run/lock --tmpfs /tmp:exec,mode=1777 \
+      "${pubs[@]}" "$tag" >/dev/null
+    started+=("$c")
+  done
+  for c in "${started[@]}"; do
+    if ! state=$(wait_systemd "$c"); then
+      say "$c did not boot systemd (state: ${state:-none}); its journal ends:"
+      docker exec "$c" journalctl -b --no-pager -n 15 >&2 2>/dev/null || docker logs --tail 15 "$c" >&2 || true
+      docker rm -f "${started[@]}" >/dev/null 2>&1 || true
+      die "lab hosts did not boot systemd: check the Docker flags (LAB_PRIVILEGED=1 on cgroup v2 hosts) and re-run; the containers started now were removed."
+    fi
+  done
+  [ ${#started[@]} -eq 0 ] && say "lab already up ($HOSTS)" || say "lab up: ${started[*]}"
+}
+
+cmd_down() {
+  local ids
+  ids=$(docker ps -aq --filter "label=tradeops.lab=$LAB_ID")
+  [ -n "$ids" ] && docker rm -f $ids >/dev/null
+  docker network ls -q --filter "label=tradeops.lab=$LAB_ID" | xargs -r docker network rm >/dev/null
+  say "lab $LAB_ID down"
+}
+
+cmd_status() {
+  docker ps -a --filter "label=tradeops.lab=$LAB_ID" \
+    --format 'table {{.Label "tradeops.host"}}\t{{.Status}}\t{{.Image}}\t{{.Ports}}'
+}
+
+case "${1:-}" in
+  image) cmd_image "${2:-$PLATFORM}" ;;
+  image-tag) image_tag "${2:-$PLATFORM}" ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) die "usage: $0 image [debian12|debian13] | up | down | status" ;;
+esac
