@@ -50,7 +50,9 @@ pick_python() {
 ensure_venv() {
   local py stamp want
   py=$(pick_python)
-  want="$("$py" -c 'import sys; print(sys.version.split()[0])') $(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  # Only what decides the venv's content: the interpreter and the dependency
+  # group (editing ruff or pytest settings must not rebuild the venv).
+  want="$("$py" -c 'import sys; print(sys.version.split()[0])') $(awk '/^\[/{on=($0=="[dependency-groups]")} on' "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
   stamp="$VENV/.tradeops-stamp"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/ansible-playbook" ]; then
     return 0
