@@ -3,7 +3,7 @@
 #
 #   scripts/bootstrap.sh venv     .venv from the newest Python >= 3.12 (3.11 fallback)
 #   scripts/bootstrap.sh docker   a running Docker engine (installs docker.io when root on Debian)
-#   scripts/bootstrap.sh servers  PostgreSQL and Redis binaries on the controller (unit tests
+#   scripts/bootstrap.sh servers  PostgreSQL, Redis, systemd-analyze binaries on the controller (unit tests
 #                                 start throwaway instances; the packaged services stay stopped)
 #   scripts/bootstrap.sh all      venv + docker (default)
 #
@@ -87,15 +87,18 @@ ensure_collections() {
 # --- PostgreSQL / Redis binaries for the unit tests ------------------------------
 
 ensure_servers() {
-  if [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    command -v redis-server >/dev/null && return 0
+  # initdb/pg_ctl and redis-server for throwaway test servers; systemd-analyze
+  # scores rendered units offline (no running systemd needed).
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null \
+     && command -v systemd-analyze >/dev/null; then
+    return 0
   fi
   [ "$(id -u)" = 0 ] && [ -r /etc/debian_version ] || \
-    die "unit tests need PostgreSQL and Redis binaries: install postgresql and redis-server (Debian: apt-get install postgresql redis-server), then re-run."
+    die "unit tests need PostgreSQL, Redis and systemd-analyze binaries: apt-get install postgresql redis-server systemd (as root), then re-run."
   say "installing postgresql and redis-server from Debian (binaries for the unit tests)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends postgresql redis-server >&2 \
+  apt-get install -y -qq --no-install-recommends postgresql redis-server systemd >&2 \
     || die "apt-get install postgresql redis-server failed: see the lines above."
 }
 
