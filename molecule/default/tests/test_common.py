@@ -11,7 +11,8 @@ def test_timezone_is_effective(host):
 
 
 def test_psutil_importable_by_system_python(host):
-    out = host.check_output("/usr/bin/python3 -c 'import psutil, json; print(json.dumps(psutil.virtual_memory()._asdict()))'")
+    out = host.check_output(
+        "/usr/bin/python3 -c 'import psutil, json; print(json.dumps(psutil.virtual_memory()._asdict()))'")
     assert json.loads(out)["total"] > 0
 
 
