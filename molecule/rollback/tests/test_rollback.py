@@ -1,0 +1,129 @@
+"""rollback scenario: bad releases roll back and stop the rollout; manual rollback; the lock.
+
+The tests run in file order and build on each other, like an operator's day:
+three bad releases (unready, crashing, hanging), a good one, rollbacks, a lock.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import testinfra
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+ROOT = "/opt/refapp"
+GATE = "app_health_deadline=15"
+
+testinfra_hosts = ["ansible://app1", "ansible://app2"]
+
+
+def hosts():
+    return {n: testinfra.get_host(f"ansible://{n}?ansible_inventory={INVENTORY}") for n in ("app1", "app2")}
+
+
+def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY),
+           str(PROJECT / "playbooks" / name)]
+    for e in extra:
+        cmd += ["-e", e]
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT, check=False, env=env)
+    print(proc.stdout[-6000:], proc.stderr[-2000:])
+    # Messages are folded over lines by the result callback: compare on one line.
+    proc.text = " ".join((proc.stdout + proc.stderr).split())
+    return proc
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheels")
+    built = {}
+    for version, fault in [("2.0.0", "unready"), ("2.1.0", "crash"), ("2.2.0", "hang"), ("3.0.0", None)]:
+        args = [sys.executable, str(PROJECT / "scripts" / "build_refapp.py"), "--version", version, "--out", str(out)]
+        if fault:
+            args += ["--fault", fault]
+        built[version] = subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+    return built
+
+
+def served_version(host) -> str:
+    code = ("import json,urllib.request;"
+            "print(json.load(urllib.request.urlopen('http://127.0.0.1:8000/api/health/readiness',timeout=5))['version'])")
+    return host.check_output(f"python3 -c {shlex.quote(code)}")
+
+
+def ledger(host):
+    return [json.loads(x) for x in host.file(f"{ROOT}/ledger.jsonl").content_string.splitlines()]
+
+
+def releases(host):
+    return host.check_output(f"ls {ROOT}/releases").split()
+
+
+@pytest.mark.parametrize("version, why", [
+    ("2.0.0", "readiness"),          # passes liveness, fails readiness
+    ("2.1.0", "refapp-web.service"),  # crashes on start: the unit fails
+    ("2.2.0", "liveness"),            # hangs on start: never listens
+])
+def test_bad_release_is_rolled_back_and_stops_the_rollout(wheels, version, why):
+    proc = playbook("deploy.yml", f"app_version={version}", f"app_source={wheels[version]}", GATE)
+    assert proc.returncode != 0, "a deploy whose health gate fails must fail the play"
+    assert "Rolled back to 1.0.0-" in proc.text
+    h = hosts()
+    assert served_version(h["app1"]) == "1.0.0"
+    bad = [e for e in ledger(h["app1"]) if e["action"] == "mark" and e["version"] == version]
+    assert bad and bad[-1]["outcome"] == "bad" and why in bad[-1]["reason"]
+    # serial: 1 with max_fail_percentage: 0 -> app2 never received the release
+    assert served_version(h["app2"]) == "1.0.0"
+    assert not [r for r in releases(h["app2"]) if r.startswith(version + "-")]
+
+
+def test_good_release_reaches_every_host(wheels):
+    proc = playbook("deploy.yml", "app_version=3.0.0", f"app_source={wheels['3.0.0']}")
+    assert proc.returncode == 0
+    assert {n: served_version(h) for n, h in hosts().items()} == {"app1": "3.0.0", "app2": "3.0.0"}
+
+
+def test_rollback_goes_to_previous_good_skipping_bad_ones():
+    proc = playbook("rollback.yml")
+    assert proc.returncode == 0
+    for h in hosts().values():
+        assert served_version(h) == "1.0.0"  # 2.x are bad on app1; app2 never had them
+        rb = [e for e in ledger(h) if e["action"] == "rollback"]
+        assert rb[-1]["version"] == "1.0.0" and rb[-1]["reason"] == "manual rollback"
+
+
+def test_rollback_to_a_named_release():
+    proc = playbook("rollback.yml", "rollback_to=3.0.0")
+    assert proc.returncode == 0
+    for h in hosts().values():
+        assert served_version(h) == "3.0.0"
+        rb = [e for e in ledger(h) if e["action"] == "rollback"]
+        assert rb[-1]["version"] == "3.0.0"
+
+
+def test_rollback_to_an_unknown_release_changes_nothing():
+    proc = playbook("rollback.yml", "rollback_to=9.9.9")
+    assert proc.returncode != 0
+    assert "9.9.9" in proc.text
+    assert served_version(hosts()["app1"]) == "3.0.0"
+
+
+def test_second_deploy_is_refused_by_the_lock_with_holder_details():
+    h = hosts()["app1"]
+    held = h.ansible("app_release", f"path={ROOT} action=lock lock_owner=alice@desk lock_host=desk "
+                     "lock_pid=4242 lock_reason='deploy 4.0.0'", check=False)
+    assert held["changed"], held
+    proc = playbook("deploy.yml", "app_version=3.0.0")
+    assert proc.returncode != 0
+    assert "alice@desk" in proc.text and "4242" in proc.text and "deploy 4.0.0" in proc.text
+    assert served_version(h) == "3.0.0"
+    proc = playbook("deploy.yml", "app_version=3.0.0", "force_unlock=true")
+    assert proc.returncode == 0, "force_unlock breaks the lock and the deploy goes on"
+    assert not h.file(f"{ROOT}/deploy.lock").exists

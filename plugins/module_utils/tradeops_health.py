@@ -1,0 +1,785 @@
+# Copyright: tradeops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Health checks of a host or service: HTTP probes, systemd units, TCP ports, PostgreSQL and
+Redis reachability, disk / memory / CPU thresholds.
+
+Pure Python standard library (psutil is used when installed, with a /proc fallback on
+Linux), so that this file is both the logic of the ``app_health`` module and, shipped to
+hosts, the ``tradeops-health`` command (``main_cli``) for cron and monitoring:
+
+    tradeops-health --url http://127.0.0.1:8000/health --unit refapp.service --disk / --json
+
+Exit codes: 0 healthy, 1 degraded, 2 unhealthy, 3 could not check (bad arguments or an
+internal error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
+EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
+EXIT_CANNOT_CHECK = 3
+
+# Seed 001: degraded above 80 % CPU / 85 % memory, unhealthy above 95 %.
+DEFAULT_THRESHOLDS = {
+    "cpu": {"warning": 80.0, "critical": 95.0},
+    "memory": {"warning": 85.0, "critical": 95.0},
+    "disk": {"warning": 85.0, "critical": 95.0},
+}
+DEFAULT_TIMEOUT = 5.0
+BODY_LIMIT = 1 << 20
+PG_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+REDIS_PING = b"*1\r\n$4\r\nPING\r\n"
+# A Redis that answers with one of these is up but refuses us (auth, ACL, protected mode).
+REDIS_ANSWERING = ("-NOAUTH", "-WRONGPASS", "-NOPERM", "-DENIED", "-ERR")
+# A Redis that answers with one of these is up but not ready to serve.
+REDIS_NOT_READY = ("-LOADING", "-BUSY", "-MASTERDOWN", "-MISCONF", "-TRYAGAIN")
+UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "NRestarts", "Result")
+UNIT_OK_SUBSTATES = {"running", "exited", "listening", "waiting", "mounted", "plugged", "active", "elapsed"}
+
+
+class CheckError(Exception):
+    """The checks could not be run as asked (bad option, missing tool): not a health result."""
+
+
+@dataclass
+class CheckResult:
+    name: str
+    kind: str
+    status: str
+    detail: str
+    duration: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["duration"] = round(self.duration, 3)
+        return out
+
+
+def worst(statuses: Sequence[str]) -> str:
+    """The aggregate status: the worst of the statuses (healthy when there is none)."""
+    return max(statuses, key=lambda s: RANK[s], default=HEALTHY)
+
+
+def at_least(status: str, minimum: str) -> bool:
+    """True when ``status`` is as good as ``minimum`` or better."""
+    return RANK[status] <= RANK[minimum]
+
+
+def _timed(name: str, kind: str, func: Callable[[], tuple[str, str, dict[str, Any]]]) -> CheckResult:
+    started = time.monotonic()
+    try:
+        status, detail, data = func()
+    except CheckError:
+        raise
+    except Exception as exc:  # a probe that breaks reports unhealthy with the reason
+        status, detail, data = UNHEALTHY, f"{type(exc).__name__}: {exc}", {}
+    return CheckResult(name, kind, status, detail, time.monotonic() - started, data)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password (names of checks end up in logs)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        parts = parts._replace(netloc=host)
+    return urllib.parse.urlunsplit(parts)
+
+
+def json_lookup(document: Any, dotted: str) -> Any:
+    """``a.b.0.c`` in a JSON document; KeyError when absent."""
+    node = document
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise KeyError(dotted)
+    return node
+
+
+def json_equal(actual: Any, expected: Any) -> bool:
+    if actual == expected:
+        return True
+    text = actual if isinstance(actual, str) else json.dumps(actual)
+    return text == str(expected) or str(actual) == str(expected)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+def check_http(url: str, *, status: int | Sequence[int] = 200, body_contains: str | None = None,
+               json_field: str | None = None, json_value: Any = None, timeout: float = DEFAULT_TIMEOUT,
+               headers: dict[str, str] | None = None, method: str = "GET", validate_certs: bool = True,
+               follow_redirects: bool = True, name: str | None = None) -> CheckResult:
+    """GET ``url``; healthy when the status is expected, the body contains ``body_contains``
+    and the JSON field ``json_field`` (dotted path) equals ``json_value``. Header values are
+    never reported. Proxies from the environment are not used (probes target the host itself)."""
+    expected = [status] if isinstance(status, int) else list(status)
+    shown = redact_url(url)
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise CheckError(f"http probe {shown!r}: the URL must start with http:// or https://")
+
+    def probe() -> tuple[str, str, dict[str, Any]]:
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if not follow_redirects:
+            handlers.append(_NoRedirect())
+        if url.startswith("https://"):
+            context = ssl.create_default_context()
+            if not validate_certs:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        opener = urllib.request.build_opener(*handlers)
+        request = urllib.request.Request(url, method=method, headers=dict(headers or {}))  # noqa: S310 - http(s) only
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                code, body = response.status, response.read(BODY_LIMIT)
+        except urllib.error.HTTPError as exc:
+            code, body = exc.code, exc.read(BODY_LIMIT) if exc.fp else b""
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            return UNHEALTHY, f"{method} {shown}: {_reason(exc)}", {}
+        data: dict[str, Any] = {"status": code}
+        if code not in expected:
+            snippet = body[:120].decode("utf-8", "replace").strip()
+            return UNHEALTHY, f"expected HTTP {'/'.join(map(str, expected))}, got {code}: {snippet}", data
+        text = body.decode("utf-8", "replace")
+        if body_contains is not None and body_contains not in text:
+            return UNHEALTHY, f"HTTP {code} but the body does not contain {body_contains!r}", data
+        if json_field:
+            try:
+                value = json_lookup(json.loads(text), json_field)
+            except (ValueError, KeyError):
+                return UNHEALTHY, f"HTTP {code} but the body has no JSON field {json_field!r}", data
+            data["json_value"] = value
+            if json_value is not None and not json_equal(value, json_value):
+                return UNHEALTHY, f"JSON field {json_field} is {value!r}, expected {json_value!r}", data
+        return HEALTHY, f"HTTP {code}", data
+
+    return _timed(name or shown, "http", probe)
+
+
+# --------------------------------------------------------------------------- TCP, PostgreSQL, Redis
+
+
+def parse_host_port(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``host`` (with a default port)."""
+    text = value.strip()
+    host, port = text, None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest.startswith(":"):
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if port is None:
+        if default_port is None:
+            raise CheckError(f"{value!r}: give host:port, e.g. 127.0.0.1:5432")
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise CheckError(f"{value!r}: give host:port with a port between 1 and 65535")
+    return host, int(port)
+
+
+def check_tcp(host: str, port: int, *, timeout: float = DEFAULT_TIMEOUT, name: str | None = None) -> CheckResult:
+    def probe() -> tuple[str, str, dict[str, Any]]:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return HEALTHY, f"{host}:{port} accepts connections", {}
+        except OSError as exc:
+            return UNHEALTHY, f"{host}:{port}: {_reason(exc)}", {}
+
+    return _timed(name or f"tcp:{host}:{port}", "tcp", probe)
+
+
+def _exchange(host: str, port: int, payload: bytes, timeout: float, size: int) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(payload)
+        chunks = b""
+        while len(chunks) < size:
+            chunk = sock.recv(size - len(chunks))
+            if not chunk:
+                break
+            chunks += chunk
+            if size > 1 and chunks.endswith(b"\r\n"):
+                break
+        return sock, chunks
+    except BaseException:
+        sock.close()
+        raise
+
+
+def check_postgresql(host: str, port: int = 5432, *, timeout: float = DEFAULT_TIMEOUT,
+                     name: str | None = None) -> CheckResult:
+    """A PostgreSQL server answers the protocol's SSLRequest with one byte, 'S' or 'N'. After 'S'
+    the TLS handshake is completed and shut down cleanly (close_notify) before closing: the
+    server then stays quiet, as for any connection that ends before a startup packet (closing
+    right after 'S' would log "could not accept SSL connection"). No credentials needed."""
+
+    def probe() -> tuple[str, str, dict[str, Any]]:
+        try:
+            sock, answer = _exchange(host, port, PG_SSL_REQUEST, timeout, 1)
+        except OSError as exc:
+            return UNHEALTHY, f"{host}:{port}: {_reason(exc)}", {}
+        with sock:
+            if answer == b"S":
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                with contextlib.suppress(OSError):
+                    tls = context.wrap_socket(sock, server_hostname=host)
+                    tls.unwrap()  # close_notify both ways: the server sees a clean EOF and logs nothing
+                return HEALTHY, f"PostgreSQL at {host}:{port} answers (TLS offered)", {"ssl": True}
+            if answer == b"N":
+                return HEALTHY, f"PostgreSQL at {host}:{port} answers (no TLS)", {"ssl": False}
+        if not answer:
+            return UNHEALTHY, f"{host}:{port} closed the connection without answering the PostgreSQL SSLRequest", {}
+        return UNHEALTHY, f"{host}:{port} does not speak the PostgreSQL protocol (answered {answer!r})", {}
+
+    return _timed(name or f"postgresql:{host}:{port}", "postgresql", probe)
+
+
+def check_redis(host: str, port: int = 6379, *, timeout: float = DEFAULT_TIMEOUT,
+                name: str | None = None) -> CheckResult:
+    """PING; +PONG is healthy, an authentication/ACL refusal (-NOAUTH, -WRONGPASS ...) means the
+    server answers (healthy: reachability without the password), -LOADING and the like mean
+    up but not ready (degraded)."""
+
+    def probe() -> tuple[str, str, dict[str, Any]]:
+        try:
+            sock, answer = _exchange(host, port, REDIS_PING, timeout, 512)
+        except OSError as exc:
+            return UNHEALTHY, f"{host}:{port}: {_reason(exc)}", {}
+        sock.close()
+        line = answer.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+        if line == "+PONG":
+            return HEALTHY, f"Redis at {host}:{port} answers PONG", {"reply": line}
+        if line.startswith(REDIS_NOT_READY):
+            return DEGRADED, f"Redis at {host}:{port} is up but not ready: {line[1:]}", {"reply": line}
+        if line.startswith(REDIS_ANSWERING):
+            return HEALTHY, f"Redis at {host}:{port} answers ({line[1:60]})", {"reply": line}
+        if not line:
+            return UNHEALTHY, f"{host}:{port} closed the connection without answering PING", {}
+        return UNHEALTHY, f"{host}:{port} does not answer like Redis ({line[:60]!r})", {}
+
+    return _timed(name or f"redis:{host}:{port}", "redis", probe)
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+def parse_systemctl_show(text: str) -> list[dict[str, str]]:
+    """``systemctl show --property=...`` output for one or more units: blocks of KEY=VALUE
+    lines separated by blank lines, in the order of the units given."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            if current:
+                blocks.append(current)
+                current = {}
+            continue
+        key, sep, value = line.partition("=")
+        if sep:
+            current[key] = value
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def unit_status(unit: str, props: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+    """Health of one unit from its properties: active and running (or exited for oneshot
+    units) is healthy, automatic restarts since its start make it degraded, anything else
+    (not found, failed, inactive, still activating) is unhealthy."""
+    load, active, sub = props.get("LoadState", ""), props.get("ActiveState", ""), props.get("SubState", "")
+    try:
+        restarts = int(props.get("NRestarts", "0") or 0)
+    except ValueError:
+        restarts = 0
+    data = {"load_state": load, "active_state": active, "sub_state": sub, "restarts": restarts}
+    if load == "not-found":
+        return UNHEALTHY, f"{unit} not found (LoadState=not-found)", data
+    state = f"{active}/{sub}"
+    if active == "active" and sub in UNIT_OK_SUBSTATES:
+        if restarts > 0:
+            return DEGRADED, f"{state}, restarted {restarts} time(s) by systemd since it was started", data
+        return HEALTHY, state, data
+    if active == "reloading":
+        return DEGRADED, f"{state} (reloading)", data
+    result = props.get("Result", "")
+    extra = f", result {result}" if result and result != "success" else ""
+    extra += f", {restarts} restart(s)" if restarts else ""
+    return UNHEALTHY, f"{state}{extra}", data
+
+
+def check_units(units: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT,
+                runner: Callable[[list[str], float], str] | None = None) -> list[CheckResult]:
+    """State of systemd units with one ``systemctl show`` call."""
+    if not units:
+        return []
+    started = time.monotonic()
+    cmd = ["systemctl", "show", f"--property={','.join(UNIT_PROPERTIES)}", "--", *units]
+    try:
+        if runner is not None:
+            out = runner(cmd, timeout)
+        else:
+            if shutil.which("systemctl") is None:
+                raise OSError("systemctl not found: this host does not run systemd")
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+            if proc.returncode != 0:
+                raise OSError(proc.stderr.strip() or f"systemctl exited {proc.returncode}")
+            out = proc.stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        elapsed = time.monotonic() - started
+        return [CheckResult(f"unit:{u}", "systemd", UNHEALTHY, f"cannot read the unit state: {exc}", elapsed)
+                for u in units]
+    blocks = parse_systemctl_show(out)
+    elapsed = time.monotonic() - started
+    results = []
+    for index, unit in enumerate(units):
+        props = blocks[index] if index < len(blocks) else {}
+        if not props:
+            results.append(CheckResult(f"unit:{unit}", "systemd", UNHEALTHY, "systemctl returned no state", elapsed))
+            continue
+        status, detail, data = unit_status(unit, props)
+        results.append(CheckResult(f"unit:{unit}", "systemd", status, detail, elapsed / len(units), data))
+    return results
+
+
+# --------------------------------------------------------------------------- resources
+
+
+def _psutil() -> Any:
+    try:
+        import psutil  # optional: imported only when thresholds are asked for
+    except ImportError:
+        return None
+    return psutil
+
+
+def memory_percent() -> float:
+    ps = _psutil()
+    if ps is not None:
+        return float(ps.virtual_memory().percent)
+    try:
+        values = {}
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                key, _, rest = line.partition(":")
+                values[key] = int(rest.split()[0])
+        total, available = values["MemTotal"], values["MemAvailable"]
+    except (OSError, KeyError, ValueError, IndexError) as exc:
+        raise CheckError(
+            "cannot measure memory: psutil is not installed and /proc/meminfo is unreadable; "
+            "install python3-psutil (Debian) on the host"
+        ) from exc
+    return round(100.0 * (total - available) / total, 1)
+
+
+def _proc_stat() -> tuple[int, int]:
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]), idle
+
+
+def cpu_percent(interval: float = 0.5) -> float:
+    ps = _psutil()
+    if ps is not None:
+        return float(ps.cpu_percent(interval=interval))
+    try:
+        total1, idle1 = _proc_stat()
+        time.sleep(interval)
+        total2, idle2 = _proc_stat()
+    except (OSError, ValueError, IndexError) as exc:
+        raise CheckError(
+            "cannot measure CPU: psutil is not installed and /proc/stat is unreadable; "
+            "install python3-psutil (Debian) on the host"
+        ) from exc
+    busy = (total2 - total1) - (idle2 - idle1)
+    return round(100.0 * busy / max(total2 - total1, 1), 1)
+
+
+def disk_percent(path: str) -> float:
+    """Used space as ``df`` shows it: used / (used + available to unprivileged users)."""
+    ps = _psutil()
+    if ps is not None:
+        return float(ps.disk_usage(path).percent)
+    st = os.statvfs(path)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    avail = st.f_bavail * st.f_frsize
+    return round(100.0 * used / max(used + avail, 1), 1)
+
+
+def threshold_status(value: float, warning: float, critical: float) -> str:
+    if value > critical:
+        return UNHEALTHY
+    if value > warning:
+        return DEGRADED
+    return HEALTHY
+
+
+def _limits(spec: dict[str, Any] | None, kind: str) -> tuple[float, float]:
+    spec = spec or {}
+    warning = float(spec.get("warning") if spec.get("warning") is not None else DEFAULT_THRESHOLDS[kind]["warning"])
+    critical = float(spec.get("critical") if spec.get("critical") is not None else DEFAULT_THRESHOLDS[kind]["critical"])
+    if not 0 <= warning <= critical <= 100:
+        raise CheckError(f"thresholds.{kind}: need 0 <= warning ({warning}) <= critical ({critical}) <= 100")
+    return warning, critical
+
+
+def check_thresholds(thresholds: dict[str, Any] | None) -> list[CheckResult]:
+    """``{"cpu": {warning, critical, interval}, "memory": {...}, "disk": {paths, warning,
+    critical}}``; a resource not named is not checked. Over warning is degraded, over
+    critical unhealthy (percent, strictly greater)."""
+    results: list[CheckResult] = []
+    thresholds = thresholds or {}
+    unknown = set(thresholds) - {"cpu", "memory", "disk"}
+    if unknown:
+        raise CheckError(f"thresholds: unknown resource(s) {', '.join(sorted(unknown))}; use cpu, memory, disk")
+
+    def measure(name: str, kind: str, func: Callable[[], float], warning: float, critical: float) -> CheckResult:
+        started = time.monotonic()
+        try:
+            value = func()
+        except OSError as exc:
+            return CheckResult(name, kind, UNHEALTHY, f"cannot measure: {exc}", time.monotonic() - started)
+        status = threshold_status(value, warning, critical)
+        detail = f"{value:.1f} % used (warning > {warning:g}, critical > {critical:g})"
+        return CheckResult(name, kind, status, detail, time.monotonic() - started,
+                           {"percent": value, "warning": warning, "critical": critical})
+
+    if thresholds.get("cpu") is not None:
+        warning, critical = _limits(thresholds["cpu"], "cpu")
+        interval = float(thresholds["cpu"].get("interval") or 0.5)
+        results.append(measure("cpu", "cpu", lambda: cpu_percent(interval), warning, critical))
+    if thresholds.get("memory") is not None:
+        warning, critical = _limits(thresholds["memory"], "memory")
+        results.append(measure("memory", "memory", memory_percent, warning, critical))
+    if thresholds.get("disk") is not None:
+        warning, critical = _limits(thresholds["disk"], "disk")
+        for path in thresholds["disk"].get("paths") or ["/"]:
+            results.append(measure(f"disk:{path}", "disk", lambda p=path: disk_percent(p), warning, critical))
+    return results
+
+
+# --------------------------------------------------------------------------- running a set of checks
+
+
+@dataclass
+class HealthSpec:
+    """Everything to check, in the module's option names."""
+
+    http: list[dict[str, Any]] = field(default_factory=list)
+    systemd_units: list[str] = field(default_factory=list)
+    tcp: list[str] = field(default_factory=list)
+    postgresql: list[dict[str, Any]] = field(default_factory=list)
+    redis: list[dict[str, Any]] = field(default_factory=list)
+    thresholds: dict[str, Any] | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+    def empty(self) -> bool:
+        return not (self.http or self.systemd_units or self.tcp or self.postgresql or self.redis
+                    or any(v is not None for v in (self.thresholds or {}).values()))
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> HealthSpec:
+        return cls(
+            http=[dict(p) for p in params.get("http") or []],
+            systemd_units=list(params.get("systemd_units") or []),
+            tcp=list(params.get("tcp") or []),
+            postgresql=[dict(p) for p in params.get("postgresql") or []],
+            redis=[dict(p) for p in params.get("redis") or []],
+            thresholds=params.get("thresholds"),
+            timeout=float(params.get("timeout") or DEFAULT_TIMEOUT),
+        )
+
+    def validate(self) -> None:
+        if self.empty():
+            raise CheckError("nothing to check: give at least one of http, systemd_units, tcp, postgresql, "
+                             "redis or thresholds")
+        for probe in self.http:
+            if not probe.get("url"):
+                raise CheckError("every http probe needs a url")
+        for value in self.tcp:
+            parse_host_port(value)
+        for kind in ("postgresql", "redis"):
+            for item in getattr(self, kind):
+                if not item.get("host"):
+                    raise CheckError(f"every {kind} entry needs a host")
+        for kind in ("cpu", "memory", "disk"):
+            if (self.thresholds or {}).get(kind) is not None:
+                _limits(self.thresholds[kind], kind)  # type: ignore[index]
+
+
+def run_checks(spec: HealthSpec, budget: float | None = None) -> list[CheckResult]:
+    """One pass over every check. ``budget`` (seconds left of the deadline) caps each timeout."""
+
+    def cap(timeout: float | None) -> float:
+        value = float(timeout or spec.timeout)
+        if budget is not None:
+            value = min(value, max(budget, 0.1))
+        return value
+
+    results: list[CheckResult] = []
+    for probe in spec.http:
+        results.append(check_http(
+            probe["url"],
+            status=probe.get("status") or 200,
+            body_contains=probe.get("body_contains"),
+            json_field=probe.get("json_field"),
+            json_value=probe.get("json_value"),
+            timeout=cap(probe.get("timeout")),
+            headers=probe.get("headers"),
+            method=probe.get("method") or "GET",
+            validate_certs=probe.get("validate_certs", True) is not False,
+            follow_redirects=probe.get("follow_redirects", True) is not False,
+            name=probe.get("name"),
+        ))
+    results.extend(check_units(spec.systemd_units, timeout=cap(None)))
+    for value in spec.tcp:
+        host, port = parse_host_port(value)
+        results.append(check_tcp(host, port, timeout=cap(None)))
+    for item in spec.postgresql:
+        results.append(check_postgresql(item["host"], int(item.get("port") or 5432), timeout=cap(item.get("timeout")),
+                                        name=item.get("name")))
+    for item in spec.redis:
+        results.append(check_redis(item["host"], int(item.get("port") or 6379), timeout=cap(item.get("timeout")),
+                                   name=item.get("name")))
+    results.extend(check_thresholds(spec.thresholds))
+    return results
+
+
+@dataclass
+class HealthReport:
+    status: str
+    checks: list[CheckResult]
+    attempts: int
+    elapsed: float
+
+    @property
+    def failing(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status != HEALTHY]
+
+    def failing_text(self) -> str:
+        return "; ".join(f"{c.name} [{c.status}] {c.detail}" for c in self.failing)
+
+    def summary(self) -> str:
+        text = f"{self.status} after {self.attempts} attempt(s) in {self.elapsed:.1f} s"
+        return f"{text}; failing: {self.failing_text()}" if self.failing else text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "checks": [c.as_dict() for c in self.checks],
+            "attempts": self.attempts,
+            "elapsed": round(self.elapsed, 3),
+            "failed_checks": [c.name for c in self.failing],
+        }
+
+
+def evaluate(spec: HealthSpec, *, retries: int = 0, delay: float = 1.0, max_delay: float = 5.0,
+             deadline: float = 60.0, min_status: str = HEALTHY,
+             sleep: Callable[[float], None] = time.sleep,
+             clock: Callable[[], float] = time.monotonic) -> HealthReport:
+    """Run the checks until the result is ``min_status`` or better, at most ``retries`` more
+    times, sleeping ``delay`` then twice as long each time (at most ``max_delay``), all inside
+    ``deadline`` seconds: probe timeouts are cut to the time left, and no attempt starts after
+    it. The report is the last attempt's."""
+    spec.validate()
+    if min_status not in RANK:
+        raise CheckError(f"min_status={min_status!r}: use healthy, degraded or unhealthy")
+    start = clock()
+    attempts = 0
+    wait = max(delay, 0.0)
+    while True:
+        attempts += 1
+        left = deadline - (clock() - start)
+        checks = run_checks(spec, budget=left)
+        status = worst([c.status for c in checks])
+        left = deadline - (clock() - start)
+        if at_least(status, min_status) or attempts > retries or left <= 0:
+            return HealthReport(status, checks, attempts, clock() - start)
+        pause = min(wait, left)
+        sleep(pause)
+        wait = min(wait * 2, max(max_delay, delay))
+        if deadline - (clock() - start) <= 0:
+            return HealthReport(status, checks, attempts, clock() - start)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CANNOT_CHECK, f"{self.prog}: error: {message}\n")
+
+
+def _pair(text: str, what: str) -> tuple[float, float]:
+    try:
+        warning, critical = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}: give WARNING:CRITICAL percents, e.g. 80:95") from None
+    return warning, critical
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tradeops-health",
+        description="Check the health of this host and its services. Every option can be repeated; "
+                    "the result is healthy, degraded or unhealthy (the worst check).",
+        epilog="exit codes: 0 healthy, 1 degraded, 2 unhealthy, 3 could not check (bad arguments, internal error). "
+               "Example: tradeops-health --url http://127.0.0.1:8000/health --json-field version --json-value 1.4.2 "
+               "--unit refapp.service --redis 127.0.0.1:6379 --disk / --memory --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--url", action="append", default=[], help="HTTP(S) URL to probe")
+    parser.add_argument("--expect-status", type=int, action="append", help="expected HTTP status (default 200)")
+    parser.add_argument("--body-contains", help="text the HTTP body must contain")
+    parser.add_argument("--json-field", help="dotted JSON field of the HTTP body to check, e.g. version")
+    parser.add_argument("--json-value", help="value the JSON field must have")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="HTTP request header")
+    parser.add_argument("--insecure", action="store_true", help="do not verify TLS certificates of --url")
+    parser.add_argument("--unit", action="append", default=[], help="systemd unit that must be active")
+    parser.add_argument("--tcp", action="append", default=[], metavar="HOST:PORT", help="TCP port that must accept")
+    parser.add_argument("--postgresql", action="append", default=[], metavar="HOST[:PORT]",
+                        help="PostgreSQL server that must answer (no credentials needed)")
+    parser.add_argument("--redis", action="append", default=[], metavar="HOST[:PORT]",
+                        help="Redis server that must answer PING")
+    parser.add_argument("--disk", action="append", default=[], metavar="PATH", help="filesystem to check for space")
+    parser.add_argument("--disk-limits", default="85:95", metavar="WARN:CRIT",
+                        help="disk percent used for degraded / unhealthy (default 85:95)")
+    parser.add_argument("--memory", nargs="?", const="85:95", metavar="WARN:CRIT",
+                        help="check memory use (default limits 85:95)")
+    parser.add_argument("--cpu", nargs="?", const="80:95", metavar="WARN:CRIT",
+                        help="check CPU use over 0.5 s (default limits 80:95)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="JSON file with the app_health module's options (http, systemd_units, tcp, ...)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per probe (default 5)")
+    parser.add_argument("--retries", type=int, default=0, help="attempts after the first while not healthy")
+    parser.add_argument("--delay", type=float, default=1.0, help="first pause between attempts, doubled each time")
+    parser.add_argument("--deadline", type=float, default=60.0, help="overall limit in seconds (default 60)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (for machines)")
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> tuple[HealthSpec, dict[str, Any]]:
+    options: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as handle:
+                options = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise CheckError(f"--config {args.config}: {exc}") from exc
+        if not isinstance(options, dict):
+            raise CheckError(f"--config {args.config}: expected a JSON object of app_health options")
+    spec = HealthSpec.from_params(options)
+    headers = {}
+    for header in args.header:
+        key, sep, value = header.partition(":")
+        if not sep or not key.strip():
+            raise CheckError(f"--header {key.strip()!r}...: give 'Name: value'")
+        headers[key.strip()] = value.strip()
+    for url in args.url:
+        spec.http.append({"url": url, "status": args.expect_status or [200], "body_contains": args.body_contains,
+                          "json_field": args.json_field, "json_value": args.json_value, "headers": headers,
+                          "validate_certs": not args.insecure})
+    spec.systemd_units += args.unit
+    spec.tcp += args.tcp
+    for kind, default_port in (("postgresql", 5432), ("redis", 6379)):
+        for value in getattr(args, kind):
+            host, port = parse_host_port(value, default_port)
+            getattr(spec, kind).append({"host": host, "port": port})
+    thresholds = dict(spec.thresholds or {})
+    try:
+        if args.cpu:
+            warning, critical = _pair(args.cpu, "--cpu")
+            thresholds["cpu"] = {"warning": warning, "critical": critical}
+        if args.memory:
+            warning, critical = _pair(args.memory, "--memory")
+            thresholds["memory"] = {"warning": warning, "critical": critical}
+        if args.disk:
+            warning, critical = _pair(args.disk_limits, "--disk-limits")
+            thresholds["disk"] = {"paths": args.disk, "warning": warning, "critical": critical}
+    except argparse.ArgumentTypeError as exc:
+        raise CheckError(str(exc)) from exc
+    spec.thresholds = thresholds or None
+    spec.timeout = args.timeout
+    run = {
+        "retries": int(options.get("retries", args.retries)),
+        "delay": float(options.get("delay", args.delay)),
+        "deadline": float(options.get("deadline", args.deadline)),
+    }
+    return spec, run
+
+
+def main_cli(argv: Sequence[str] | None = None) -> int:
+    """``tradeops-health``: returns the exit code (0 healthy, 1 degraded, 2 unhealthy, 3 could not check)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help (0) or a usage error (3)
+        return int(exc.code or 0)
+    try:
+        spec, run = spec_from_args(args)
+        report = evaluate(spec, **run)
+    except CheckError as exc:
+        print(f"tradeops-health: could not check: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    except Exception as exc:  # internal error: say so, never a healthy exit code
+        print(f"tradeops-health: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        print(f"{report.status.upper()}: {report.summary()}")
+        for check in report.checks:
+            print(f"  [{check.status:>9}] {check.name} ({check.duration * 1000:.0f} ms): {check.detail}")
+    return EXIT_CODES[report.status]
+
+
+if __name__ == "__main__":
+    sys.exit(main_cli())

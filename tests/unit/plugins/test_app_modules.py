@@ -1,0 +1,190 @@
+"""The modules end to end through their main() (patch_module_args), and their documentation
+against their argument specs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import app_health
+import app_release
+import pytest
+import yaml
+from plugin_testlib import HOST_PYTHON, free_port, tree_snapshot
+
+# -- app_release -------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.exists(HOST_PYTHON), reason="needs /usr/bin/python3")
+def test_release_create_activate_mark_bad_rollback(run_module, wheelhouses, tmp_path):
+    path = str(tmp_path / "opt" / "refapp")
+    base = {"path": path, "python": HOST_PYTHON, "actor": "deployer"}
+
+    def release(action: str, check_mode: bool = False, diff: bool = False, **args: object) -> dict:
+        return run_module(app_release, {**base, "action": action, **args}, check_mode=check_mode, diff=diff)
+
+    lock = release("lock", lock_owner="deployer", lock_host="ctl", lock_pid=101, lock_reason="deploy 1.0")
+    assert lock["changed"] and lock["lock"]["owner"] == "deployer" and lock["_rc"] == 0
+    refused = release("lock", lock_owner="other", lock_host="ctl2", lock_pid=7)
+    assert refused["failed"] and "deployer@ctl pid 101" in refused["msg"] and refused["stale"] is False
+    assert refused["lock"]["reason"] == "deploy 1.0" and refused["_rc"] == 1
+
+    one = release("create", version="1.0", wheelhouse=wheelhouses("1.0"), package="tiny-app")
+    assert one["changed"] and one["release"].startswith("1.0-") and one["deps_reused"] is False
+    assert one["release_path"] == os.path.join(path, "releases", one["release"])
+    assert one["ledger_entry"]["action"] == "create" and one["current"] is None
+    first = release("activate", diff=True, release=one["release"])
+    assert first["changed"] and first["current"] == one["release"]
+    assert first["diff"]["after"] == f"current -> releases/{one['release']}\n"
+    assert release("mark", outcome="good")["release"] == one["release"]
+
+    two = release("create", version="2.0", wheelhouse=wheelhouses("2.0"), package="tiny-app")
+    assert two["deps_reused"] is True
+    predicted = release("activate", check_mode=True, diff=True, version="2.0")
+    assert predicted["changed"] and predicted["current"] == one["release"]
+    assert predicted["diff"]["before"] == f"current -> releases/{one['release']}\n"
+    switched = release("activate", release=two["release"])
+    assert switched["changed"] and switched["previous"] == one["release"] and "diff" not in switched
+    bad = release("mark", outcome="bad", reason="readiness probe failed")
+    assert bad["changed"] and bad["release"] == two["release"]
+    back = release("rollback", diff=True, reason="health gate failed")
+    assert back["changed"] and back["release"] == one["release"] and back["previous"] == two["release"]
+    assert back["current"] == one["release"]
+    assert os.readlink(os.path.join(path, "current")) == f"releases/{one['release']}"
+    assert release("rollback")["failed"]  # nothing good before 1.0
+
+    listing = release("list")
+    assert listing["changed"] is False
+    assert [(r["version"], r["status"], r["current"]) for r in listing["releases"]] == [
+        ("2.0", "bad", False), ("1.0", "good", True)]  # fmt: skip
+    assert release("unlock", lock_owner="deployer", lock_host="ctl", lock_pid=101)["changed"]
+
+    ledger = [json.loads(line) for line in Path(path, "ledger.jsonl").read_text().splitlines()]
+    assert [e["action"] for e in ledger] == [
+        "lock", "create", "activate", "mark", "create", "activate", "mark", "rollback", "unlock"]  # fmt: skip
+    assert all(e["user"] == "deployer" and e["host"] == socket.gethostname() for e in ledger)
+
+
+@pytest.mark.skipif(not os.path.exists(HOST_PYTHON), reason="needs /usr/bin/python3")
+def test_release_check_mode_changes_nothing_on_disk(run_module, wheelhouses, tmp_path):
+    path = str(tmp_path / "app")
+    args = {"path": path, "python": HOST_PYTHON, "package": "tiny-app"}
+    created = run_module(app_release, {**args, "action": "create", "version": "1.0", "wheelhouse": wheelhouses("1.0")})
+    run_module(app_release, {**args, "action": "activate", "release": created["release"]})
+    snapshot = tree_snapshot(path)
+    wheelhouse = wheelhouses("2.0")
+    for action, extra in [("create", {"version": "2.0", "wheelhouse": wheelhouse}), ("mark", {"outcome": "bad"}),
+                          ("prune", {"keep": 1}), ("lock", {}), ("unlock", {"force_unlock": True}),
+                          ("activate", {"release": created["release"]})]:  # fmt: skip
+        result = run_module(app_release, {**args, "action": action, **extra}, check_mode=True)
+        assert not result.get("failed"), result
+        assert "ledger_entry" not in result
+    assert tree_snapshot(path) == snapshot
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"action": "create", "version": "1.0"}, "missing: wheelhouse"),
+    ({"action": "activate"}, "release, version"),
+    ({"action": "mark"}, "outcome"),
+    ({"action": "prune", "keep": 0}, "keep at least 1"),
+    ({"action": "explode"}, "value of action must be one of"),
+    ({"action": "activate", "release": "nope-20250101T000000Z"}, "does not exist"),
+])  # fmt: skip
+def test_release_bad_arguments_fail_with_a_message(run_module, tmp_path, args, message):
+    result = run_module(app_release, {"path": str(tmp_path / "app"), **args})
+    assert result["failed"] and message in result["msg"], result["msg"]
+
+
+def test_release_stale_lock_is_reported_and_broken_with_force_unlock(run_module, tmp_path):
+    path = str(tmp_path / "app")
+    base = {"path": path, "action": "lock", "lock_owner": "bob", "lock_host": "ctl"}
+    run_module(app_release, {**base, "lock_owner": "alice"})
+    lock_file = Path(path, "deploy.lock")
+    holder = json.loads(lock_file.read_text())
+    holder["epoch"] -= 3600  # taken an hour ago
+    lock_file.write_text(json.dumps(holder))
+    stale = run_module(app_release, base)
+    assert stale["failed"] and stale["stale"] is True and "-e force_unlock=true" in stale["msg"]
+    broken = run_module(app_release, {**base, "force_unlock": True})
+    assert broken["changed"] and broken["broken"]["owner"] == "alice" and broken["lock"]["owner"] == "bob"
+
+
+# -- app_health --------------------------------------------------------------------------
+
+
+def test_health_healthy_result(run_module, http_server):
+    url = http_server.route("/ready", body='{"version": "2.0"}')
+    result = run_module(app_health, {
+        "http": [{"url": url, "json_field": "version", "json_value": "2.0"}],
+        "thresholds": {"disk": {"paths": ["/"], "warning": 100, "critical": 100}},
+    })
+    assert result["_rc"] == 0 and result["changed"] is False and result["status"] == "healthy"
+    assert [c["kind"] for c in result["checks"]] == ["http", "disk"]
+    assert result["attempts"] == 1 and result["failed_checks"] == []
+    assert {"name", "kind", "status", "detail", "duration"} <= set(result["checks"][0])
+
+
+def test_health_failure_names_the_failing_checks_and_hides_header_values(run_module, http_server):
+    url = http_server.route("/ready", status=503, body="warming up", require_header=("X-Token", "t0ps3cret"))
+    closed = f"127.0.0.1:{free_port()}"
+    result = run_module(app_health, {"http": [{"url": url, "headers": {"X-Token": "t0ps3cret"}}], "tcp": [closed],
+                                     "retries": 2, "delay": 0.05, "deadline": 5})  # fmt: skip
+    assert result["failed"] and result["_rc"] == 1 and result["status"] == "unhealthy"
+    assert url in result["msg"] and f"tcp:{closed}" in result["msg"] and "got 503" in result["msg"]
+    assert result["msg"].startswith("health is unhealthy, worse than min_status=healthy, after 3 attempt(s)")
+    assert result["attempts"] == 3
+    assert "t0ps3cret" not in result["_raw"]
+    assert http_server.server.requests[-1][1].get("X-Token") == "t0ps3cret"
+
+
+def test_health_min_status_degraded_accepts_degraded(run_module, http_server):
+    args = {"http": [{"url": http_server.route("/")}], "thresholds": {"memory": {"warning": 0, "critical": 100}}}
+    assert run_module(app_health, args)["failed"]
+    result = run_module(app_health, {**args, "min_status": "degraded"})
+    assert not result.get("failed") and result["status"] == "degraded" and result["failed_checks"] == ["memory"]
+
+
+def test_health_runs_in_check_mode(run_module, http_server):
+    result = run_module(app_health, {"http": [{"url": http_server.route("/")}]}, check_mode=True)
+    assert result["status"] == "healthy" and not result.get("skipped")
+
+
+def test_health_nothing_to_check_is_an_error(run_module):
+    result = run_module(app_health, {})
+    assert result["failed"] and "could not check: nothing to check" in result["msg"]
+
+
+# -- documentation = argument spec ---------------------------------------------------------
+
+
+def _doc_options(options: dict) -> dict:
+    out = {}
+    for name, spec in options.items():
+        entry = {"type": spec.get("type", "str"), "default": spec.get("default"), "choices": spec.get("choices"),
+                 "required": spec.get("required", False), "elements": spec.get("elements")}  # fmt: skip
+        if "suboptions" in spec:
+            entry["options"] = _doc_options(spec["suboptions"])
+        out[name] = entry
+    return out
+
+
+def _spec_options(spec: dict) -> dict:
+    out = {}
+    for name, item in spec.items():
+        entry = {"type": item.get("type", "str"), "default": item.get("default"), "choices": item.get("choices"),
+                 "required": item.get("required", False), "elements": item.get("elements")}  # fmt: skip
+        if "options" in item:
+            entry["options"] = _spec_options(item["options"])
+        out[name] = entry
+    return out
+
+
+@pytest.mark.parametrize("module", [app_release, app_health])
+def test_documentation_matches_the_argument_spec(module):
+    doc = yaml.safe_load(module.DOCUMENTATION)
+    assert _doc_options(doc["options"]) == _spec_options(module.argument_spec())
+    assert doc["attributes"]["check_mode"]["support"] == "full"
+    yaml.safe_load(module.EXAMPLES)
+    assert yaml.safe_load(module.RETURN)
