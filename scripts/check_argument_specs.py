@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Keep every role's meta/argument_specs.yml in step with its defaults/main.yml.
+"""Keep every role's meta/argument_specs.yml in step with its defaults and README.
 
 For each role: the options of the `main` entry point must be exactly the keys of
-defaults/main.yml, and every option needs a description. Exit 1 listing each
-difference, 0 when all roles agree.
+defaults/main.yml, every option needs a description, and README.md must name
+every option. Exit 1 listing each difference, 0 when all roles agree.
 """
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ def problems(role: Path) -> list[str]:
             for k in sorted(set(options) - set(defaults or {})) if not options[k].get("required")]
     out += [f"{role.name}: option '{k}' has no description" for k, v in sorted(options.items())
             if not v.get("description")]
+    readme = role / "README.md"
+    text = readme.read_text() if readme.is_file() else ""
+    if not text:
+        out.append(f"{role.name}: README.md is missing")
+    out += [f"{role.name}: README.md does not mention '{k}'" for k in sorted(options) if text and f"`{k}`" not in text]
     return out
 
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Deploy / re-deploy / rollback benchmark on one lab host, with a per-phase split.
+
+Starts its own one-host lab (LAB_ID=bench, never the main lab), converges it with
+site.yml and a first deploy, then times RUNS repetitions of:
+
+  deploy      a new version (fresh wheelhouse, new release, switch, restart, gate)
+  redeploy    the same version again (nothing changes)
+  rollback    rollback.yml to the previous good release, verified
+  baseline    a one-task play against the same host (the floor of any play)
+
+Prints medians, ratios against the baseline, and the median per-phase split
+taken from the tradeops_summary callback's JSON records.
+
+    tests/bench/deploy_bench.py [--runs 5] [--keep-lab]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+LAB_ENV = {"LAB_ID": "bench", "LAB_PUBLISH": "0", "LAB_HOSTS": "app1"}
+
+
+def sh(cmd: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          check=check)
+
+
+def write_inventory(tmp: Path) -> Path:
+    inv = tmp / "inventory"
+    inv.mkdir()
+    (inv / "hosts.yml").write_text(json.dumps({"all": {
+        "vars": {"ansible_connection": "community.docker.docker", "ansible_user": "root",
+                 "ansible_python_interpreter": "/usr/bin/python3"},
+        "children": {"app": {"hosts": {"app1": {"ansible_host": "tradeops-bench-app1"}}},
+                     "linux": {"children": {"app": {}}}}}}))
+    (inv / "group_vars").symlink_to(ROOT / "inventory" / "lab" / "group_vars")
+    return inv
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--keep-lab", action="store_true", help="leave the bench lab running")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="tradeops-bench-"))
+    inv = write_inventory(tmp)
+    summary = tmp / "summary.jsonl"
+    env = {"ANSIBLE_FORCE_COLOR": "0", "TRADEOPS_SUMMARY_LOG": str(summary),
+           "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(tmp / "facts"), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    (tmp / "one.yml").write_text(json.dumps([{"name": "One task", "hosts": "app", "gather_facts": False,
+                                              "tasks": [{"name": "Ping", "ansible.builtin.ping": {}}]}]))
+
+    def play(*a: str) -> float:
+        t0 = time.monotonic()
+        proc = sh([str(VENV_BIN / "ansible-playbook"), "-i", str(inv), *a], env, check=False)
+        took = time.monotonic() - t0
+        if proc.returncode != 0:
+            sys.exit(f"bench: ansible-playbook {' '.join(a)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-1000:]}")
+        return took
+
+    sh([str(ROOT / "scripts" / "lab.sh"), "up"], LAB_ENV)
+    try:
+        play("playbooks/site.yml")
+        play("playbooks/deploy.yml", "-e", "app_version=1.0.0")
+        times: dict[str, list[float]] = {"deploy": [], "redeploy": [], "rollback": [], "baseline": []}
+        for i in range(args.runs):
+            version = f"1.1.{i}"
+            summary.write_text("")
+            times["deploy"].append(play("playbooks/deploy.yml", "-e", f"app_version={version}"))
+            times["redeploy"].append(play("playbooks/deploy.yml", "-e", f"app_version={version}"))
+            times["rollback"].append(play("playbooks/rollback.yml"))
+            times["baseline"].append(play(str(tmp / "one.yml")))
+            records = [json.loads(x) for x in summary.read_text().splitlines() if x.strip()]
+            for rec, kind in zip(records, ("deploy", "redeploy", "rollback"), strict=False):
+                for phase, secs in rec.get("phases", {}).items():
+                    times.setdefault(f"{kind}:{phase}", []).append(secs)
+            play("playbooks/deploy.yml", "-e", f"app_version={version}")  # back on the new release
+    finally:
+        if not args.keep_lab:
+            sh([str(ROOT / "scripts" / "lab.sh"), "down"], LAB_ENV, check=False)
+    base = statistics.median(times["baseline"])
+    print(f"deploy benchmark: one lab host, median of {args.runs} runs")
+    for kind in ("deploy", "redeploy", "rollback", "baseline"):
+        m = statistics.median(times[kind])
+        print(f"  {kind:9s} {m:6.2f} s   {m / base:5.1f}x one-task play")
+        phases = {k.split(':', 1)[1]: statistics.median(v) for k, v in times.items() if k.startswith(kind + ":")}
+        if phases:
+            print("            " + "  ".join(f"{p} {s:.2f}" for p, s in sorted(phases.items(), key=lambda x: -x[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
