@@ -16,7 +16,7 @@
 #   LAB_ID=lab                       names this lab: containers <LAB_ID-prefix>-<host>, its own
 #                                    network, label tradeops.lab=<LAB_ID>; molecule scenarios
 #                                    use their own id so they never touch the lab (and back)
-#   LAB_PUBLISH=1                    publish lb1/mon1 ports on 127.0.0.1 (0 for molecule)
+#   LAB_PUBLISH=1                    publish lb1/mon1/app ports on 127.0.0.1 (0 for molecule)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,7 +29,8 @@ HOSTS=${LAB_HOSTS:-lb1 app1 app2 db1 mon1}
 MIRROR=${LAB_MIRROR:-http://deb.debian.org/debian}
 CACHE=${LAB_CACHE:-$ROOT/.cache/lab}
 # Host ports published on loopback for the demo: host:container per lab host.
-declare -A PUBLISH=([lb1]="127.0.0.1:8080:80 127.0.0.1:8443:443" [mon1]="127.0.0.1:9090:9090 127.0.0.1:9093:9093")
+declare -A PUBLISH=([lb1]="127.0.0.1:8080:80 127.0.0.1:8443:443" [mon1]="127.0.0.1:9090:9090 127.0.0.1:9093:9093"
+                    [app1]="127.0.0.1:8001:8000" [app2]="127.0.0.1:8002:8000")
 
 die() { echo "lab: $*" >&2; exit 1; }
 say() { echo "lab: $*" >&2; }
