@@ -2,7 +2,7 @@
 # Every benchmark under tests/bench, one after another; each prints its figures.
 set -euo pipefail
 cd "$(dirname "$0")"
-for b in lab.sh; do
-  echo "=== tests/bench/$b"
-  "./$b"
-done
+echo "=== tests/bench/lab.sh"
+./lab.sh
+echo "=== tests/bench/deploy_bench.py"
+python deploy_bench.py
