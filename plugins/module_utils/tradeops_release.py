@@ -1339,12 +1339,29 @@ class ReleaseStore:
         return result
 
 
+def check_free_space(path: str, min_free_mb: int) -> None:
+    """Refuse a create, before anything is written, when the disk under path is short."""
+    if min_free_mb <= 0:
+        return
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe) or "/"
+    free_mb = shutil.disk_usage(probe).free // (1024 * 1024)
+    if free_mb < min_free_mb:
+        raise ReleaseError(f"only {free_mb} MB free under {path}; a release needs {min_free_mb} MB (min_free_mb). "
+                           "Free space or prune releases, then re-run", free_mb=free_mb)
+
+
 def run_action(store: ReleaseStore, action: str, params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     """Dispatch one app_release action with the module's parameter names."""
-    if action == "create":
+    if action == "init":
+        made = store.ensure_tree(params.get("owner"), params.get("group"), check_mode)
+        result = {"changed": bool(made), "made": made}
+    elif action == "create":
         missing = [k for k in ("version", "wheelhouse") if not params.get(k)]
         if missing:
             raise ReleaseError(f"action=create needs {', '.join(missing)}")
+        check_free_space(store.path, int(params.get("min_free_mb") or 0))
         result = store.create(version=params["version"], wheelhouse=params["wheelhouse"], package=params["package"],
                               python=params.get("python") or DEFAULT_PYTHON, shared_links=params.get("shared_links"),
                               owner=params.get("owner"), group=params.get("group"), check_mode=check_mode)
@@ -1392,7 +1409,8 @@ def main_cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", required=True, help="application tree, e.g. /opt/refapp")
     parser.add_argument("--check", action="store_true", help="report what would change, change nothing")
     parser.add_argument("--actor", help="who acts (recorded in the ledger)")
-    parser.add_argument("action", choices=["create", "activate", "rollback", "prune", "list", "mark", "lock", "unlock"])
+    parser.add_argument("action", choices=["init", "create", "activate", "rollback", "prune", "list", "mark", "lock",
+                                           "unlock"])
     parser.add_argument("--release", help="release id")
     parser.add_argument("--version", dest="version", help="version (create; or the newest release of it)")
     parser.add_argument("--wheelhouse", help="wheelhouse directory (create)")

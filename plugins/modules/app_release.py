@@ -43,6 +43,7 @@ options:
     required: true
   action:
     description:
+      - C(init) makes the tree (releases/, deps/, shared/{data,logs,config} owned by O(owner):O(group)), nothing else.
       - C(create) builds a release from O(wheelhouse) (idempotent for the same version, wheelhouse and interpreter).
       - C(activate) points C(current) at O(release) (or the newest release of O(version)).
       - C(rollback) goes back to the previous good release, or to O(release) / O(version).
@@ -52,7 +53,7 @@ options:
       - C(lock) takes the deploy lock, C(unlock) releases it.
     type: str
     required: true
-    choices: [create, activate, rollback, prune, list, mark, lock, unlock]
+    choices: [init, create, activate, rollback, prune, list, mark, lock, unlock]
   version:
     description:
       - Version label of the release (letters, digits, C(. _ + ! -)).
@@ -95,6 +96,11 @@ options:
     description: Number of newest releases C(prune) keeps (besides the protected ones).
     type: int
     default: 5
+  min_free_mb:
+    description:
+      - For C(create), free disk (MB) needed under O(path); the create is refused before anything is written when short.
+    type: int
+    default: 0
   outcome:
     description: Result to record with C(mark).
     type: str
@@ -320,7 +326,7 @@ from ansible.module_utils.tradeops_release import (
     run_action,
 )
 
-ACTIONS = ["create", "activate", "rollback", "prune", "list", "mark", "lock", "unlock"]
+ACTIONS = ["init", "create", "activate", "rollback", "prune", "list", "mark", "lock", "unlock"]
 
 
 def argument_spec() -> dict:
@@ -336,6 +342,7 @@ def argument_spec() -> dict:
         owner=dict(type="str"),
         group=dict(type="str"),
         keep=dict(type="int", default=5),
+        min_free_mb=dict(type="int", default=0),
         outcome=dict(type="str", choices=["good", "bad"]),
         reason=dict(type="str"),
         allow_bad=dict(type="bool", default=False),
