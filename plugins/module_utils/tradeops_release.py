@@ -666,9 +666,12 @@ def read_lock(path: str) -> LockInfo | None:
 
 
 def lock_staleness(holder: LockInfo, now: float, stale_after: float, this_host: str,
-                   alive: Callable[[int], bool] = pid_alive) -> str | None:
-    """Why a lock is stale (None when it is live): older than ``stale_after`` seconds, or
-    held by a process of this machine that no longer exists."""
+                   alive: Callable[[int], bool] = pid_alive, peer_host: str | None = None,
+                   peer_pids: Iterable[int] | None = None) -> str | None:
+    """Why a lock is stale (None when it is live): older than ``stale_after`` seconds, held
+    by a process of this machine that no longer exists, or held from ``peer_host`` (the
+    controller asking) by a process that is not among ``peer_pids`` (its live playbook
+    processes, listed there by the caller)."""
     age = now - holder.epoch
     if age > stale_after:
         return f"older than {int(stale_after)} s"
@@ -676,6 +679,8 @@ def lock_staleness(holder: LockInfo, now: float, stale_after: float, this_host: 
         return "unreadable lock file"
     if holder.pid and holder.host == this_host and not alive(holder.pid):
         return f"process {holder.pid} on {this_host} is gone"
+    if holder.pid and peer_pids is not None and holder.host == peer_host and holder.pid not in set(peer_pids):
+        return f"process {holder.pid} on {peer_host} is gone"
     return None
 
 
@@ -1256,14 +1261,15 @@ class ReleaseStore:
 
     def lock(self, *, owner: str | None = None, host: str | None = None, pid: int | None = None,
              reason: str | None = None, stale_after: float = DEFAULT_STALE_AFTER, force: bool = False,
-             check_mode: bool = False) -> dict[str, Any]:
+             peer_pids: list[int] | None = None, check_mode: bool = False) -> dict[str, Any]:
         owner = owner or self.actor
         host = host or self.host
         now = self.clock()
         holder = read_lock(self.lock_path)
         broken = None
         if holder is not None:
-            stale = lock_staleness(holder, now, stale_after, socket.gethostname())
+            stale = lock_staleness(holder, now, stale_after, socket.gethostname(), peer_host=host,
+                                   peer_pids=peer_pids)
             if holder.owner == owner and holder.host == host and pid is not None and holder.pid == pid:
                 return {"changed": False, "lock": asdict(holder), "stale": False, "msg": "lock already held by us"}
             if not force:
@@ -1384,7 +1390,8 @@ def run_action(store: ReleaseStore, action: str, params: dict[str, Any], check_m
         result = store.lock(owner=params.get("lock_owner"), host=params.get("lock_host"), pid=params.get("lock_pid"),
                             reason=params.get("lock_reason"),
                             stale_after=float(params.get("lock_stale_after") or DEFAULT_STALE_AFTER),
-                            force=bool(params.get("force_unlock")), check_mode=check_mode)
+                            force=bool(params.get("force_unlock")), peer_pids=params.get("lock_peer_pids"),
+                            check_mode=check_mode)
     elif action == "unlock":
         result = store.unlock(owner=params.get("lock_owner"), host=params.get("lock_host"), pid=params.get("lock_pid"),
                               force=bool(params.get("force_unlock")), check_mode=check_mode)

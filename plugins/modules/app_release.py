@@ -126,6 +126,12 @@ options:
       - Process id of the holder. A lock whose O(lock_host) is this machine and whose process is gone is stale.
       - C(unlock) releases only a lock with the same owner, host and pid, unless O(force_unlock).
     type: int
+  lock_peer_pids:
+    description:
+      - For C(lock), the live playbook processes on O(lock_host) (the controller asking). A lock held from that host
+        by a process not in this list is reported as stale (its deploy was killed); C(force_unlock) breaks it.
+    type: list
+    elements: int
   lock_reason:
     description: Why the lock is taken (shown to anyone refused by it).
     type: str
@@ -350,6 +356,7 @@ def argument_spec() -> dict:
         lock_owner=dict(type="str"),
         lock_host=dict(type="str"),
         lock_pid=dict(type="int"),
+        lock_peer_pids=dict(type="list", elements="int"),
         lock_reason=dict(type="str"),
         lock_stale_after=dict(type="int", default=1800),
         force_unlock=dict(type="bool", default=False),

@@ -43,3 +43,24 @@ def test_create_is_refused_before_anything_is_written(tmp_path):
         run_action(ReleaseStore(str(root)), "create",
                    {"version": "1.0.0", "wheelhouse": str(tmp_path / "wh"), "min_free_mb": 10**12}, check_mode=False)
     assert not root.exists()
+
+
+def test_lock_of_a_killed_controller_run_is_reported_stale(tmp_path):
+    store = ReleaseStore(str(tmp_path / "app"))
+    run_action(store, "lock", {"lock_owner": "ops@ctl", "lock_host": "ctl", "lock_pid": 4242,
+                               "lock_reason": "deploy 1.0.0"}, check_mode=False)
+    # the same controller asks again; its live playbook processes no longer include 4242
+    with pytest.raises(ReleaseError, match=r"stale \(process 4242 on ctl is gone\).*force_unlock"):
+        run_action(store, "lock", {"lock_owner": "ops@ctl", "lock_host": "ctl", "lock_pid": 5000,
+                                   "lock_peer_pids": [5000, 5001]}, check_mode=False)
+    # while 4242 still runs there, it is a live lock, not a stale one
+    with pytest.raises(ReleaseError, match="Wait for that deploy"):
+        run_action(store, "lock", {"lock_owner": "ops@ctl", "lock_host": "ctl", "lock_pid": 5000,
+                                   "lock_peer_pids": [4242, 5000]}, check_mode=False)
+    # another controller cannot judge ctl's processes: live until the age limit
+    with pytest.raises(ReleaseError, match="Wait for that deploy"):
+        run_action(store, "lock", {"lock_owner": "eve@other", "lock_host": "other", "lock_pid": 1,
+                                   "lock_peer_pids": [1]}, check_mode=False)
+    broken = run_action(store, "lock", {"lock_owner": "ops@ctl", "lock_host": "ctl", "lock_pid": 5000,
+                                        "lock_peer_pids": [5000], "force_unlock": True}, check_mode=False)
+    assert broken["stale"] and broken["broken"]["pid"] == 4242
