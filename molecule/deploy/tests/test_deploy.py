@@ -88,6 +88,21 @@ def test_unit_properties_in_force(host, prop, value):
     assert host.check_output(f"systemctl show -P {prop} refapp-web.service") == value
 
 
+def test_ops_agent_health_cli_on_the_host(host):
+    """site.yml shipped the ops agent: the same health logic as app_health, as a CLI.
+    (Runs before the kill -9 test: a restarted unit reports degraded, exit 1.)"""
+    base = ("tradeops-health --url http://127.0.0.1:8000/api/health/readiness --json-field version "
+            "--unit refapp-web.service --json --json-value ")
+    ok = host.run(base + "2.0.0")
+    assert ok.rc == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["status"] == "healthy"
+    wrong = host.run(base + "9.9.9")
+    assert wrong.rc == 2  # unhealthy: another version serves
+    assert host.run("tradeops-health --no-such-flag").rc == 3  # could not check
+    listing = host.run("tradeops-release --path /opt/refapp list")
+    assert listing.rc == 0 and "2.0.0" in listing.stdout
+
+
 def test_kill_9_is_restarted_by_systemd(host):
     pid = host.check_output("systemctl show -P MainPID refapp-web.service")
     host.run_expect([0], f"kill -9 {pid}")
