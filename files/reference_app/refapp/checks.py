@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from refapp import redisc
-from refapp.config import Settings
+from refapp.config import Settings, redis_client
 from refapp.db import DatabaseError, open_database
 from refapp.errors import describe
 from refapp.schema import SchemaError, current_version, require_current
@@ -56,14 +56,7 @@ def check_redis(settings: Settings) -> Check | None:
     result: Check = {"url": redact_url(settings.redis_url)}
     start = time.monotonic()
     try:
-        with redisc.connect(
-            target.host,
-            target.port,
-            target.password,
-            target.username,
-            target.db,
-            timeout=settings.check_timeout,
-        ) as client:
+        with redis_client(settings) as client:
             reply = client.ping()
         if reply != "PONG":
             raise redisc.RedisError(f"unexpected PING reply {reply!r}")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from refapp import _build, redisc
-from refapp.config import ENVIRONMENT, ConfigError, Settings, settings_from_env
+from refapp.config import ENVIRONMENT, ConfigError, Settings, redis_client, settings_from_env
 from refapp.db import Database, DatabaseError, open_database
 from refapp.envfile import EnvFileError, load_env_file
 from refapp.errors import describe
@@ -142,14 +142,7 @@ def _note_in_redis(settings: Settings, job: str) -> str | None:
     if target is None:
         return None
     try:
-        with redisc.connect(
-            target.host,
-            target.port,
-            target.password,
-            target.username,
-            target.db,
-            timeout=settings.check_timeout,
-        ) as client:
+        with redis_client(settings) as client:
             client.incr(f"refapp:{settings.service}:runs:{job}")
             client.set(f"refapp:{settings.service}:last_run:{job}", str(int(time.time())))
     except (redisc.RedisError, OSError) as exc:

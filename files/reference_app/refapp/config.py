@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from refapp import redisc
 from refapp.urls import DatabaseTarget, RedisTarget, UrlError, parse_database_url, parse_redis_url
 
 DEFAULT_BIND = "127.0.0.1"
@@ -111,3 +112,12 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     )
     settings.validate()
     return settings
+
+
+def redis_client(settings: Settings) -> redisc.Redis:
+    """A connected client for the configured Redis (settings.redis must be set)."""
+    target = settings.redis
+    if target is None:
+        raise ConfigError("APP_REDIS_URL is not set")
+    return redisc.connect(target.host, target.port, target.password, target.username, target.db,
+                          timeout=settings.check_timeout)
