@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +116,21 @@ def test_kill_9_is_restarted_by_systemd(host):
                          "sleep 0.5; done; exit 1")
     assert host.check_output("systemctl show -P MainPID refapp-web.service") != pid
     assert int(host.check_output("systemctl show -P NRestarts refapp-web.service")) >= 1
+
+
+def test_check_mode_deploy_changes_nothing(host):
+    """deploy.yml --check reports what it would do and leaves the host as it was."""
+    before = (host.check_output(f"ls {ROOT}/releases"), host.file(f"{ROOT}/current").linked_to,
+              host.file(f"{ROOT}/ledger.jsonl").content_string)
+    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
+    project = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", inventory,
+                           "--check", "--limit", host.backend.host, str(project / "playbooks" / "deploy.yml"),
+                           "-e", "app_version=9.0.0"], capture_output=True, text=True, cwd=project, check=False,
+                          env={**os.environ, "ANSIBLE_FORCE_COLOR": "0"})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "check mode: would ship wheelhouse 9.0.0" in " ".join(proc.stdout.split())
+    after = (host.check_output(f"ls {ROOT}/releases"), host.file(f"{ROOT}/current").linked_to,
+             host.file(f"{ROOT}/ledger.jsonl").content_string)
+    assert after == before
+
