@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,7 +46,8 @@ def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
 def wheels(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheels")
     built = {}
-    for version, fault in [("2.0.0", "unready"), ("2.1.0", "crash"), ("2.2.0", "hang"), ("3.0.0", None)]:
+    for version, fault in [("2.0.0", "unready"), ("2.1.0", "crash"), ("2.2.0", "hang"), ("3.0.0", None),
+                           ("3.1.0", None), ("3.2.0", None)]:
         args = [sys.executable, str(PROJECT / "scripts" / "build_refapp.py"), "--version", version, "--out", str(out)]
         if fault:
             args += ["--fault", fault]
@@ -127,3 +130,34 @@ def test_second_deploy_is_refused_by_the_lock_with_holder_details():
     proc = playbook("deploy.yml", "app_version=3.0.0", "force_unlock=true")
     assert proc.returncode == 0, "force_unlock breaks the lock and the deploy goes on"
     assert not h.file(f"{ROOT}/deploy.lock").exists
+
+
+@pytest.mark.parametrize("version, after_lock_s", [("3.1.0", 0.0), ("3.2.0", 2.5)])
+def test_killed_deploy_leaves_a_complete_release_and_a_recoverable_lock(wheels, version, after_lock_s):
+    """SIGKILL of ansible-playbook (the whole process group) while app1 holds the lock:
+    current is always a complete release, the next run reports the lock stale, and
+    force_unlock converges."""
+    h = hosts()["app1"]
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY),
+           str(PROJECT / "playbooks" / "deploy.yml"), "-e", f"app_version={version}",
+           "-e", f"app_source={wheels[version]}"]
+    proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not h.file(f"{ROOT}/deploy.lock").exists:
+        assert proc.poll() is None and time.monotonic() < deadline, "the deploy never took the lock"
+        time.sleep(0.2)
+    time.sleep(after_lock_s)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    release = h.file(f"{ROOT}/current").linked_to
+    assert h.run(f"{release}/venv/bin/refapp --version").rc == 0, f"current {release} is not a complete release"
+    if h.file(f"{ROOT}/deploy.lock").exists:
+        again = playbook("deploy.yml", f"app_version={version}", f"app_source={wheels[version]}")
+        assert again.returncode != 0
+        assert "stale" in again.text and "force_unlock" in again.text
+    done = playbook("deploy.yml", f"app_version={version}", f"app_source={wheels[version]}", "force_unlock=true")
+    assert done.returncode == 0
+    assert {n: served_version(x) for n, x in hosts().items()} == {"app1": version, "app2": version}
+
