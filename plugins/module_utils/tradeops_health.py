@@ -554,8 +554,10 @@ class HealthSpec:
                 _limits(self.thresholds[kind], kind)  # type: ignore[index]
 
 
-def run_checks(spec: HealthSpec, budget: float | None = None) -> list[CheckResult]:
-    """One pass over every check. ``budget`` (seconds left of the deadline) caps each timeout."""
+def run_checks(spec: HealthSpec, budget: float | None = None,
+               unit_runner: Callable[[list[str], float], str] | None = None) -> list[CheckResult]:
+    """One pass over every check. ``budget`` (seconds left of the deadline) caps each timeout.
+    ``unit_runner`` runs the ``systemctl show`` of the unit checks (see ``check_units``)."""
 
     def cap(timeout: float | None) -> float:
         value = float(timeout or spec.timeout)
@@ -578,7 +580,7 @@ def run_checks(spec: HealthSpec, budget: float | None = None) -> list[CheckResul
             follow_redirects=probe.get("follow_redirects", True) is not False,
             name=probe.get("name"),
         ))
-    results.extend(check_units(spec.systemd_units, timeout=cap(None)))
+    results.extend(check_units(spec.systemd_units, timeout=cap(None), runner=unit_runner))
     for value in spec.tcp:
         host, port = parse_host_port(value)
         results.append(check_tcp(host, port, timeout=cap(None)))
@@ -623,11 +625,12 @@ class HealthReport:
 def evaluate(spec: HealthSpec, *, retries: int = 0, delay: float = 1.0, max_delay: float = 5.0,
              deadline: float = 60.0, min_status: str = HEALTHY,
              sleep: Callable[[float], None] = time.sleep,
-             clock: Callable[[], float] = time.monotonic) -> HealthReport:
+             clock: Callable[[], float] = time.monotonic,
+             unit_runner: Callable[[list[str], float], str] | None = None) -> HealthReport:
     """Run the checks until the result is ``min_status`` or better, at most ``retries`` more
     times, sleeping ``delay`` then twice as long each time (at most ``max_delay``), all inside
     ``deadline`` seconds: probe timeouts are cut to the time left, and no attempt starts after
-    it. The report is the last attempt's."""
+    it. The report is the last attempt's. ``unit_runner``: see ``check_units``."""
     spec.validate()
     if min_status not in RANK:
         raise CheckError(f"min_status={min_status!r}: use healthy, degraded or unhealthy")
@@ -637,7 +640,7 @@ def evaluate(spec: HealthSpec, *, retries: int = 0, delay: float = 1.0, max_dela
     while True:
         attempts += 1
         left = deadline - (clock() - start)
-        checks = run_checks(spec, budget=left)
+        checks = run_checks(spec, budget=left, unit_runner=unit_runner)
         status = worst([c.status for c in checks])
         left = deadline - (clock() - start)
         if at_least(status, min_status) or attempts > retries or left <= 0:

@@ -1261,7 +1261,9 @@ class ReleaseStore:
 
     def lock(self, *, owner: str | None = None, host: str | None = None, pid: int | None = None,
              reason: str | None = None, stale_after: float = DEFAULT_STALE_AFTER, force: bool = False,
-             peer_pids: list[int] | None = None, check_mode: bool = False) -> dict[str, Any]:
+             peer_pids: list[int] | None = None, check_mode: bool = False, record: bool = True) -> dict[str, Any]:
+        """Take the deploy lock. ``record=False``: no ledger line for an ordinary acquisition (a caller
+        that records its whole run itself, e.g. app_deploy); breaking a lock is always recorded."""
         owner = owner or self.actor
         host = host or self.host
         now = self.clock()
@@ -1294,9 +1296,10 @@ class ReleaseStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.lock_path)
         self._create_lock_file(info)
-        result["ledger_entry"] = self.record(
-            "lock", outcome="broken-and-acquired" if broken else "acquired", reason=reason,
-            lock_owner=owner, lock_host=host, lock_pid=pid, broken=broken)
+        if record or broken is not None:
+            result["ledger_entry"] = self.record(
+                "lock", outcome="broken-and-acquired" if broken else "acquired", reason=reason,
+                lock_owner=owner, lock_host=host, lock_pid=pid, broken=broken)
         return result
 
     def _create_lock_file(self, info: LockInfo) -> None:
@@ -1323,7 +1326,8 @@ class ReleaseStore:
         fsync_dir(self.path)
 
     def unlock(self, *, owner: str | None = None, host: str | None = None, pid: int | None = None,
-               force: bool = False, check_mode: bool = False) -> dict[str, Any]:
+               force: bool = False, check_mode: bool = False, record: bool = True) -> dict[str, Any]:
+        """Release the deploy lock; ``record=False``: no ledger line unless it is somebody else's (forced)."""
         owner = owner or self.actor
         host = host or self.host
         holder = read_lock(self.lock_path)
@@ -1339,6 +1343,7 @@ class ReleaseStore:
         if not check_mode:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.lock_path)
+        if not check_mode and (record or not ours):
             result["ledger_entry"] = self.record(
                 "unlock", outcome="forced" if not ours else "released", lock_owner=holder.owner,
                 lock_host=holder.host, lock_pid=holder.pid)

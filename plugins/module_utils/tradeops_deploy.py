@@ -1,0 +1,657 @@
+# Copyright: tradeops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Host-side orchestration of a health-gated release switch, in one call (the ``app_deploy`` module).
+
+The steps a deploy took as some twenty tasks of the role (lock, create, migrate, activate, stop in
+reverse order, reset-failed, start each unit behind its health gate, mark, prune, unlock; on a failed
+gate: mark bad, roll back, restart and gate the previous release) run here, on the host, over the
+existing logic: ``tradeops_release`` (the store, its ledger and lock) and ``tradeops_health`` (the
+probes, retries inside a deadline, aggregation). Nothing of theirs is re-implemented here.
+
+Pure Python standard library; importable without Ansible (the module_utils files side by side on
+``sys.path``). Every ``systemctl`` and ``systemd-run`` call goes through ``Systemd.call``, so tests
+run the whole flow with a fake service manager (the controller has no systemd).
+
+Ledger: the lock is taken and released without a ledger line of its own (breaking somebody's lock
+is still recorded). The store writes its usual lines (create, activate, mark, rollback, prune), and a
+run that changed anything ends with one ``summary`` line (the run, its outcome, the lock holder and
+the timings). A re-deploy that changes nothing writes nothing to the ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    from ansible.module_utils.tradeops_health import (
+        HEALTHY,
+        UNHEALTHY,
+        CheckError,
+        CheckResult,
+        HealthReport,
+        HealthSpec,
+        evaluate,
+    )
+    from ansible.module_utils.tradeops_release import (
+        DEFAULT_STALE_AFTER,
+        ReleaseError,
+        ReleaseStore,
+        previous_good,
+        run_action,
+    )
+except ImportError:  # on a host without Ansible: the module_utils files side by side on sys.path
+    from tradeops_health import (  # type: ignore[no-redef]
+        HEALTHY,
+        UNHEALTHY,
+        CheckError,
+        CheckResult,
+        HealthReport,
+        HealthSpec,
+        evaluate,
+    )
+    from tradeops_release import (  # type: ignore[no-redef]
+        DEFAULT_STALE_AFTER,
+        ReleaseError,
+        ReleaseStore,
+        previous_good,
+        run_action,
+    )
+
+ACTIONS = ("deploy", "rollback", "restart", "verify")
+# Phases of ``timings``: the phase names of the tradeops_summary callback (its PHASES), so that a
+# run's timings line up with the per-task phases of the task-based flow. "unpack" and "venv" are
+# the release create, split as the callback splits an app_release create (VENV_TIMINGS below);
+# "other" is the rest of the run (marks, the no-op check), so the phases add up to ``elapsed``.
+PHASES = ("lock", "unpack", "venv", "migrate", "switch", "restart", "health", "prune", "other")
+VENV_TIMINGS = ("deps_s", "venv_s", "install_s", "compile_s")
+SYSTEMCTL_TIMEOUT = 120.0  # a stop waits for the unit's graceful shutdown (TimeoutStopSec)
+DEFAULT_MIGRATE_TIMEOUT = 600
+QUICK_DEADLINE = 10.0  # one pass of the checks: is the serving release healthy as it is?
+TAIL_LINES = 15
+NOT_STARTED = "not-started"
+
+
+class DeployFailed(Exception):
+    """The run failed after it started changing things; ``str()`` is the message for the user."""
+
+
+# --------------------------------------------------------------------------- the service manager
+
+
+@dataclass
+class CommandResult:
+    rc: int
+    stdout: str = ""
+    stderr: str = ""
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        text = (self.stderr or "").strip() or (self.stdout or "").strip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Systemd:
+    """The host's service manager. Every ``systemctl`` and ``systemd-run`` call goes through
+    ``call``: a test injects a subclass that overrides it."""
+
+    def call(self, argv: list[str], timeout: float) -> CommandResult:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                                  stdin=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            return CommandResult(127, "", f"{argv[0]} not found ({exc.strerror}): this host does not run systemd")
+        except subprocess.TimeoutExpired:
+            return CommandResult(124, "", f"{' '.join(argv[:3])}: timed out after {timeout:g} s")
+        return CommandResult(proc.returncode, proc.stdout or "", proc.stderr or "")
+
+    def systemctl(self, *args: str, timeout: float = SYSTEMCTL_TIMEOUT) -> CommandResult:
+        return self.call(["systemctl", *args], timeout)
+
+    def show_runner(self, cmd: list[str], timeout: float) -> str:
+        """``tradeops_health.check_units``' runner: its ``systemctl show`` through ``call``."""
+        result = self.call(cmd, timeout)
+        if result.rc != 0:
+            raise OSError(result.tail() or f"systemctl exited {result.rc}")
+        return result.stdout
+
+
+# --------------------------------------------------------------------------- what to run
+
+
+@dataclass
+class Service:
+    unit: str
+    probes: list[dict[str, Any]]
+    deadline: float
+
+
+@dataclass
+class GateSettings:
+    retries: int = 1000
+    delay: float = 0.5
+    max_delay: float = 2.0
+    deadline: float = 60.0
+    version_field: str | None = "version"
+
+
+@dataclass
+class Migration:
+    argv: list[str]
+    user: str | None = None
+    group: str | None = None
+    env_file: str | None = None
+    timeout: int = DEFAULT_MIGRATE_TIMEOUT
+
+    def command(self, release_path: str) -> list[str]:
+        """The role's way: a transient unit as the app user, with the units' environment file,
+        from the release directory; ``RuntimeMaxSec`` makes systemd kill a migration that hangs."""
+        cmd = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect"]
+        if self.user:
+            cmd.append(f"--uid={self.user}")
+        if self.group:
+            cmd.append(f"--gid={self.group}")
+        if self.env_file:
+            cmd.append(f"--property=EnvironmentFile={self.env_file}")
+        cmd += [f"--property=RuntimeMaxSec={int(self.timeout)}", f"--working-directory={release_path}",
+                os.path.join(release_path, "venv", "bin", self.argv[0]), *self.argv[1:]]
+        return cmd
+
+
+def _unit_name(value: Any, where: str) -> str:
+    unit = str(value or "").strip()
+    if not unit or unit.startswith("-") or any(c.isspace() or c == "/" for c in unit):
+        raise ReleaseError(f"{where}: unit {value!r} is not a systemd unit name, e.g. refapp-web.service")
+    return unit
+
+
+def parse_services(items: list[dict[str, Any]] | None, default_deadline: float) -> list[Service]:
+    """``services`` in start order; every probe checked as app_health checks its ``http`` option."""
+    services: list[Service] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items or []):
+        where = f"services[{index}]"
+        if not isinstance(item, dict):
+            raise ReleaseError(f"{where}: give a dict with unit and probes")
+        unit = _unit_name(item.get("unit"), where)
+        if unit in seen:
+            raise ReleaseError(f"{where}: unit {unit} is listed twice; list each unit once, in start order")
+        seen.add(unit)
+        probes = [dict(p) for p in item.get("probes") or []]
+        try:
+            HealthSpec(http=probes, systemd_units=[unit]).validate()
+        except CheckError as exc:
+            raise ReleaseError(f"{where} ({unit}): {exc}") from exc
+        deadline = float(item.get("deadline") or default_deadline)
+        if deadline <= 0:
+            raise ReleaseError(f"{where} ({unit}): deadline must be > 0 seconds")
+        services.append(Service(unit, probes, deadline))
+    return services
+
+
+def parse_migration(item: dict[str, Any] | None, owner: str | None, group: str | None) -> Migration | None:
+    """``migrate`` -> Migration, None when there is nothing to run (no argv or an empty one)."""
+    if not item or not item.get("argv"):
+        return None
+    argv = [str(a) for a in item["argv"]]
+    if not argv[0] or "/" in argv[0] or argv[0] in (".", ".."):
+        raise ReleaseError(f"migrate.argv[0] {argv[0]!r} must be the name of a program in the release's venv/bin, "
+                           "e.g. refapp (run as <release>/venv/bin/refapp)")
+    timeout = int(item.get("timeout") or DEFAULT_MIGRATE_TIMEOUT)
+    if timeout <= 0:
+        raise ReleaseError("migrate.timeout must be > 0 seconds")
+    return Migration(argv=argv, user=item.get("user") or owner, group=item.get("group") or group,
+                     env_file=item.get("env_file"), timeout=timeout)
+
+
+@dataclass
+class GateResult:
+    ok: bool
+    unit: str | None = None
+    failing: str = ""
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Deployer:
+    """One run of ``action`` on one application tree; ``run()`` returns the module result
+    (``failed`` and ``msg`` set on failure) and never raises for a failure the user can act on."""
+
+    store: ReleaseStore
+    params: dict[str, Any]
+    systemd: Systemd = field(default_factory=Systemd)
+    check_mode: bool = False
+
+    def __post_init__(self) -> None:
+        self.timings = dict.fromkeys(PHASES, 0.0)
+        self.ledger: list[dict[str, Any]] = []
+        self.health: dict[str, dict[str, Any]] = {}
+        self.warnings: list[str] = []
+        self.changed = False
+        self.restarted = False
+        self.result: dict[str, Any] = {}
+        self.services: list[Service] = []
+        self.gate = GateSettings()
+        self.migration: Migration | None = None
+        self.predicted: str | None = None  # check mode: the release current would point to
+
+    # ------------------------------------------------------------------ helpers
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] += time.monotonic() - started
+
+    def keep(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A store result: remember its ledger line."""
+        entry = result.get("ledger_entry")
+        if entry:
+            self.ledger.append(entry)
+            self.changed = True
+        return result
+
+    def version_of(self, release: str | None) -> str | None:
+        return self.store.read_meta(release).get("version") if release else None
+
+    def parse(self) -> None:
+        p = self.params
+        action = p.get("action") or "deploy"
+        if action not in ACTIONS:
+            raise ReleaseError(f"action={action!r}: use one of {', '.join(ACTIONS)}")
+        retries = int(p["retries"]) if p.get("retries") is not None else GateSettings.retries
+        delay = float(p["delay"]) if p.get("delay") is not None else GateSettings.delay
+        max_delay = float(p["max_delay"]) if p.get("max_delay") is not None else GateSettings.max_delay
+        deadline = float(p["deadline"]) if p.get("deadline") is not None else GateSettings.deadline
+        if retries < 0 or delay < 0 or deadline <= 0:
+            raise ReleaseError("retries must be >= 0, delay >= 0 and deadline > 0 (seconds)")
+        field_name = p.get("version_field", GateSettings.version_field)
+        self.gate = GateSettings(retries, delay, max(max_delay, delay), deadline, field_name or None)
+        self.services = parse_services(p.get("services"), deadline)
+        self.migration = parse_migration(p.get("migrate"), p.get("owner"), p.get("group"))
+        if action == "deploy":
+            missing = [k for k in ("version", "wheelhouse") if not p.get(k)]
+            if missing:
+                raise ReleaseError(f"action=deploy needs {' and '.join(missing)}")
+        if p.get("keep") is not None and int(p["keep"]) < 1:
+            raise ReleaseError(f"keep={p['keep']}: keep at least 1 release (default 5)")
+
+    # ------------------------------------------------------------------ services
+
+    def probes_for(self, service: Service, version: str | None) -> list[dict[str, Any]]:
+        """The service's probes; those on ``version_field`` expect ``version`` (the release gated)."""
+        probes = []
+        for probe in service.probes:
+            probe = dict(probe)
+            if self.gate.version_field and version and probe.get("json_field") == self.gate.version_field:
+                probe["json_value"] = version
+            probes.append(probe)
+        return probes
+
+    def check(self, service: Service, version: str | None, quick: bool = False) -> HealthReport:
+        spec = HealthSpec(http=self.probes_for(service, version), systemd_units=[service.unit])
+        if quick:
+            return evaluate(spec, retries=0, deadline=min(service.deadline, QUICK_DEADLINE),
+                            unit_runner=self.systemd.show_runner)
+        return evaluate(spec, retries=self.gate.retries, delay=self.gate.delay, max_delay=self.gate.max_delay,
+                        deadline=service.deadline, unit_runner=self.systemd.show_runner)
+
+    def record_health(self, service: Service, version: str | None, report: HealthReport) -> None:
+        self.health[service.unit] = {"version": version, **report.as_dict()}
+
+    def serving_healthy(self, version: str | None) -> bool:
+        """One pass of every service's checks: does the serving release answer as it should?"""
+        self.health = {}
+        healthy = True
+        with self.phase("health"):
+            for service in self.services:
+                report = self.check(service, version, quick=True)
+                self.record_health(service, version, report)
+                healthy = healthy and report.status == HEALTHY
+        return healthy
+
+    def stop_all(self) -> list[str]:
+        """``systemctl stop`` every unit, in reverse start order; the failures, as text."""
+        errors = []
+        for service in reversed(self.services):
+            result = self.systemd.systemctl("stop", service.unit)
+            if result.rc != 0:
+                errors.append(f"systemctl stop {service.unit} failed (exit {result.rc}): {result.tail(3)}")
+        return errors
+
+    def restart_and_gate(self, version: str | None) -> GateResult:
+        """Stop every unit in reverse order, clear their failed state, then start each in order
+        behind its health gate; a unit whose gate fails stops the sequence (later ones stay stopped)."""
+        self.health = {}
+        if not self.services:
+            return GateResult(True)
+        self.restarted = self.changed = True
+        units = [s.unit for s in self.services]
+        with self.phase("restart"):
+            errors = self.stop_all()
+            # A unit that hit its start limit (a crashing release) refuses to start until reset.
+            self.systemd.systemctl("reset-failed", *units)
+        if errors:
+            return GateResult(False, None, "; ".join(errors))
+        for index, service in enumerate(self.services):
+            with self.phase("restart"):
+                started = self.systemd.systemctl("start", service.unit)
+            with self.phase("health"):
+                if started.rc != 0:
+                    report = self.check(service, version, quick=True)
+                    detail = f"systemctl start failed (exit {started.rc}): {started.tail(5)}"
+                    report.checks.insert(0, CheckResult(f"start:{service.unit}", "systemd", UNHEALTHY, detail))
+                    report.status = UNHEALTHY
+                else:
+                    report = self.check(service, version)
+            self.record_health(service, version, report)
+            if report.status != HEALTHY:
+                for later in self.services[index + 1:]:
+                    self.health[later.unit] = {"version": version, "status": NOT_STARTED, "checks": [],
+                                               "failed_checks": []}
+                return GateResult(False, service.unit, f"{service.unit}: {report.summary()}")
+        return GateResult(True)
+
+    def migrate(self, release: str, release_path: str, before: str | None) -> None:
+        assert self.migration is not None
+        cmd = self.migration.command(release_path)
+        with self.phase("migrate"):
+            result = self.systemd.call(cmd, float(self.migration.timeout) + 30)
+        self.changed = True
+        self.result["migration"] = {"command": cmd, "rc": result.rc,
+                                    "stdout": "\n".join(result.stdout.strip().splitlines()[-TAIL_LINES:]),
+                                    "stderr": "\n".join(result.stderr.strip().splitlines()[-TAIL_LINES:])}
+        if result.rc != 0:
+            reason = f"migration {' '.join(self.migration.argv)} failed (exit {result.rc}): {result.tail()}"
+            self.keep(self.store.mark(release=release, outcome="bad", reason=reason[:1000]))
+            self.result["outcome"] = "failed"
+            serving = f"{before} still serves" if before else "nothing was serving before either"
+            raise DeployFailed(f"deploy of {self.params['version']} ({release}): {reason}\nNothing was switched: "
+                               f"{serving}. {release} is marked bad in {self.store.ledger_path}.")
+
+    # ------------------------------------------------------------------ actions
+
+    def do_deploy(self) -> None:
+        p, store = self.params, self.store
+        version = p["version"]
+        create_started = time.monotonic()
+        created = self.keep(run_action(store, "create", p, self.check_mode))
+        spent = time.monotonic() - create_started
+        sub = created.get("timings") or {}
+        venv = min(sum(float(sub.get(k) or 0) for k in VENV_TIMINGS), spent)
+        self.timings["venv"] += venv
+        self.timings["unpack"] += spent - venv
+        self.result["create_timings"] = sub
+        self.changed = self.changed or bool(created.get("changed"))
+        release, before = created["release"], store.current()
+        self.result.update(release=release, version=version, previous=before, release_path=created["release_path"],
+                           existed=bool(created.get("existed")), deps_reused=created.get("deps_reused"))
+        is_current = release == before
+        if is_current and created.get("status") == "good":
+            if self.check_mode:
+                self.result["msg"] = (f"check mode: {release} is current and marked good; health is not probed in "
+                                      "check mode, a real run restarts it only if it is unhealthy")
+                self.result["outcome"] = "unchanged"
+                return
+            if self.serving_healthy(version):
+                self.result.update(outcome="unchanged", msg=f"{version} ({release}) is current and healthy: nothing "
+                                                            "to do")
+                return
+            self.warnings.append(f"{release} is current but not healthy ({self.failing_health()}); restarting it")
+        if self.check_mode:
+            steps = [f"{'use the existing' if created.get('existed') else 'create'} release {release}"]
+            if self.migration and not is_current:
+                steps.append(f"run {' '.join(self.migration.argv)} from it")
+            if not is_current:
+                steps.append(f"switch current from {before or 'nothing'} to it")
+            if self.services:
+                steps.append(f"restart {', '.join(s.unit for s in self.services)} behind the health gate")
+            self.changed, self.predicted = True, release
+            self.result.update(outcome="deployed", msg=f"check mode: would {', '.join(steps)}. Nothing was changed.")
+            return
+        if self.migration and not is_current:  # idempotent by contract: also after an interrupted run
+            self.migrate(release, created["release_path"], before)
+        with self.phase("switch"):
+            self.keep(store.activate(release=release, allow_bad=True, reason=f"deploy {version}"))
+        gate = self.restart_and_gate(version)
+        if gate.ok:
+            with self.phase("other"):
+                self.keep(store.mark(release=release, outcome="good"))
+            with self.phase("prune"):
+                try:
+                    self.keep(store.prune(keep=int(p.get("keep") or 5)))
+                except (ReleaseError, OSError) as exc:
+                    self.warnings.append(f"{release} is deployed and healthy, but pruning old releases failed: {exc}")
+            self.result.update(outcome="deployed", msg=f"deployed {version} ({release}), healthy; previous "
+                                                       f"{before or 'none'}")
+            return
+        self.gate_failed(release, version, gate)
+
+    def failing_health(self) -> str:
+        return "; ".join(f"{unit}: {', '.join(h.get('failed_checks') or [h['status']])}"
+                         for unit, h in self.health.items() if h["status"] != HEALTHY) or "-"
+
+    def gate_failed(self, release: str, version: str, gate: GateResult) -> None:
+        """Mark the release bad, roll back to the release that served before (or the previous
+        good one), restart and gate that; always ends in DeployFailed."""
+        store = self.store
+        before = self.result.get("previous")
+        self.result["failed_gate"] = {"release": release, "version": version, "unit": gate.unit,
+                                      "health": self.health}
+        with self.phase("other"):
+            self.keep(store.mark(release=release, outcome="bad", reason=f"health gate failed: {gate.failing}"[:1000]))
+        head = f"deploy of {version} ({release}) failed its health gate: {gate.failing}."
+        target = None
+        if before:
+            order, status, _, _ = store.state()
+            target = before if before != release and status.get(before) != "bad" else None
+            target = target or previous_good(order, status, release)
+        if target is None:
+            with self.phase("restart"):
+                errors = self.stop_all()
+            self.result["outcome"] = "failed"
+            units = f"stopping its units failed: {'; '.join(errors)}" if errors else "its units are stopped"
+            raise DeployFailed(
+                f"{head} There is no previous good release to roll back to: NOTHING SERVES. {release} stays current, "
+                f"marked bad, and {units}. Fix the release and deploy again.")
+        try:
+            with self.phase("switch"):
+                back = self.keep(store.rollback(release=target, reason=f"health gate of {version} failed"))
+        except (ReleaseError, OSError) as exc:
+            self.result["outcome"] = "rollback-failed"
+            raise DeployFailed(f"{head} Rolling back to {target} FAILED: {exc}. {release} is current, marked bad, "
+                               "and may not serve: roll back by hand (tradeops-release rollback).") from exc
+        back_version = back.get("version")
+        self.result["rolled_back_to"] = target
+        again = self.restart_and_gate(back_version)
+        if again.ok:
+            self.result["outcome"] = "rolled-back"
+            raise DeployFailed(f"{head} Rolled back to {target} ({back_version}), which is healthy. {release} is "
+                               f"marked bad in {store.ledger_path}.")
+        self.result["outcome"] = "rollback-failed"
+        journal = f" (journalctl -u {again.unit})" if again.unit else ""
+        raise DeployFailed(
+            f"{head} Rolled back to {target} ({back_version}), but THE ROLLBACK FAILED ITS HEALTH GATE TOO: "
+            f"{again.failing}. Nothing healthy serves on this host: look at the units' journal{journal}. "
+            f"{release} is marked bad in {store.ledger_path}.")
+
+    def do_rollback(self) -> None:
+        p, store = self.params, self.store
+        before = store.current()
+        with self.phase("switch"):
+            back = self.keep(store.rollback(release=p.get("release"), version=p.get("version"),
+                                            reason=p.get("reason") or "manual rollback", check_mode=self.check_mode))
+        target, version = back["release"], back.get("version")
+        self.result.update(release=target, version=version, previous=before,
+                           rolled_back_to=target if back["changed"] else None)
+        if self.check_mode:
+            self.changed, self.predicted = bool(back["changed"]), target
+            restart = f" and restart {', '.join(s.unit for s in self.services)} behind the health gate"
+            self.result.update(outcome="rolled-back" if back["changed"] else "unchanged",
+                               msg=f"check mode: would switch current from {before or 'nothing'} to {target}"
+                                   f"{restart if back['changed'] and self.services else ''}. Nothing was changed.")
+            return
+        if not back["changed"] and self.serving_healthy(version):
+            self.result.update(outcome="unchanged", msg=f"{target} ({version}) is already current and healthy")
+            return
+        gate = self.restart_and_gate(version)
+        if gate.ok:
+            self.result.update(outcome="rolled-back" if back["changed"] else "restarted",
+                               msg=f"current is {target} ({version}), healthy; was {before or 'nothing'}")
+            return
+        head = f"rollback to {target} ({version}) failed its health gate: {gate.failing}."
+        self.result["failed_gate"] = {"release": target, "version": version, "unit": gate.unit,
+                                      "health": self.health}
+        if not before or before == target:
+            if not before:
+                with self.phase("restart"):
+                    self.stop_all()
+            self.result["outcome"] = "failed"
+            what = "NOTHING SERVES: its units are stopped" if not before else f"{target} stays current"
+            raise DeployFailed(f"{head} There is no other release that served before: {what}.")
+        try:
+            with self.phase("switch"):
+                self.keep(store.activate(release=before, allow_bad=True,
+                                         reason=f"rollback to {target} failed its health gate"))
+        except (ReleaseError, OSError) as exc:
+            self.result["outcome"] = "failed"
+            raise DeployFailed(f"{head} Switching forward again to {before} FAILED: {exc}.") from exc
+        before_version = self.version_of(before)
+        self.result["rolled_back_to"] = None
+        again = self.restart_and_gate(before_version)
+        self.result["outcome"] = "switched-forward"
+        if again.ok:
+            raise DeployFailed(f"{head} Switched forward again to {before} ({before_version}), the release that "
+                               "served before, which is healthy.")
+        self.result["outcome"] = "failed"
+        raise DeployFailed(f"{head} Switched forward again to {before} ({before_version}), but IT FAILS ITS HEALTH "
+                           f"GATE TOO: {again.failing}. Nothing healthy serves on this host.")
+
+    def do_restart(self) -> None:
+        current = self.store.current()
+        if current is None:
+            raise ReleaseError(f"nothing is current under {self.store.path}: deploy a release first")
+        version = self.version_of(current)
+        self.result.update(release=current, version=version, previous=current)
+        if self.check_mode:
+            self.changed = bool(self.services)
+            self.result.update(outcome="restarted", msg=f"check mode: would restart "
+                               f"{', '.join(s.unit for s in self.services) or 'nothing'} behind the health gate")
+            return
+        gate = self.restart_and_gate(version)
+        self.result.update(outcome="restarted" if gate.ok else "failed",
+                           msg=f"restarted {current} ({version}), healthy")
+        if not gate.ok:
+            raise DeployFailed(f"restart of {current} ({version}) failed its health gate: {gate.failing}. "
+                               "action=restart does not roll back: use action=rollback to go to the previous good "
+                               "release.")
+
+    def do_verify(self) -> None:
+        current = self.store.current()
+        if current is None:
+            raise ReleaseError(f"nothing is current under {self.store.path}: deploy a release first")
+        version = self.version_of(current)
+        self.result.update(release=current, version=version, previous=current)
+        failing = []
+        with self.phase("health"):
+            for service in self.services:
+                report = self.check(service, version)
+                self.record_health(service, version, report)
+                if report.status != HEALTHY:
+                    failing.append(f"{service.unit}: {report.summary()}")
+        self.result.update(outcome="unhealthy" if failing else "healthy", msg=f"{current} ({version}) is healthy")
+        if failing:
+            raise DeployFailed(f"{current} ({version}) is not healthy: {' | '.join(failing)}")
+
+    # ------------------------------------------------------------------ the whole run
+
+    def lock_args(self) -> dict[str, Any]:
+        p = self.params
+        return {"owner": p.get("lock_owner"), "host": p.get("lock_host"), "pid": p.get("lock_pid")}
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        p, store = self.params, self.store
+        action = p.get("action") or "deploy"
+        self.result = {"action": action}
+        failure: str | None = None
+        details: dict[str, Any] = {}
+        locked = False
+        try:
+            self.parse()
+            if action != "verify":  # verify only reads
+                what = p.get("version") or p.get("release") or ""
+                with self.phase("lock"):
+                    taken = store.lock(**self.lock_args(), reason=p.get("lock_reason") or f"{action} {what}".strip(),
+                                       stale_after=float(p.get("lock_stale_after") or DEFAULT_STALE_AFTER),
+                                       force=bool(p.get("force_unlock")), peer_pids=p.get("lock_peer_pids"),
+                                       check_mode=self.check_mode, record=False)
+                self.keep(taken)
+                self.result["lock"] = taken.get("lock")
+                locked = bool(taken.get("changed")) and not self.check_mode
+            getattr(self, f"do_{action}")()
+        except DeployFailed as exc:
+            failure = str(exc)
+        except ReleaseError as exc:
+            failure, details = str(exc), dict(exc.details)
+        except CheckError as exc:
+            failure = f"could not check: {exc}"
+        except OSError as exc:
+            failure = (f"app_deploy {action} on {store.path}: {exc}; check that the module runs as root (become: true) "
+                       "and that the filesystem is writable")
+        finally:
+            self.finish(started, failure, locked)
+        result = {**self.result, **details}
+        if failure is not None:
+            result.update(failed=True, msg=failure)
+            result.setdefault("outcome", "failed")
+        return result
+
+    def finish(self, started: float, failure: str | None, locked: bool) -> None:
+        """Summary ledger line (when the run changed anything), then the lock released: always."""
+        store = self.store
+        elapsed = time.monotonic() - started
+        self.timings["other"] += max(elapsed - sum(self.timings.values()), 0.0)
+        timings = {k: round(v, 3) for k, v in self.timings.items()}
+        current = None
+        with contextlib.suppress(ReleaseError, OSError):
+            current = store.current()
+        self.result.update(changed=self.changed, restarted=self.restarted, current=current, health=self.health,
+                           timings=timings, elapsed=round(elapsed, 3))
+        before = self.result.get("previous")
+        after = self.predicted or current
+        self.result["diff"] = {"before": f"current -> {before or 'absent'}\n",
+                               "after": f"current -> {after or 'absent'}\n"}
+        if self.changed and not self.check_mode:
+            lock = self.result.get("lock") or {}
+            outcome = self.result.get("outcome") or ("failed" if failure else "done")
+            try:
+                self.ledger.append(store.record(
+                    "summary", run=self.params.get("action") or "deploy", version=self.result.get("version"),
+                    release=self.result.get("release"), outcome=outcome, duration_s=round(elapsed, 3),
+                    reason=failure[:1000] if failure else None, previous=before, current=current,
+                    rolled_back_to=self.result.get("rolled_back_to"), lock_owner=lock.get("owner"),
+                    lock_host=lock.get("host"), lock_pid=lock.get("pid"), timings=timings))
+            except OSError as exc:
+                self.warnings.append(f"could not write the summary line to {store.ledger_path}: {exc}")
+        if locked:
+            try:
+                store.unlock(**self.lock_args(), record=False)
+            except (ReleaseError, OSError) as exc:
+                self.warnings.append(f"could not release the deploy lock {store.lock_path}: {exc}")
+        self.result["ledger_entries"] = self.ledger
+        self.result["warnings"] = self.warnings
+
+
+def run_deploy(store: ReleaseStore, params: dict[str, Any], *, systemd: Systemd | None = None,
+               check_mode: bool = False) -> dict[str, Any]:
+    """One ``app_deploy`` run with the module's parameter names; the module result."""
+    return Deployer(store, params, systemd or Systemd(), check_mode).run()

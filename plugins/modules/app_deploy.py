@@ -1,0 +1,512 @@
+#!/usr/bin/python
+# Copyright: tradeops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: app_deploy
+short_description: Health-gated deploy, rollback, restart or verify of an application, in one call on the host
+version_added: "0.2.0"
+description:
+  - Runs the whole health-gated switch of one application on the host, in one module call (the task-based
+    flow of the role took about twenty), over the same logic as M(app_release) and M(app_health).
+  - "C(deploy): lock, create the release from O(wheelhouse) (idempotent), and when it is already current, marked
+    good and every service passes one pass of its checks: nothing else (C(changed=false)). Otherwise run
+    O(migrate) from the new release (whenever it is not current yet; a failure marks it bad and switches
+    nothing), switch C(current), restart the services (C(systemctl stop) in reverse order, C(reset-failed),
+    then C(systemctl start) each in order behind its own health gate before the next one starts), mark the
+    release good, prune, unlock."
+  - "A failed gate marks the release bad, rolls back to the release that served before (or the previous good
+    one), restarts and gates that one with its own version, and fails naming the failing checks, the release
+    rolled back to and whether it is healthy. With no release to go back to, the units are stopped and the
+    failure says that nothing serves."
+  - "C(rollback): switch to the previous good release (or O(release) / O(version)), restart and gate it; when it
+    fails its gate, switch forward to the release that served before, restart it, and fail."
+  - C(restart) restarts the current release behind the gate (no rollback); C(verify) only reads the health of
+    every service (no lock, nothing written).
+  - The deploy lock is taken first and always released at the end, also on failure. Taking and releasing it
+    writes no ledger line (breaking a lock with O(force_unlock) does); a run that changed something ends
+    with one C(summary) line in C(ledger.jsonl) (run, outcome, lock holder, timings), after the store's own
+    C(create)/C(activate)/C(mark)/C(rollback)/C(prune) lines. A re-deploy that changes nothing writes nothing.
+author:
+  - tradeops contributors
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Reports what would happen (the lock is checked, create and the switch run in check mode); runs no
+        C(systemctl start/stop/reset-failed) and no migration, writes nothing.
+      - C(verify) only reads, so it runs its checks in check mode too.
+  diff_mode:
+    support: full
+    description: Shows the target of C(current) before and after.
+  platform:
+    platforms: posix
+options:
+  path:
+    description: Root of the application tree, for example C(/opt/refapp).
+    type: path
+    required: true
+  action:
+    description:
+      - C(deploy) the release of O(version) built from O(wheelhouse), behind the health gate.
+      - C(rollback) to the previous good release, or to O(release) / O(version), behind the health gate.
+      - C(restart) the current release behind the health gate.
+      - C(verify) the health of every service of the current release (read only).
+    type: str
+    default: deploy
+    choices: [deploy, rollback, restart, verify]
+  version:
+    description:
+      - C(deploy), the version label of the release (required).
+      - C(rollback), the newest release of that version (a good one when there is one).
+    type: str
+  release:
+    description: C(rollback), the release id to go to (C(<version>-<YYYYmmddTHHMMSSZ>)).
+    type: str
+  reason:
+    description: C(rollback), why; recorded in the ledger (default C(manual rollback)).
+    type: str
+  wheelhouse:
+    description: C(deploy), the directory on the host with the app wheel and its dependency wheels (as M(app_release)).
+    type: path
+  package:
+    description: Distribution name of the application (default the C(name) in the wheelhouse's C(wheelhouse.json)).
+    type: str
+  python:
+    description: Interpreter the release virtualenvs are made with.
+    type: path
+    default: /usr/bin/python3
+  shared_links:
+    description: Symlinks made in each release, path inside the release -> path under C(shared/).
+    type: dict
+    default: {data: data, logs: logs, config: config}
+  owner:
+    description: Owner of C(shared/{data,logs,config}) (the app user); default user of O(migrate).
+    type: str
+  group:
+    description: Group of the shared directories and of the release tree (the app group); default group of O(migrate).
+    type: str
+  min_free_mb:
+    description: Free disk (MB) needed under O(path) for a new release; refused before anything is written when short.
+    type: int
+    default: 0
+  keep:
+    description: Releases kept by the prune after a successful deploy (plus current, the last and previous good one).
+    type: int
+    default: 5
+  migrate:
+    description:
+      - Command run from the new release before the switch, whenever the release is not current yet (after an
+        interrupted run too, so migrations must be idempotent). An empty O(migrate.argv) runs nothing.
+      - "Run as C(systemd-run --wait --pipe --quiet --collect --uid=USER --gid=GROUP
+        --property=EnvironmentFile=ENV_FILE --property=RuntimeMaxSec=TIMEOUT --working-directory=RELEASE
+        RELEASE/venv/bin/ARGV0 ARGS...), so it sees the same environment as the units."
+      - A failure (or a timeout) marks the release bad, switches nothing and fails with the tail of its output.
+    type: dict
+    suboptions:
+      argv:
+        description: Program (a name in the release's C(venv/bin), e.g. C(refapp)) and its arguments.
+        type: list
+        elements: str
+        required: true
+      user:
+        description: User it runs as (default O(owner); root when neither is set).
+        type: str
+      group:
+        description: Group it runs as (default O(group)).
+        type: str
+      env_file:
+        description: Environment file loaded for it, as the units' C(EnvironmentFile=).
+        type: path
+      timeout:
+        description: Seconds before systemd kills it (C(RuntimeMaxSec)).
+        type: int
+        default: 600
+  services:
+    description:
+      - The application's systemd units in start order (dependencies first, as the caller sorted them).
+        They are stopped in reverse order and started in this order, each behind its own health gate
+        (the unit active and its O(services[].probes) healthy) before the next one starts.
+      - An empty list deploys without restarting anything.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      unit:
+        description: Unit name, e.g. C(refapp-web.service).
+        type: str
+        required: true
+      deadline:
+        description: Seconds the gate of this unit may take, retries included (default O(deadline)).
+        type: float
+      probes:
+        description:
+          - HTTP probes of this service, exactly as the C(http) option of M(app_health).
+          - A probe whose C(json_field) is O(version_field) expects the version of the release being gated
+            (the new one, or the one rolled back to), and the module sets its C(json_value).
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          url:
+            description: URL to request. User and password in it are never shown in results.
+            type: str
+            required: true
+          name:
+            description: Name of the check in results (default the URL).
+            type: str
+          status:
+            description: Accepted HTTP status codes.
+            type: list
+            elements: int
+            default: [200]
+          body_contains:
+            description: Text the response body must contain.
+            type: str
+          json_field:
+            description: Dotted path of a field in the JSON body (C(version), C(checks.db.status)).
+            type: str
+          json_value:
+            description: Value the JSON field must have (replaced by the gated version on O(version_field)).
+            type: raw
+          timeout:
+            description: Seconds for this probe (default 5); never beyond what is left of the deadline.
+            type: float
+          headers:
+            description: Request headers. Values may be secrets; they are not logged.
+            type: dict
+          method:
+            description: HTTP method.
+            type: str
+            default: GET
+            choices: [GET, HEAD]
+          validate_certs:
+            description: Verify TLS certificates.
+            type: bool
+            default: true
+          follow_redirects:
+            description: Follow redirects (the final status is checked).
+            type: bool
+            default: true
+  version_field:
+    description:
+      - JSON field (in a probe's C(json_field)) that reports the serving version; such probes are gated on the
+        version of the release being started. Empty disables the substitution (probes run as given).
+    type: str
+    default: version
+  deadline:
+    description: Seconds each unit's gate may take, retries included (per unit, O(services[].deadline) overrides it).
+    type: float
+    default: 60
+  retries:
+    description: Attempts of a gate after the first while not healthy (the deadline bounds them), as M(app_health).
+    type: int
+    default: 1000
+  delay:
+    description: Pause before a gate's second attempt; doubled after each attempt up to O(max_delay).
+    type: float
+    default: 0.5
+  max_delay:
+    description: Longest pause between attempts of a gate.
+    type: float
+    default: 2
+  actor:
+    description: Who acts, recorded in the ledger. Defaults to C($SUDO_USER) or the remote user.
+    type: str
+  lock_owner:
+    description: Holder recorded in the lock (defaults to O(actor)).
+    type: str
+  lock_host:
+    description: Host of the holder (the controller running the deploy). Defaults to this host's name.
+    type: str
+  lock_pid:
+    description: Process id of the holder; the lock is released only with the same owner, host and pid.
+    type: int
+  lock_peer_pids:
+    description:
+      - Live playbook processes on O(lock_host). A lock held from that host by a process not in this list is
+        reported as stale (its run was killed); O(force_unlock) breaks it.
+    type: list
+    elements: int
+  lock_reason:
+    description: Why the lock is taken (shown to anyone refused by it); default the action and version.
+    type: str
+  lock_stale_after:
+    description: Age in seconds after which a lock is reported as stale.
+    type: int
+    default: 1800
+  force_unlock:
+    description: Break an existing (stale) lock; a broken lock is recorded in the ledger.
+    type: bool
+    default: false
+notes:
+  - Runs as root on the target. The logic lives in C(module_utils/tradeops_deploy.py) over
+    C(tradeops_release.py) and C(tradeops_health.py) (standard library only).
+  - The timings are keyed by the phases of the C(tradeops_summary) callback (C(lock), C(unpack), C(venv),
+    C(migrate), C(switch), C(restart), C(health), C(prune), C(other)) and add up to RV(elapsed).
+  - Migrations are not reverted by a rollback; they must keep the previous release working.
+seealso:
+  - module: app_release
+  - module: app_health
+"""
+
+EXAMPLES = r"""
+- name: Deploy 1.4.2, gated on the health of every service
+  app_deploy:
+    path: /opt/refapp
+    version: "1.4.2"
+    wheelhouse: /opt/refapp/wheelhouses/tradeops-refapp-1.4.2
+    package: tradeops-refapp
+    owner: refapp
+    group: refapp
+    min_free_mb: 300
+    keep: 5
+    migrate:
+      argv: [refapp, migrate]
+      env_file: /opt/refapp/shared/config/.env
+    services:
+      - unit: refapp-web.service
+        probes:
+          - url: http://127.0.0.1:8000/api/health/liveness
+            name: liveness
+          - url: http://127.0.0.1:8000/api/health/readiness
+            name: readiness
+            json_field: version
+      - unit: refapp-worker.service
+        probes:
+          - url: http://127.0.0.1:8001/api/health/readiness
+            name: readiness
+            json_field: version
+    deadline: 60
+    lock_owner: "{{ lookup('env', 'USER') }}"
+    lock_host: "{{ lookup('pipe', 'hostname') }}"
+    force_unlock: "{{ force_unlock | default(false) | bool }}"
+  register: app_deployed
+
+- name: Roll back to a named release, verified
+  app_deploy:
+    path: /opt/refapp
+    action: rollback
+    release: 1.4.1-20250301T101500Z
+    reason: errors after 1.4.2
+    services: "{{ app_deploy_services }}"
+
+- name: Health of every service (read only)
+  app_deploy:
+    path: /opt/refapp
+    action: verify
+    services: "{{ app_deploy_services }}"
+"""
+
+RETURN = r"""
+action:
+  description: The action run.
+  returned: always
+  type: str
+outcome:
+  description:
+    - deploy, C(deployed), C(unchanged), C(rolled-back) (gate failed, previous release healthy), C(rollback-failed),
+      C(failed); rollback, C(rolled-back), C(unchanged), C(restarted), C(switched-forward), C(failed);
+      restart, C(restarted), C(failed); verify, C(healthy), C(unhealthy).
+  returned: always
+  type: str
+  sample: deployed
+release:
+  description: The release deployed (also when it was rolled back), or rolled back to, restarted, verified.
+  returned: when known
+  type: str
+  sample: 1.4.2-20250301T101500Z
+version:
+  description: Version of RV(release).
+  returned: when known
+  type: str
+previous:
+  description: Release C(current) pointed to before the run.
+  returned: when known
+  type: str
+current:
+  description: Release C(current) points to after the run.
+  returned: always
+  type: str
+rolled_back_to:
+  description: Release switched back to, after a failed gate (deploy) or by a rollback.
+  returned: deploy with a failed gate, rollback
+  type: str
+release_path:
+  description: Directory of the release deployed.
+  returned: deploy
+  type: str
+existed:
+  description: True when the release of this version, wheelhouse and interpreter existed already.
+  returned: deploy
+  type: bool
+deps_reused:
+  description: True when the dependency layer existed already.
+  returned: deploy
+  type: bool
+restarted:
+  description: True when units were stopped and started.
+  returned: always
+  type: bool
+health:
+  description:
+    - Per unit (in start order), the last health result, of the release serving at the end (after a rollback, of
+      the release rolled back to), status (C(healthy), C(degraded), C(unhealthy), or C(not-started) for a unit
+      after one whose gate failed), version expected, checks, failed_checks, attempts, elapsed.
+  returned: always
+  type: dict
+  sample:
+    refapp-web.service:
+      status: healthy
+      version: 1.4.2
+      attempts: 2
+      elapsed: 0.61
+      failed_checks: []
+      checks:
+        - {name: unit:refapp-web.service, kind: systemd, status: healthy, detail: active/running}
+failed_gate:
+  description: The gate that failed, release, version, unit and the health of that attempt.
+  returned: when a gate failed
+  type: dict
+migration:
+  description: The migration run, command, rc and the tails of its stdout and stderr.
+  returned: when a migration ran
+  type: dict
+timings:
+  description:
+    - Seconds per phase, keyed as the tradeops_summary callback's phases, C(lock), C(unpack) and C(venv) (the
+      release create, split as the callback splits it), C(migrate), C(switch), C(restart) (systemctl),
+      C(health) (gates and checks), C(prune), C(other); they add up to RV(elapsed).
+  returned: always
+  type: dict
+  sample: {lock: 0.002, unpack: 0.031, venv: 0.09, migrate: 0.4, switch: 0.004, restart: 0.12, health: 0.6,
+           prune: 0.003, other: 0.01}
+create_timings:
+  description: The create's own timings (wheelhouse_s, inspect_s, deps_s, venv_s, install_s, compile_s, finalize_s,
+    total_s), as M(app_release) returns them.
+  returned: deploy
+  type: dict
+elapsed:
+  description: Seconds of the whole run.
+  returned: always
+  type: float
+ledger_entries:
+  description: The lines this run appended to C(ledger.jsonl), in order (empty for a no-op).
+  returned: always
+  type: list
+  elements: dict
+lock:
+  description: The lock taken (owner, host, pid, time, epoch, reason), or the holder that refused it.
+  returned: when a lock was taken or refused
+  type: dict
+stale:
+  description: On a refused lock, whether it is stale (O(force_unlock) breaks it).
+  returned: on a refused lock
+  type: bool
+candidates:
+  description: Releases to choose from when a rollback cannot proceed.
+  returned: failure of rollback
+  type: list
+msg:
+  description: What happened, in one sentence (on failure, the failing checks and what serves now).
+  returned: always
+  type: str
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.tradeops_deploy import ACTIONS, run_deploy
+from ansible.module_utils.tradeops_release import DEFAULT_SHARED_LINKS, ReleaseError, ReleaseStore
+
+
+def probe_options() -> dict:
+    """The suboptions of app_health's ``http`` option."""
+    return dict(
+        url=dict(type="str", required=True),
+        name=dict(type="str"),
+        status=dict(type="list", elements="int", default=[200]),
+        body_contains=dict(type="str"),
+        json_field=dict(type="str"),
+        json_value=dict(type="raw"),
+        timeout=dict(type="float"),
+        headers=dict(type="dict", no_log=True),
+        method=dict(type="str", default="GET", choices=["GET", "HEAD"]),
+        validate_certs=dict(type="bool", default=True),
+        follow_redirects=dict(type="bool", default=True),
+    )
+
+
+def argument_spec() -> dict:
+    return dict(
+        path=dict(type="path", required=True),
+        action=dict(type="str", default="deploy", choices=list(ACTIONS)),
+        version=dict(type="str"),
+        release=dict(type="str"),
+        reason=dict(type="str"),
+        wheelhouse=dict(type="path"),
+        package=dict(type="str"),
+        python=dict(type="path", default="/usr/bin/python3"),
+        shared_links=dict(type="dict", default=dict(DEFAULT_SHARED_LINKS)),
+        owner=dict(type="str"),
+        group=dict(type="str"),
+        min_free_mb=dict(type="int", default=0),
+        keep=dict(type="int", default=5),
+        migrate=dict(type="dict", options=dict(
+            argv=dict(type="list", elements="str", required=True),
+            user=dict(type="str"),
+            group=dict(type="str"),
+            env_file=dict(type="path"),
+            timeout=dict(type="int", default=600),
+        )),
+        services=dict(type="list", elements="dict", default=[], options=dict(
+            unit=dict(type="str", required=True),
+            deadline=dict(type="float"),
+            probes=dict(type="list", elements="dict", default=[], options=probe_options()),
+        )),
+        version_field=dict(type="str", default="version"),
+        deadline=dict(type="float", default=60.0),
+        retries=dict(type="int", default=1000),
+        delay=dict(type="float", default=0.5),
+        max_delay=dict(type="float", default=2.0),
+        actor=dict(type="str"),
+        lock_owner=dict(type="str"),
+        lock_host=dict(type="str"),
+        lock_pid=dict(type="int"),
+        lock_peer_pids=dict(type="list", elements="int"),
+        lock_reason=dict(type="str"),
+        lock_stale_after=dict(type="int", default=1800),
+        force_unlock=dict(type="bool", default=False),
+    )
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        required_if=[("action", "deploy", ("version", "wheelhouse"))],
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        store = ReleaseStore(params["path"], actor=params["actor"])
+    except ReleaseError as exc:
+        module.fail_json(msg=str(exc), action=params["action"])
+    try:
+        result = run_deploy(store, params, check_mode=module.check_mode)
+    except Exception as exc:  # a bug, not a health result: the lock was released, say what broke
+        module.fail_json(msg=f"app_deploy {params['action']}: internal error: {type(exc).__name__}: {exc}",
+                         exception=traceback.format_exc())
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    if not module._diff:
+        result.pop("diff", None)
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

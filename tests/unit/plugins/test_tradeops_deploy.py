@@ -1,0 +1,549 @@
+"""module_utils/tradeops_deploy.py (the app_deploy module) against real things: real releases made
+from real wheels in tmp trees, and a fake service manager whose ``systemctl start`` really launches
+the release's own console script (a tiny HTTP service from the wheel) from ``current``, as the units'
+ExecStart does, and whose ``stop`` kills it. The health gates are the real app_health probes over
+real sockets; only systemd itself is faked (the controller has none)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import app_deploy
+import pytest
+import yaml
+from ansible.module_utils.tradeops_deploy import PHASES, CommandResult, Systemd, run_deploy
+from ansible.module_utils.tradeops_release import ReleaseStore
+from plugin_testlib import HOST_PYTHON, free_port, make_wheel, tree_snapshot
+
+pytestmark = pytest.mark.skipif(not os.path.exists(HOST_PYTHON), reason="needs the host interpreter /usr/bin/python3")
+
+SERVICE_CODE = '''import http.server
+import json
+import os
+import sys
+import time
+
+VERSION = {version!r}
+MODES = {modes!r}
+MIGRATION_FAILS = {migration_fails!r}
+
+
+def _arg(name):
+    return sys.argv[sys.argv.index(name) + 1]
+
+
+def serve():
+    unit, port = _arg("--unit"), int(_arg("--port"))
+    mode = MODES.get(unit, "ok")
+    if os.environ.get("TINYSVC_BROKEN") == VERSION:  # the host changed under an old release
+        mode = "unready"
+    if mode == "crash":
+        sys.exit(3)
+    if mode == "silent":  # runs, never listens
+        time.sleep(600)
+        return
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/live":
+                code, body = 200, {{"status": "alive"}}
+            elif self.path == "/ready":
+                code = 503 if mode == "unready" else 200
+                body = {{"version": VERSION, "unit": unit, "ready": code == 200}}
+            else:
+                code, body = 404, {{}}
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def migrate():
+    if MIGRATION_FAILS:
+        print("applying 0002_add_orders", flush=True)
+        print("migration 0002_add_orders failed: column orders.side already exists", file=sys.stderr)
+        sys.exit(2)
+    with open(os.path.join(os.environ["TINYSVC_STATE"], "migrations.log"), "a") as log:
+        log.write(f"{{VERSION}} {{os.getcwd()}}\\n")
+'''
+
+
+class FakeSystemd(Systemd):
+    """systemctl start/stop/reset-failed/show and systemd-run, as systemd would do them for units
+    whose ExecStart is ``<root>/current/venv/bin/tinysvc --unit U --port P``."""
+
+    def __init__(self, root: str, ports: dict[str, int], logs: Path) -> None:
+        self.root, self.ports, self.logs = root, ports, logs
+        self.env: dict[str, str] = {}
+        self.calls: list[list[str]] = []
+        self.runs: list[dict[str, Any]] = []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def call(self, argv: list[str], timeout: float) -> CommandResult:
+        self.calls.append(list(argv))
+        if argv[0] == "systemd-run":
+            return self.systemd_run(argv, timeout)
+        assert argv[0] == "systemctl", argv
+        verb, units = argv[1], [a for a in argv[2:] if not a.startswith("-")]
+        unknown = [u for u in units if u not in self.ports]
+        if unknown:
+            return CommandResult(5, "", f"Unit {unknown[0]} not found.")
+        if verb == "show":
+            return CommandResult(0, "\n".join(self.show(u) for u in units))
+        for unit in units:
+            if verb == "start":
+                self.start(unit)
+            elif verb == "stop":
+                self.stop(unit)
+            elif verb == "reset-failed":
+                pass
+            else:
+                raise AssertionError(f"unexpected systemctl {verb}")
+        return CommandResult(0)
+
+    def running(self, unit: str) -> bool:
+        proc = self.procs.get(unit)
+        return proc is not None and proc.poll() is None
+
+    def start(self, unit: str) -> None:
+        if self.running(unit):
+            return
+        program = os.path.join(self.root, "current", "venv", "bin", "tinysvc")
+        with open(self.logs / f"{unit}.log", "ab") as log:
+            self.procs[unit] = subprocess.Popen(
+                [program, "--unit", unit, "--port", str(self.ports[unit])], stdout=log, stderr=subprocess.STDOUT,
+                env={"PATH": "/usr/bin:/bin", **self.env}, start_new_session=True)  # fmt: skip
+
+    def stop(self, unit: str) -> None:
+        proc = self.procs.get(unit)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def show(self, unit: str) -> str:
+        proc = self.procs.get(unit)
+        if proc is not None and proc.poll() is None:
+            state = ("active", "running", "success")
+        elif proc is not None and proc.returncode not in (0, -signal.SIGTERM):
+            state = ("failed", "failed", "exit-code")
+        else:
+            state = ("inactive", "dead", "success")
+        active, sub, result = state
+        return f"Id={unit}\nLoadState=loaded\nActiveState={active}\nSubState={sub}\nNRestarts=0\nResult={result}\n"
+
+    def systemd_run(self, argv: list[str], timeout: float) -> CommandResult:
+        options: dict[str, str] = {}
+        index = 1
+        while argv[index].startswith("--"):
+            key, _, value = argv[index][2:].partition("=")
+            if key == "property":
+                key, _, value = value.partition("=")
+            options[key] = value
+            index += 1
+        env = {"PATH": "/usr/bin:/bin"}
+        if "EnvironmentFile" in options:
+            for line in Path(options["EnvironmentFile"]).read_text().splitlines():
+                key, _, value = line.partition("=")
+                env[key.strip()] = value.strip()
+        self.runs.append({"options": options, "command": argv[index:]})
+        proc = subprocess.run(argv[index:], cwd=options["working-directory"], env=env, capture_output=True, text=True,
+                              timeout=timeout, check=False)  # fmt: skip
+        return CommandResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def kill_all(self) -> None:
+        for unit in list(self.procs):
+            self.stop(unit)
+
+    def verbs(self) -> list[tuple[str, ...]]:
+        """The systemctl calls that change something (not show), as (verb, units...)."""
+        return [tuple(c[1:]) for c in self.calls if c[0] == "systemctl" and c[1] != "show"]
+
+
+class App:
+    """One application tree under tmp with its units, wheelhouses and the fake service manager."""
+
+    def __init__(self, tmp: Path, units: tuple[str, ...]) -> None:
+        self.tmp = tmp
+        self.root = str(tmp / "opt" / "tiny")
+        self.units = units
+        self.ports = {unit: free_port() for unit in units}
+        self.state = tmp / "state"
+        self.state.mkdir()
+        self.env_file = tmp / "tiny.env"
+        self.env_file.write_text(f"TINYSVC_STATE={self.state}\n")
+        self.systemd = FakeSystemd(self.root, self.ports, tmp)
+        self.store = ReleaseStore(self.root, actor="deployer")
+        self.wheelhouses: dict[tuple[Any, ...], str] = {}
+
+    def wheelhouse(self, version: str, modes: dict[str, str] | None = None, migration_fails: bool = False) -> str:
+        key = (version, tuple(sorted((modes or {}).items())), migration_fails)
+        if key not in self.wheelhouses:
+            directory = self.tmp / f"wheelhouse-{len(self.wheelhouses)}"
+            directory.mkdir()
+            code = SERVICE_CODE.format(version=version, modes=modes or {}, migration_fails=migration_fails)
+            make_wheel(directory, "tinysvc", version, {"tinysvc/__init__.py": code},
+                       scripts={"tinysvc": "tinysvc:serve", "tinysvc-migrate": "tinysvc:migrate"})  # fmt: skip
+            self.wheelhouses[key] = str(directory)
+        return self.wheelhouses[key]
+
+    def params(self, **overrides: Any) -> dict[str, Any]:
+        services = [{"unit": unit, "probes": [
+            {"url": f"http://127.0.0.1:{port}/live", "name": "liveness"},
+            {"url": f"http://127.0.0.1:{port}/ready", "name": "readiness", "json_field": "version"},
+        ]} for unit, port in self.ports.items()]  # fmt: skip
+        params: dict[str, Any] = {
+            "path": self.root, "action": "deploy", "version": None, "release": None, "reason": None,
+            "wheelhouse": None, "package": "tinysvc", "python": HOST_PYTHON, "shared_links": None, "owner": None,
+            "group": None, "min_free_mb": 0, "keep": 5,
+            "migrate": {"argv": ["tinysvc-migrate"], "user": "root", "group": "root", "env_file": str(self.env_file),
+                        "timeout": 60},
+            "services": services, "version_field": "version", "deadline": 1.5, "retries": 1000, "delay": 0.05,
+            "max_delay": 0.2, "actor": "deployer", "lock_owner": "deployer", "lock_host": "controller",
+            "lock_pid": 4242, "lock_peer_pids": None, "lock_reason": None, "lock_stale_after": 1800,
+            "force_unlock": False,
+        }  # fmt: skip
+        params.update(overrides)
+        return params
+
+    def run(self, check_mode: bool = False, **overrides: Any) -> dict[str, Any]:
+        return run_deploy(self.store, self.params(**overrides), systemd=self.systemd, check_mode=check_mode)
+
+    def deploy(self, version: str, modes: dict[str, str] | None = None, migration_fails: bool = False,
+               check_mode: bool = False, **overrides: Any) -> dict[str, Any]:  # fmt: skip
+        wheelhouse = self.wheelhouse(version, modes, migration_fails)
+        return self.run(check_mode, version=version, wheelhouse=wheelhouse, **overrides)
+
+    def ready(self, unit: str) -> dict[str, Any]:
+        """What the unit's readiness endpoint really answers now."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[unit]}/ready", timeout=2) as response:
+            return json.loads(response.read())
+
+    def pids(self) -> dict[str, int]:
+        return {unit: proc.pid for unit, proc in self.systemd.procs.items() if proc.poll() is None}
+
+    def ledger(self) -> list[dict[str, Any]]:
+        path = Path(self.root, "ledger.jsonl")
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def status(self, release: str) -> str:
+        return next(r.status for r in self.store.releases() if r.id == release)
+
+    def lock_file(self) -> Path:
+        return Path(self.root, "deploy.lock")
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Any]:
+    apps: list[App] = []
+
+    def make(*units: str) -> App:
+        (tmp_path / f"app{len(apps)}").mkdir()
+        app = App(tmp_path / f"app{len(apps)}", units or ("tiny-api.service", "tiny-web.service"))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.systemd.kill_all()
+
+
+def ok(result: dict[str, Any]) -> dict[str, Any]:
+    assert not result.get("failed"), result.get("msg")
+    return result
+
+
+def actions(entries: list[dict[str, Any]]) -> list[str]:
+    return [e["action"] + (f":{e['outcome']}" if e["action"] in ("mark", "summary") else "") for e in entries]
+
+
+# -- deploy ------------------------------------------------------------------------------
+
+
+def test_first_deploy_gates_every_unit_in_order_then_a_redeploy_changes_nothing(make_app):
+    app = make_app()
+    first = ok(app.deploy("1.0"))
+    release = first["release"]
+    assert first["changed"] and first["outcome"] == "deployed" and first["restarted"]
+    assert first["current"] == release and first["previous"] is None and first["version"] == "1.0"
+    # stop in reverse order, clear failed state, start in order (each gated before the next)
+    assert app.systemd.verbs() == [
+        ("stop", "tiny-web.service"), ("stop", "tiny-api.service"),
+        ("reset-failed", "tiny-api.service", "tiny-web.service"),
+        ("start", "tiny-api.service"), ("start", "tiny-web.service")]  # fmt: skip
+    assert app.ready("tiny-web.service")["version"] == "1.0" and app.ready("tiny-api.service")["version"] == "1.0"
+    for unit in app.units:
+        health = first["health"][unit]
+        assert health["status"] == "healthy" and health["version"] == "1.0"
+        readiness = next(c for c in health["checks"] if c["name"] == "readiness")
+        assert readiness["data"]["json_value"] == "1.0"
+        assert f"unit:{unit}" in [c["name"] for c in health["checks"]]
+    # the migration ran from the new release, through systemd-run, as the app user, with the env file
+    run = app.systemd.runs[0]
+    assert run["options"]["uid"] == "root" and run["options"]["EnvironmentFile"] == str(app.env_file)
+    assert run["options"]["RuntimeMaxSec"] == "60" and {"wait", "pipe", "collect"} <= set(run["options"])
+    assert run["command"] == [os.path.join(first["release_path"], "venv", "bin", "tinysvc-migrate")]
+    assert (app.state / "migrations.log").read_text() == f"1.0 {first['release_path']}\n"
+    # ledger: the store's lines and one summary; the lock left none
+    assert actions(app.ledger()) == ["create", "activate", "mark:good", "summary:deployed"]
+    assert app.ledger() == first["ledger_entries"]
+    summary = app.ledger()[-1]
+    assert summary["run"] == "deploy" and summary["lock_owner"] == "deployer" and summary["lock_pid"] == 4242
+    assert app.status(release) == "good" and not app.lock_file().exists()
+    assert set(first["timings"]) == set(PHASES)
+    assert abs(sum(first["timings"].values()) - first["elapsed"]) < 0.02
+    assert first["timings"]["venv"] > 0 and first["timings"]["health"] > 0 and first["timings"]["migrate"] > 0
+    assert set(first["create_timings"]) >= {"venv_s", "install_s", "total_s"}
+
+    ledger_before = Path(app.root, "ledger.jsonl").read_bytes()
+    pids = app.pids()
+    app.systemd.calls.clear()
+    again = ok(app.deploy("1.0"))
+    assert again["changed"] is False and again["outcome"] == "unchanged" and again["restarted"] is False
+    assert again["ledger_entries"] == [] and Path(app.root, "ledger.jsonl").read_bytes() == ledger_before
+    assert app.systemd.verbs() == [] and len(app.systemd.runs) == 1  # no start/stop, no migration
+    assert app.pids() == pids and again["health"]["tiny-web.service"]["status"] == "healthy"
+    assert not app.lock_file().exists()
+
+
+def test_deploy_of_a_release_that_fails_readiness_rolls_back_to_the_previous_good_one(make_app):
+    app = make_app("tiny-db.service", "tiny-api.service", "tiny-web.service")
+    one = ok(app.deploy("1.0"))["release"]
+    app.systemd.calls.clear()
+    result = app.deploy("2.0", modes={"tiny-api.service": "unready"})
+    assert result["failed"] and result["outcome"] == "rolled-back" and result["changed"]
+    two = result["release"]
+    assert result["rolled_back_to"] == one and result["current"] == one and result["previous"] == one
+    msg = result["msg"]
+    assert "tiny-api.service" in msg and "readiness [unhealthy] expected HTTP 200, got 503" in msg
+    assert f"Rolled back to {one} (1.0), which is healthy" in msg
+    # the api's gate failed: the web unit after it was never started for 2.0; then 1.0 restarted in order
+    down = [("stop", "tiny-web.service"), ("stop", "tiny-api.service"), ("stop", "tiny-db.service"),
+            ("reset-failed", "tiny-db.service", "tiny-api.service", "tiny-web.service")]  # fmt: skip
+    assert app.systemd.verbs() == [
+        *down, ("start", "tiny-db.service"), ("start", "tiny-api.service"),
+        *down, ("start", "tiny-db.service"), ("start", "tiny-api.service"), ("start", "tiny-web.service")]  # fmt: skip
+    gate = result["failed_gate"]
+    assert gate["release"] == two and gate["unit"] == "tiny-api.service"
+    assert gate["health"]["tiny-web.service"]["status"] == "not-started"
+    assert gate["health"]["tiny-db.service"]["status"] == "healthy"
+    first_restart = app.systemd.calls.index(["systemctl", "reset-failed", *app.units])
+    second_restart = len(app.systemd.calls) - 1 - app.systemd.calls[::-1].index(["systemctl", "reset-failed",
+                                                                                  *app.units])  # fmt: skip
+    probed = {u for c in app.systemd.calls[first_restart:second_restart] if c[1] == "show" for u in c[4:]}
+    assert probed == {"tiny-db.service", "tiny-api.service"}  # the web's gate was not attempted
+    # the previous release serves, every unit gated with ITS version
+    assert {u: app.ready(u)["version"] for u in app.units} == dict.fromkeys(app.units, "1.0")
+    assert all(h["status"] == "healthy" and h["version"] == "1.0" for h in result["health"].values())
+    assert app.status(two) == "bad" and app.status(one) == "good"
+    bad_mark = next(e for e in result["ledger_entries"] if e["action"] == "mark")
+    assert "readiness" in bad_mark["reason"] and "503" in bad_mark["reason"]
+    assert actions(result["ledger_entries"]) == ["create", "activate", "mark:bad", "rollback",
+                                                 "summary:rolled-back"]  # fmt: skip
+    assert not app.lock_file().exists()
+
+
+@pytest.mark.parametrize("mode", ["silent", "crash"])
+def test_first_deploy_failing_its_gate_stops_the_units_and_says_nothing_serves(make_app, mode):
+    app = make_app()
+    result = app.deploy("1.0", modes={"tiny-api.service": mode})
+    assert result["failed"] and result["outcome"] == "failed" and "NOTHING SERVES" in result["msg"]
+    assert "no previous good release" in result["msg"] and result.get("rolled_back_to") is None
+    failing = "readiness [unhealthy]" if mode == "silent" else "unit:tiny-api.service [unhealthy] failed/failed"
+    assert failing in result["msg"]
+    assert ("start", "tiny-web.service") not in app.systemd.verbs()  # never started after the api's failed gate
+    assert app.systemd.verbs()[-2:] == [("stop", "tiny-web.service"), ("stop", "tiny-api.service")]
+    assert app.pids() == {}
+    assert app.status(result["release"]) == "bad" and not app.lock_file().exists()
+
+
+def test_failed_migration_marks_the_release_bad_and_switches_nothing(make_app):
+    app = make_app()
+    one = ok(app.deploy("1.0"))["release"]
+    pids = app.pids()
+    app.systemd.calls.clear()
+    result = app.deploy("2.0", migration_fails=True)
+    assert result["failed"] and result["outcome"] == "failed"
+    assert "column orders.side already exists" in result["msg"] and "(exit 2)" in result["msg"]
+    assert f"Nothing was switched: {one} still serves" in result["msg"]
+    assert result["current"] == one and app.store.current() == one
+    assert app.systemd.verbs() == [] and app.pids() == pids  # nothing restarted
+    assert app.ready("tiny-web.service")["version"] == "1.0"
+    assert app.status(result["release"]) == "bad"
+    assert actions(result["ledger_entries"]) == ["create", "mark:bad", "summary:failed"]
+    assert not app.lock_file().exists()
+
+
+def test_a_held_lock_refuses_the_deploy_with_the_holder_and_is_left_untouched(make_app):
+    app = make_app()
+    app.store.lock(owner="alice", host="ctl-2", pid=777, reason="deploy 9.9")
+    lock = app.lock_file()
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    ledger = app.ledger()
+    result = app.deploy("1.0")
+    assert result["failed"] and "alice@ctl-2 pid 777" in result["msg"] and "deploy 9.9" in result["msg"]
+    assert result["lock"]["owner"] == "alice" and result["stale"] is False
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
+    assert app.ledger() == ledger and app.systemd.calls == []
+    assert not os.path.isdir(os.path.join(app.root, "releases"))
+
+
+def test_a_failure_before_any_change_writes_nothing_and_releases_the_lock(make_app, tmp_path):
+    app = make_app()
+    ok(app.deploy("1.0"))
+    ledger = app.ledger()
+    result = app.run(version="2.0", wheelhouse=str(tmp_path / "missing"))
+    assert result["failed"] and "is not a directory on this host" in result["msg"]
+    assert not app.lock_file().exists() and app.ledger() == ledger and result["changed"] is False
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"services": [{"unit": "a.service"}, {"unit": "a.service"}]}, "listed twice"),
+    ({"services": [{"unit": "a.service", "probes": [{"name": "x"}]}]}, "every http probe needs a url"),
+    ({"migrate": {"argv": ["../bin/sh", "-c", "x"]}}, "must be the name of a program in the release's venv/bin"),
+    ({"version": None}, "action=deploy needs version"),
+    ({"keep": 0}, "keep at least 1 release"),
+])  # fmt: skip
+def test_bad_options_fail_before_anything_is_written(make_app, override, message):
+    app = make_app()
+    result = app.run(**{"version": "1.0", "wheelhouse": app.wheelhouse("1.0"), **override})
+    assert result["failed"] and message in result["msg"]
+    assert not os.path.exists(app.root) and app.systemd.calls == []
+
+
+# -- rollback, restart, verify -----------------------------------------------------------
+
+
+def test_rollback_action_gates_the_target_with_its_version_and_switches_forward_when_it_fails(make_app):
+    app = make_app()
+    one = ok(app.deploy("1.0"))["release"]
+    two = ok(app.deploy("2.0"))["release"]
+    back = ok(app.run(action="rollback", reason="errors after 2.0"))
+    assert back["outcome"] == "rolled-back" and back["changed"] and back["rolled_back_to"] == one
+    assert back["current"] == one and back["previous"] == two and back["version"] == "1.0"
+    assert {u: app.ready(u)["version"] for u in app.units} == dict.fromkeys(app.units, "1.0")
+    readiness = next(c for c in back["health"]["tiny-web.service"]["checks"] if c["name"] == "readiness")
+    assert readiness["data"]["json_value"] == "1.0"
+    assert actions(back["ledger_entries"]) == ["rollback", "summary:rolled-back"]
+    assert back["ledger_entries"][0]["reason"] == "errors after 2.0"
+
+    # 2.0 no longer works on this host: a rollback to it fails its gate, 1.0 serves again
+    app.systemd.env["TINYSVC_BROKEN"] = "2.0"
+    result = app.run(action="rollback", release=two)
+    assert result["failed"] and result["outcome"] == "switched-forward"
+    assert f"rollback to {two} (2.0) failed its health gate" in result["msg"]
+    assert f"Switched forward again to {one} (1.0), the release that served before, which is healthy" in result["msg"]
+    assert result["current"] == one and app.ready("tiny-web.service")["version"] == "1.0"
+    assert actions(result["ledger_entries"]) == ["rollback", "activate", "summary:switched-forward"]
+    assert not app.lock_file().exists()
+
+
+def test_restart_and_verify(make_app):
+    app = make_app()
+    release = ok(app.deploy("1.0"))["release"]
+    ledger = app.ledger()
+    verified = ok(app.run(action="verify"))
+    assert verified["changed"] is False and verified["outcome"] == "healthy" and verified["release"] == release
+    assert verified["health"]["tiny-api.service"]["version"] == "1.0" and app.ledger() == ledger
+
+    pids = app.pids()
+    restarted = ok(app.run(action="restart"))
+    assert restarted["changed"] and restarted["outcome"] == "restarted" and restarted["current"] == release
+    assert set(app.pids().values()).isdisjoint(pids.values())
+    assert actions(app.ledger()[len(ledger):]) == ["summary:restarted"]
+
+    app.systemd.stop("tiny-web.service")
+    ledger = app.ledger()
+    broken = app.run(action="verify", deadline=0.3)
+    assert broken["failed"] and broken["outcome"] == "unhealthy" and broken["changed"] is False
+    assert "tiny-web.service: unhealthy after" in broken["msg"] and "liveness [unhealthy]" in broken["msg"]
+    assert "unit:tiny-web.service [unhealthy] inactive/dead" in broken["msg"] and "tiny-api" not in broken["msg"]
+    assert broken["health"]["tiny-api.service"]["status"] == "healthy"
+    assert app.ledger() == ledger and not app.lock_file().exists()
+
+
+# -- check mode and the module -----------------------------------------------------------
+
+
+def test_check_mode_reports_and_writes_nothing(make_app):
+    app = make_app()
+    one = ok(app.deploy("1.0"))["release"]
+    snapshot = tree_snapshot(app.root)
+    app.systemd.calls.clear()
+    runs = len(app.systemd.runs)
+    predicted = ok(app.deploy("2.0", check_mode=True))
+    assert predicted["changed"] and predicted["outcome"] == "deployed" and predicted["current"] == one
+    assert "would create release 2.0-" in predicted["msg"] and "run tinysvc-migrate" in predicted["msg"]
+    assert f"switch current from {one}" in predicted["msg"]
+    assert "restart tiny-api.service, tiny-web.service behind the health gate" in predicted["msg"]
+    same = ok(app.deploy("1.0", check_mode=True))
+    assert same["changed"] is False and same["outcome"] == "unchanged"
+    assert ok(app.run(action="restart", check_mode=True))["changed"]
+    assert app.run(action="rollback", check_mode=True)["failed"]  # nothing good before 1.0: refused, as for real
+    assert tree_snapshot(app.root) == snapshot and len(app.systemd.runs) == runs
+    assert app.systemd.calls == []
+
+
+def test_module_main_in_check_mode_and_refused_by_a_held_lock(run_module, make_app):
+    app = make_app()
+    params = {k: v for k, v in app.params(version="1.0", wheelhouse=app.wheelhouse("1.0")).items() if v is not None}
+    predicted = run_module(app_deploy, params, check_mode=True, diff=True)
+    assert predicted["_rc"] == 0 and predicted["changed"] and predicted["outcome"] == "deployed"
+    assert predicted["diff"]["before"] == "current -> absent\n"
+    assert predicted["diff"]["after"].startswith("current -> 1.0-")
+    assert not os.path.exists(os.path.join(app.root, "releases"))
+    app.store.lock(owner="alice", host="ctl-2", pid=777, reason="deploy 9.9")
+    refused = run_module(app_deploy, params)
+    assert refused["_rc"] == 1 and refused["failed"] and "alice@ctl-2" in refused["msg"]
+    assert refused["lock"]["owner"] == "alice" and "diff" not in refused
+
+
+def _options(spec: dict, doc: bool) -> dict:
+    out = {}
+    for name, item in spec.items():
+        entry = {key: item.get(key, default) for key, default in
+                 (("type", "str"), ("default", None), ("choices", None), ("required", False), ("elements", None))}
+        children = item.get("suboptions" if doc else "options")
+        if children:
+            entry["options"] = _options(children, doc)
+        out[name] = entry
+    return out
+
+
+def test_documentation_matches_the_argument_spec():
+    doc = yaml.safe_load(app_deploy.DOCUMENTATION)
+    assert _options(doc["options"], doc=True) == _options(app_deploy.argument_spec(), doc=False)
+    assert doc["attributes"]["check_mode"]["support"] == "full"
+    yaml.safe_load(app_deploy.EXAMPLES)
+    returned = set(yaml.safe_load(app_deploy.RETURN))
+    assert returned >= {"release", "version", "previous", "rolled_back_to", "health", "timings", "ledger_entries"}
+
+
+def test_module_utils_import_on_the_hosts_python_without_ansible():
+    """The orchestration runs on Debian's Python without Ansible: its siblings are found side by side."""
+    import ansible.module_utils.tradeops_deploy as td
+
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import tradeops_deploy as td; "
+        "assert 'ansible' not in sys.modules; print(td.ReleaseStore.__module__, td.evaluate.__module__)"
+    )
+    out = subprocess.run([HOST_PYTHON, "-I", "-c", code, os.path.dirname(td.__file__)], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert out.stdout.split() == ["tradeops_release", "tradeops_health"]
