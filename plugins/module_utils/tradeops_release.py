@@ -1350,6 +1350,20 @@ class ReleaseStore:
         return result
 
 
+def lock_argument_spec() -> dict[str, dict[str, Any]]:
+    """The deploy lock's module options, shared by app_release and app_deploy."""
+    return {
+        "actor": {"type": "str"},
+        "lock_owner": {"type": "str"},
+        "lock_host": {"type": "str"},
+        "lock_pid": {"type": "int"},
+        "lock_peer_pids": {"type": "list", "elements": "int"},
+        "lock_reason": {"type": "str"},
+        "lock_stale_after": {"type": "int", "default": int(DEFAULT_STALE_AFTER)},
+        "force_unlock": {"type": "bool", "default": False},
+    }
+
+
 def check_free_space(path: str, min_free_mb: int) -> None:
     """Refuse a create, before anything is written, when the disk under path is short."""
     if min_free_mb <= 0:

@@ -420,7 +420,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.tradeops_deploy import ACTIONS, run_deploy
-from ansible.module_utils.tradeops_release import DEFAULT_SHARED_LINKS, ReleaseError, ReleaseStore
+from ansible.module_utils.tradeops_release import DEFAULT_SHARED_LINKS, ReleaseError, ReleaseStore, lock_argument_spec
 
 
 def probe_options() -> dict:
@@ -472,14 +472,7 @@ def argument_spec() -> dict:
         retries=dict(type="int", default=1000),
         delay=dict(type="float", default=0.5),
         max_delay=dict(type="float", default=2.0),
-        actor=dict(type="str"),
-        lock_owner=dict(type="str"),
-        lock_host=dict(type="str"),
-        lock_pid=dict(type="int"),
-        lock_peer_pids=dict(type="list", elements="int"),
-        lock_reason=dict(type="str"),
-        lock_stale_after=dict(type="int", default=1800),
-        force_unlock=dict(type="bool", default=False),
+        **lock_argument_spec(),
     )
 
 

@@ -329,6 +329,7 @@ from ansible.module_utils.tradeops_release import (
     DEFAULT_SHARED_LINKS,
     ReleaseError,
     ReleaseStore,
+    lock_argument_spec,
     run_action,
 )
 
@@ -352,14 +353,7 @@ def argument_spec() -> dict:
         outcome=dict(type="str", choices=["good", "bad"]),
         reason=dict(type="str"),
         allow_bad=dict(type="bool", default=False),
-        actor=dict(type="str"),
-        lock_owner=dict(type="str"),
-        lock_host=dict(type="str"),
-        lock_pid=dict(type="int"),
-        lock_peer_pids=dict(type="list", elements="int"),
-        lock_reason=dict(type="str"),
-        lock_stale_after=dict(type="int", default=1800),
-        force_unlock=dict(type="bool", default=False),
+        **lock_argument_spec(),
     )
 
 
