@@ -25,8 +25,11 @@ description:
     file it comes from (C(restart.yml), C(start_one.yml) -> restart; C(health.yml), C(verify.yml) -> health)."
   - The virtualenv part of an M(app_release) C(create) (its C(timings) C(deps_s), C(venv_s), C(install_s),
     C(compile_s)) is counted as C(venv); the rest of that task is C(unpack).
-  - At the end of a playbook that ran (or contains) M(app_release) tasks it prints, for every host that ran one
-    or failed, the outcome (deployed,
+  - An M(app_deploy) task (the whole deploy, rollback, restart or verify on the host in one call) is split by the
+    C(timings) it returns (the same phases); the rest of that task's wall time (shipping and starting the module)
+    is C(other). Its C(outcome), releases and C(ledger_entries) make the record.
+  - At the end of a playbook that ran (or contains) M(app_release) or M(app_deploy) tasks it prints, for every
+    host that ran one or failed, the outcome (deployed,
     re-deployed unchanged, rolled back after a failed health gate, rollback, failed), the release, the
     previous release and a one-line phase table, and appends the same as one JSON line per host to O(log_path).
   - Results of C(no_log) tasks are never read beyond their timing, and module arguments are never printed or stored.
@@ -41,7 +44,8 @@ options:
       - JSON lines file the records are appended to (created mode 0600 with its parent directories).
       - "One record per host per run: C(time), C(playbook), C(host), C(outcome), C(version), C(release),
         C(previous), C(new_release), C(new_version), C(failed_task), C(check_mode), C(phases) (seconds per phase),
-        C(total_s) and C(ledger) (the C(ledger_entry) records M(app_release) returned, in order)."
+        C(total_s) and C(ledger) (the C(ledger_entry) records M(app_release) returned and the C(ledger_entries) of
+        M(app_deploy), in order)."
       - A relative path is relative to the current directory (from C(ansible.cfg), to the directory of that file).
     type: path
     default: .cache/deploy-summary.jsonl
@@ -51,8 +55,9 @@ options:
       - section: callback_tradeops_summary
         key: log_path
 notes:
-  - "Outcomes in the record: C(deployed), C(unchanged), C(rolled-back-after-failed-gate), C(rollback), C(failed),
-    C(ok) (the play ran M(app_release) on the host but neither created nor switched a release)."
+  - "Outcomes in the record: C(deployed), C(unchanged), C(rolled-back-after-failed-gate), C(rollback),
+    C(restarted), C(failed), C(ok) (the play ran M(app_release) or M(app_deploy) on the host but neither created
+    nor switched a release)."
 """
 
 EXAMPLES = r"""
@@ -92,6 +97,7 @@ RELEASE_ACTION_PHASES = {
     "list": "other",
 }
 MODULE_PHASES = {"app_health": "health"}
+RELEASE_MODULES = frozenset({"app_release", "app_deploy"})
 SERVICE_MODULES = frozenset({"systemd_service", "systemd", "service", "sysvinit"})
 SERVICE_STATES = frozenset({"started", "stopped", "restarted", "reloaded"})
 
@@ -141,6 +147,23 @@ def phase_of(module: str | None, action: str | None = None, name: str = "", path
     return FILE_PHASES.get(base, "other")
 
 
+def split_timings(duration: float, timings: Any) -> dict[str, float]:
+    """Wall time of an app_deploy task -> its own per-phase ``timings`` (known phases only,
+    scaled down if they exceed the task's duration); the rest of the task is ``other``."""
+    parts: dict[str, float] = {}
+    if isinstance(timings, dict):
+        for key, value in timings.items():
+            if key in PHASES and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                parts[key] = float(value)
+    duration = max(duration, 0.0)
+    spent = sum(parts.values())
+    if spent > duration and spent > 0:
+        parts = {k: v * duration / spent for k, v in parts.items()}
+        spent = duration
+    parts["other"] = parts.get("other", 0.0) + duration - spent
+    return parts
+
+
 def split_create(duration: float, timings: Any) -> dict[str, float]:
     """Wall time of an app_release create -> {unpack, venv}: venv is the module's own
     virtualenv timings (capped at the task's duration), unpack the rest."""
@@ -188,6 +211,7 @@ class HostRun:
     failures: list[Failure] = field(default_factory=list)
     unreachable: bool = False
     ledger: list[dict[str, Any]] = field(default_factory=list)
+    deploys: list[dict[str, Any]] = field(default_factory=list)  # app_deploy results, in order
 
     def add(self, phase: str, seconds: float) -> None:
         self.phases[phase] = self.phases.get(phase, 0.0) + seconds
@@ -223,12 +247,12 @@ def _iter_tasks(blocks: Any) -> Any:
 
 
 def play_uses_release(play: Any) -> bool:
-    """Best effort: does the play (statically, with imported roles) contain app_release tasks?"""
+    """Best effort: does the play (statically, with imported roles) contain app_release/app_deploy tasks?"""
     try:
         blocks = [*play.pre_tasks, *play.tasks, *play.post_tasks]
         for role in play.get_roles():
             blocks.extend(role.get_task_blocks())
-        return any(short_module(getattr(t, "action", "")) == "app_release" for t in _iter_tasks(blocks))
+        return any(short_module(getattr(t, "action", "")) in RELEASE_MODULES for t in _iter_tasks(blocks))
     except Exception:  # a summary must never break a play
         return False
 
@@ -304,14 +328,18 @@ class CallbackModule(CallbackBase):
         data = result.result
         no_log = _is_no_log(task, data)
         action = None
-        if module == "app_release":
+        if module in RELEASE_MODULES:
             self.uses_release = True
             run.ran_release = True
             action = (data.get("action") if not no_log else None) or _plain_arg(task, "action")
         phase = phase_of(module, action, task.get_name(), task.get_path() or "", _plain_arg(task, "state"))
 
+        reported = not no_log and status in ("ok", "failed", "ignored")
         if module == "app_release" and action == "create" and not no_log and status == "ok":
             for part, seconds in split_create(duration, data.get("timings")).items():
+                run.add(part, seconds)
+        elif module == "app_deploy" and reported and isinstance(data.get("timings"), dict):
+            for part, seconds in split_timings(duration, data.get("timings")).items():
                 run.add(part, seconds)
         else:
             run.add(phase, duration)
@@ -321,8 +349,24 @@ class CallbackModule(CallbackBase):
         elif status == "unreachable":
             run.unreachable = True
             run.failures.append(Failure(self.seq, task.get_name(), module))
-        if module == "app_release" and not no_log and status in ("ok", "failed", "ignored"):
+        if module == "app_release" and reported:
             self._record_release(run, action, data, status)
+        elif module == "app_deploy" and reported:
+            self._record_deploy(run, data, status)
+
+    def _record_deploy(self, run: HostRun, data: dict[str, Any], status: str) -> None:
+        entries = data.get("ledger_entries")
+        if isinstance(entries, list):
+            run.ledger.extend(e for e in entries if isinstance(e, dict))
+        if status != "ok" and not data.get("outcome"):
+            return  # failed before it could say anything (bad arguments): counted as a failed task
+        if not run.baseline_known and "previous" in data:
+            run.baseline, run.baseline_known = data.get("previous"), True
+        if "current" in data:
+            run.current = data.get("current")
+        run.deploys.append({k: data.get(k) for k in ("action", "outcome", "release", "version", "previous",
+                                                      "current", "rolled_back_to", "changed", "msg")}
+                           | {"seq": self.seq, "failed": status != "ok"})
 
     def _record_release(self, run: HostRun, action: str | None, data: dict[str, Any], status: str) -> None:
         items = data.get("results") if isinstance(data.get("results"), list) else [data]
@@ -352,6 +396,8 @@ class CallbackModule(CallbackBase):
     @staticmethod
     def outcome(run: HostRun, counted_failure: bool) -> tuple[str, str]:
         """(outcome for machines, sentence for people)."""
+        if run.deploys:
+            return CallbackModule.deploy_outcome(run, counted_failure)
         created = run.created
         new = f"{created['version']} ({created['release']})" if created else ""
         gate_back = next((s for s in run.switches if s.action == "rollback" and s.changed), None) if created else None
@@ -383,6 +429,37 @@ class CallbackModule(CallbackBase):
             return "deployed", f"switched to {last.version} ({last.release})"
         return "ok", "no release created or switched"
 
+    @staticmethod
+    def deploy_outcome(run: HostRun, counted_failure: bool) -> tuple[str, str]:
+        """The outcome of a host whose release work was app_deploy's: its last deploy or rollback
+        (a restart or verify after it does not hide it), else its last call."""
+        main = next((d for d in reversed(run.deploys) if d["action"] in ("deploy", "rollback")), run.deploys[-1])
+        action, outcome = main["action"], main["outcome"] or ("failed" if main["failed"] else "ok")
+        new = f"{main['version']} ({main['release']})"
+        later = [f for f in run.failures if f.seq > main["seq"] and f.module != "fail"]
+        if action == "deploy" and outcome == "rolled-back":
+            back = main["rolled_back_to"]
+            if later:
+                return "failed", (f"failed: gate of {new} failed, rolled back to {back}, "
+                                  f"then failed at '{later[0].task}'")
+            return "rolled-back-after-failed-gate", f"rolled back to {back} after failed gate of {new}"
+        if main["failed"]:
+            return "failed", f"{action} failed: {main['msg'] or '?'}"[:600]
+        if later or run.unreachable:
+            task = (later or run.failures)[0].task if (later or run.failures) else "?"
+            return "failed", f"{action} {outcome}, then failed at '{task}'"
+        if action == "deploy":
+            if outcome == "deployed":
+                return "deployed", f"deployed {new}"
+            return "unchanged", f"re-deployed {new} unchanged"
+        if action == "rollback":
+            if outcome == "unchanged":
+                return "rollback", f"rollback: {new} already current"
+            return "rollback", f"rollback to {new}"
+        if action == "restart" and outcome == "restarted":
+            return "restarted", f"restarted {new}"
+        return "ok", f"{action}: {outcome} {new}" if main["release"] else f"{action}: {outcome}"
+
     def host_record(self, host: str, run: HostRun, counted_failure: bool) -> dict[str, Any]:
         outcome, _ = self.outcome(run, counted_failure)
         total = max((run.last_end or 0.0) - (run.first_start or 0.0), 0.0)
@@ -390,6 +467,14 @@ class CallbackModule(CallbackBase):
         phases[OVERHEAD] = round(max(total - run.task_time, 0.0), 3)
         release = run.current
         version = None
+        for deploy in run.deploys:
+            if deploy["release"] == release:
+                version = deploy["version"]
+            elif deploy["rolled_back_to"] == release and deploy["action"] == "deploy":
+                version = None  # the rolled-back-to version is known only from the ledger
+                for entry in run.ledger:
+                    if entry.get("release") == release and entry.get("version"):
+                        version = entry.get("version")
         for switch in run.switches:
             if switch.release == release:
                 version = switch.version
@@ -404,14 +489,20 @@ class CallbackModule(CallbackBase):
             "version": version,
             "release": release,
             "previous": run.baseline,
-            "new_release": run.created["release"] if run.created else None,
-            "new_version": run.created["version"] if run.created else None,
+            "new_release": run.created["release"] if run.created else self._deployed(run, "release"),
+            "new_version": run.created["version"] if run.created else self._deployed(run, "version"),
             "failed_task": run.failures[0].task if run.failures else None,
             "check_mode": self._check_mode(),
             "phases": phases,
             "total_s": round(total, 3),
             "ledger": run.ledger,
         }
+
+    @staticmethod
+    def _deployed(run: HostRun, key: str) -> Any:
+        """Release (or version) an app_deploy deploy created or reused in this run."""
+        deploys = [d for d in run.deploys if d["action"] == "deploy"]
+        return deploys[-1][key] if deploys else None
 
     @staticmethod
     def _check_mode() -> bool:

@@ -537,8 +537,10 @@ class Deployer:
 
     def do_restart(self) -> None:
         current = self.store.current()
-        if current is None:
-            raise ReleaseError(f"nothing is current under {self.store.path}: deploy a release first")
+        if current is None:  # a host converged before its first deploy (a config handler): nothing runs yet
+            self.result.update(outcome="unchanged", msg=f"nothing is current under {self.store.path} (no release "
+                                                        "deployed yet): nothing to restart")
+            return
         version = self.version_of(current)
         self.result.update(release=current, version=version, previous=current)
         if self.check_mode:

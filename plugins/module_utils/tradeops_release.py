@@ -8,6 +8,7 @@ as a command on the host. Layout under ``path`` (e.g. ``/opt/refapp``)::
     releases/<version>-<UTC YYYYmmddTHHMMSSZ>/   venv/ + release.json + shared links
     shared/{data,logs,config}                      survives releases
     deps/<sha256>/                                 dependency layer shared by releases
+    wheelhouses/<build>/                           wheelhouses shipped by the controller
     current -> releases/<id>                       switched with rename(2)
     ledger.jsonl                                   one JSON line per action
     deploy.lock                                    holder of the deploy lock
@@ -44,6 +45,7 @@ from typing import Any
 RELEASES_DIR = "releases"
 SHARED_DIR = "shared"
 DEPS_DIR = "deps"
+WHEELHOUSES_DIR = "wheelhouses"
 CURRENT_LINK = "current"
 LEDGER_NAME = "ledger.jsonl"
 LOCK_NAME = "deploy.lock"
@@ -1034,6 +1036,7 @@ class ReleaseStore:
                 "app_wheel": os.path.basename(wh.app_wheel),
                 "app_version": wh.app_version,
                 "wheelhouse_sha256": wh.sha256,
+                "wheelhouse": os.path.abspath(wh.path),
                 "wheels": wh.hashes,
                 "deps_sha256": deps_sha,
                 "requires": requires,
@@ -1213,6 +1216,15 @@ class ReleaseStore:
         layers = sorted(os.listdir(layers_dir)) if os.path.isdir(layers_dir) else []
         unused = [n for n in layers if re.fullmatch(r"[0-9a-f]{64}", n) and n not in used_layers]
         now = time.time()
+        # Shipped wheelhouses no kept release was built from (a fresh one may belong to a
+        # deploy that has not taken the lock yet: only those older than PARTIAL_MAX_AGE).
+        used_wheelhouses = {self.read_meta(r).get("wheelhouse") for r in kept}
+        wheelhouses_dir = self._p(WHEELHOUSES_DIR)
+        stale_wheelhouses = [
+            full for full in (os.path.join(wheelhouses_dir, n) for n in
+                              (sorted(os.listdir(wheelhouses_dir)) if os.path.isdir(wheelhouses_dir) else []))
+            if os.path.isdir(full) and not os.path.islink(full) and full not in used_wheelhouses
+            and now - os.lstat(full).st_mtime > PARTIAL_MAX_AGE]
         partial = []
         for directory in (self.releases_dir, layers_dir):
             if os.path.isdir(directory):
@@ -1221,8 +1233,10 @@ class ReleaseStore:
                     leftover = ".tmp-" in name or name.startswith(".trash-")
                     if leftover and now - os.lstat(full).st_mtime > PARTIAL_MAX_AGE:
                         partial.append(full)
-        changed = bool(removed or unused or partial)
+        changed = bool(removed or unused or partial or stale_wheelhouses)
         if not check_mode:
+            for full in stale_wheelhouses:
+                shutil.rmtree(full, ignore_errors=True)
             for rid in removed:
                 self._remove_tree(self.release_path(rid))
             for name in unused:
@@ -1235,6 +1249,7 @@ class ReleaseStore:
             "removed": removed,
             "removed_layers": unused,
             "removed_partial": partial,
+            "removed_wheelhouses": stale_wheelhouses,
         }
         if removed and not check_mode:
             result["ledger_entry"] = self.record(

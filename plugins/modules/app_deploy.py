@@ -24,7 +24,8 @@ description:
     failure says that nothing serves."
   - "C(rollback): switch to the previous good release (or O(release) / O(version)), restart and gate it; when it
     fails its gate, switch forward to the release that served before, restart it, and fail."
-  - C(restart) restarts the current release behind the gate (no rollback); C(verify) only reads the health of
+  - C(restart) restarts the current release behind the gate (no rollback; with no release deployed yet it does
+    nothing and says so); C(verify) only reads the health of
     every service (no lock, nothing written).
   - The deploy lock is taken first and always released at the end, also on failure. Taking and releasing it
     writes no ledger line (breaking a lock with O(force_unlock) does); a run that changed something ends
@@ -310,7 +311,7 @@ outcome:
   description:
     - deploy, C(deployed), C(unchanged), C(rolled-back) (gate failed, previous release healthy), C(rollback-failed),
       C(failed); rollback, C(rolled-back), C(unchanged), C(restarted), C(switched-forward), C(failed);
-      restart, C(restarted), C(failed); verify, C(healthy), C(unhealthy).
+      restart, C(restarted), C(unchanged) (nothing deployed yet), C(failed); verify, C(healthy), C(unhealthy).
   returned: always
   type: str
   sample: deployed

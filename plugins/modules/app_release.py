@@ -280,6 +280,11 @@ removed_layers:
   returned: prune
   type: list
   elements: str
+removed_wheelhouses:
+  description: Wheelhouses under C(wheelhouses/) no kept release was built from (older than 10 minutes), removed by prune.
+  returned: prune
+  type: list
+  elements: str
 releases:
   description: Releases newest first (id, version, created, status, reason, current, wheelhouse_sha256, deps_sha256).
   returned: list

@@ -389,3 +389,113 @@ def test_failure_before_any_release_task_is_recorded(tmp_path):
     assert set(record["phases"]) == {"other", "overhead"}
     _check_timing(record)
     assert not (tmp_path / "opt").exists()
+
+
+# -- app_deploy ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("duration", "timings", "expected"),
+    [
+        (2.0, {"lock": 0.1, "venv": 0.5, "health": 0.9, "other": 0.1}, {"lock": 0.1, "venv": 0.5, "health": 0.9,
+                                                                       "other": 0.5}),
+        (1.0, {"unpack": 1.5, "restart": 0.5, "bogus": 9}, {"unpack": 0.75, "restart": 0.25, "other": 0.0}),
+        (0.5, None, {"other": 0.5}),
+    ],
+)
+def test_split_timings(duration, timings, expected):
+    got = summary.split_timings(duration, timings)
+    assert got == pytest.approx(expected)
+    assert sum(got.values()) == pytest.approx(duration)
+
+
+def _deploy_run(*deploys, failures=()):
+    run = summary.HostRun()
+    run.deploys = [{"action": "deploy", "outcome": None, "release": None, "version": None, "previous": None,
+                    "current": None, "rolled_back_to": None, "changed": True, "msg": "", "seq": 1, "failed": False}
+                   | d for d in deploys]
+    run.failures = [summary.Failure(*f) for f in failures]
+    return run
+
+
+NEW_D = {"release": NEW["release"], "version": "2.0"}
+
+
+@pytest.mark.parametrize(
+    ("run", "failed", "outcome", "words"),
+    [
+        (_deploy_run(NEW_D | {"outcome": "deployed"}), False, "deployed", f"deployed 2.0 ({NEW['release']})"),
+        (_deploy_run(NEW_D | {"outcome": "unchanged", "changed": False}), False, "unchanged", "re-deployed 2.0"),
+        (_deploy_run(NEW_D | {"outcome": "rolled-back", "rolled_back_to": OLD, "failed": True, "seq": 2},
+                     failures=[(2, "Deploy 2.0, gated on health", "app_deploy")]), True,
+         "rolled-back-after-failed-gate", f"rolled back to {OLD} after failed gate of 2.0"),
+        (_deploy_run(NEW_D | {"outcome": "rollback-failed", "failed": True, "msg": "THE ROLLBACK FAILED"},
+                     failures=[(1, "Deploy", "app_deploy")]), True, "failed", "deploy failed: THE ROLLBACK FAILED"),
+        (_deploy_run({"action": "rollback", "outcome": "rolled-back", "release": OLD, "version": "1.0"}), False,
+         "rollback", f"rollback to 1.0 ({OLD})"),
+        (_deploy_run({"action": "rollback", "outcome": "unchanged", "release": OLD, "version": "1.0"}), False,
+         "rollback", "already current"),
+        (_deploy_run(NEW_D | {"outcome": "deployed"}, NEW_D | {"action": "restart", "outcome": "restarted", "seq": 3},
+                     failures=[(4, "Drain at the load balancer", "command")]), True, "failed",
+         "deploy deployed, then failed at 'Drain at the load balancer'"),
+        (_deploy_run(NEW_D | {"action": "restart", "outcome": "restarted"}), False, "restarted", "restarted 2.0"),
+        (_deploy_run(NEW_D | {"action": "verify", "outcome": "healthy"}), False, "ok", "verify: healthy 2.0"),
+    ],
+)
+def test_deploy_outcome(run, failed, outcome, words):
+    got, sentence = summary.CallbackModule.outcome(run, failed)
+    assert got == outcome
+    assert words in sentence
+
+
+DEPLOY_BOOK = """
+- name: One-call deploys under test
+  hosts: all
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: Deploy, gated on health
+      app_deploy:
+        path: "%(root)s"
+        action: "{{ act }}"
+        version: "{{ version | default(omit) }}"
+        wheelhouse: "{{ wheelhouse | default(omit) }}"
+        package: tiny-app
+        python: %(python)s
+        lock_owner: tester
+        lock_host: ctl
+        lock_pid: 4242
+"""
+
+
+def test_app_deploy_runs_are_summarised(tmp_path):
+    """Real app_deploy runs (no services: nothing to restart on this machine): 1.0, 2.0,
+    2.0 again, then a rollback — each one record with the module's phases and ledger lines."""
+    if not os.path.exists(HOST_PYTHON):
+        pytest.skip("needs /usr/bin/python3")
+    from plugin_testlib import build_wheelhouse
+
+    book = tmp_path / "deploy.yml"
+    root = tmp_path / "opt" / "tiny"
+    book.write_text(DEPLOY_BOOK % {"root": root, "python": HOST_PYTHON})
+    log = tmp_path / "summary.jsonl"
+    houses = {v: build_wheelhouse(tmp_path / f"wh-{v}", v) for v in ("1.0", "2.0")}
+    for version in ("1.0", "2.0", "2.0"):
+        proc = _playbook(book, log, "-e", "act=deploy", "-e", f"version={version}", "-e",
+                         f"wheelhouse={houses[version]}")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = _playbook(book, log, "-e", "act=rollback")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    one, two, again, back = [json.loads(line) for line in log.read_text().splitlines()]
+    assert one["outcome"] == "deployed" and one["version"] == "1.0" and one["previous"] is None
+    assert two["outcome"] == "deployed" and two["previous"] == one["release"] and two["new_version"] == "2.0"
+    assert again["outcome"] == "unchanged" and again["release"] == two["release"] and again["ledger"] == []
+    assert back["outcome"] == "rollback" and back["release"] == one["release"] and back["version"] == "1.0"
+    assert f"localhost: rollback to 1.0 ({one['release']})" in proc.stdout
+    for record in (one, two, back):
+        _check_timing(record)
+        assert record["phases"]["lock"] >= 0 and "switch" in record["phases"]
+    assert one["phases"]["venv"] > 0 and one["phases"]["unpack"] > 0
+    assert [e["action"] for e in two["ledger"]] == ["create", "activate", "mark", "summary"]
+    assert [e["action"] for e in back["ledger"]] == ["rollback", "summary"]

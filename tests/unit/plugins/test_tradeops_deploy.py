@@ -455,6 +455,13 @@ def test_rollback_action_gates_the_target_with_its_version_and_switches_forward_
     assert not app.lock_file().exists()
 
 
+def test_restart_before_any_release_does_nothing(make_app):
+    app = make_app()
+    quiet = ok(app.run(action="restart"))
+    assert quiet["changed"] is False and quiet["outcome"] == "unchanged" and "nothing to restart" in quiet["msg"]
+    assert app.systemd.verbs() == [] and not app.lock_file().exists()
+
+
 def test_restart_and_verify(make_app):
     app = make_app()
     release = ok(app.deploy("1.0"))["release"]

@@ -373,6 +373,32 @@ def test_prune_keeps_newest_current_last_good_and_rollback_target(store, wheelho
         store.prune(keep=0)
 
 
+def test_prune_removes_shipped_wheelhouses_no_kept_release_uses(store, wheelhouses):
+    shipped = os.path.join(store.path, "wheelhouses")
+    os.makedirs(shipped, exist_ok=True)
+    paths = {}
+    for n in (1, 2, 3):
+        paths[n] = os.path.join(shipped, f"tiny-app-{n}.0")
+        shutil.copytree(wheelhouses(f"{n}.0"), paths[n])
+    rel = {n: create(store, f"{n}.0", paths[n])["release"] for n in (1, 2, 3)}
+    assert store.read_meta(rel[1])["wheelhouse"] == paths[1]
+    for n in (1, 2, 3):
+        store.activate(release=rel[n])
+        store.mark(outcome="good")
+    orphan = os.path.join(shipped, "tiny-app-9.0")  # shipped by a run that never created its release
+    fresh = os.path.join(shipped, "tiny-app-10.0")  # shipped just now by a deploy waiting for the lock
+    os.makedirs(orphan)
+    os.makedirs(fresh)
+    old = time.time() - 3600
+    for path in (*paths.values(), orphan):
+        os.utime(path, (old, old))
+    result = store.prune(keep=2)
+    assert result["removed"] == [rel[1]]
+    assert result["removed_wheelhouses"] == [paths[1], orphan]
+    assert sorted(os.listdir(shipped)) == ["tiny-app-10.0", "tiny-app-2.0", "tiny-app-3.0"]
+    assert store.prune(keep=2)["changed"] is False
+
+
 def test_prune_removes_leftovers_of_interrupted_creates(store, wheelhouses):
     create(store, "1.0", wheelhouses("1.0"))
     leftover = os.path.join(store.releases_dir, ".tmp-1.1-20990101T000000Z-abcd")
