@@ -76,6 +76,24 @@ class CheckResult:
         return out
 
 
+def probe_argument_spec() -> dict[str, Any]:
+    """Ansible argument spec of one HTTP probe: app_health's ``http`` items and app_deploy's
+    ``services[].probes`` (one definition for both modules)."""
+    return dict(
+        url=dict(type="str", required=True),
+        name=dict(type="str"),
+        status=dict(type="list", elements="int", default=[200]),
+        body_contains=dict(type="str"),
+        json_field=dict(type="str"),
+        json_value=dict(type="raw"),
+        timeout=dict(type="float"),
+        headers=dict(type="dict", no_log=True),
+        method=dict(type="str", default="GET", choices=["GET", "HEAD"]),
+        validate_certs=dict(type="bool", default=True),
+        follow_redirects=dict(type="bool", default=True),
+    )
+
+
 def worst(statuses: Sequence[str]) -> str:
     """The aggregate status: the worst of the statuses (healthy when there is none)."""
     return max(statuses, key=lambda s: RANK[s], default=HEALTHY)

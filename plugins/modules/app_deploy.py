@@ -45,6 +45,8 @@ attributes:
     description: Shows the target of C(current) before and after.
   platform:
     platforms: posix
+extends_documentation_fragment:
+  - tradeops_lock
 options:
   path:
     description: Root of the application tree, for example C(/opt/refapp).
@@ -214,35 +216,6 @@ options:
     description: Longest pause between attempts of a gate.
     type: float
     default: 2
-  actor:
-    description: Who acts, recorded in the ledger. Defaults to C($SUDO_USER) or the remote user.
-    type: str
-  lock_owner:
-    description: Holder recorded in the lock (defaults to O(actor)).
-    type: str
-  lock_host:
-    description: Host of the holder (the controller running the deploy). Defaults to this host's name.
-    type: str
-  lock_pid:
-    description: Process id of the holder; the lock is released only with the same owner, host and pid.
-    type: int
-  lock_peer_pids:
-    description:
-      - Live playbook processes on O(lock_host). A lock held from that host by a process not in this list is
-        reported as stale (its run was killed); O(force_unlock) breaks it.
-    type: list
-    elements: int
-  lock_reason:
-    description: Why the lock is taken (shown to anyone refused by it); default the action and version.
-    type: str
-  lock_stale_after:
-    description: Age in seconds after which a lock is reported as stale.
-    type: int
-    default: 1800
-  force_unlock:
-    description: Break an existing (stale) lock; a broken lock is recorded in the ledger.
-    type: bool
-    default: false
 notes:
   - Runs as root on the target. The logic lives in C(module_utils/tradeops_deploy.py) over
     C(tradeops_release.py) and C(tradeops_health.py) (standard library only).
@@ -421,24 +394,8 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.tradeops_deploy import ACTIONS, run_deploy
+from ansible.module_utils.tradeops_health import probe_argument_spec
 from ansible.module_utils.tradeops_release import DEFAULT_SHARED_LINKS, ReleaseError, ReleaseStore, lock_argument_spec
-
-
-def probe_options() -> dict:
-    """The suboptions of app_health's ``http`` option."""
-    return dict(
-        url=dict(type="str", required=True),
-        name=dict(type="str"),
-        status=dict(type="list", elements="int", default=[200]),
-        body_contains=dict(type="str"),
-        json_field=dict(type="str"),
-        json_value=dict(type="raw"),
-        timeout=dict(type="float"),
-        headers=dict(type="dict", no_log=True),
-        method=dict(type="str", default="GET", choices=["GET", "HEAD"]),
-        validate_certs=dict(type="bool", default=True),
-        follow_redirects=dict(type="bool", default=True),
-    )
 
 
 def argument_spec() -> dict:
@@ -466,7 +423,7 @@ def argument_spec() -> dict:
         services=dict(type="list", elements="dict", default=[], options=dict(
             unit=dict(type="str", required=True),
             deadline=dict(type="float"),
-            probes=dict(type="list", elements="dict", default=[], options=probe_options()),
+            probes=dict(type="list", elements="dict", default=[], options=probe_argument_spec()),
         )),
         version_field=dict(type="str", default="version"),
         deadline=dict(type="float", default=60.0),

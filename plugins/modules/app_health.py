@@ -282,7 +282,7 @@ elapsed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.tradeops_health import CheckError, HealthSpec, at_least, evaluate
+from ansible.module_utils.tradeops_health import CheckError, HealthSpec, at_least, evaluate, probe_argument_spec
 
 
 def _limit(warning: float, critical: float, interval: bool = False) -> dict:
@@ -303,19 +303,7 @@ def _endpoint(port: int) -> dict:
 
 def argument_spec() -> dict:
     return dict(
-        http=dict(type="list", elements="dict", default=[], options=dict(
-            url=dict(type="str", required=True),
-            name=dict(type="str"),
-            status=dict(type="list", elements="int", default=[200]),
-            body_contains=dict(type="str"),
-            json_field=dict(type="str"),
-            json_value=dict(type="raw"),
-            timeout=dict(type="float"),
-            headers=dict(type="dict", no_log=True),
-            method=dict(type="str", default="GET", choices=["GET", "HEAD"]),
-            validate_certs=dict(type="bool", default=True),
-            follow_redirects=dict(type="bool", default=True),
-        )),
+        http=dict(type="list", elements="dict", default=[], options=probe_argument_spec()),
         systemd_units=dict(type="list", elements="str", default=[]),
         tcp=dict(type="list", elements="str", default=[]),
         postgresql=dict(type="list", elements="dict", default=[], options=_endpoint(5432)),

@@ -36,6 +36,8 @@ attributes:
     description: C(activate) and C(rollback) show the target of C(current) before and after; C(mark) the status.
   platform:
     platforms: posix
+extends_documentation_fragment:
+  - tradeops_lock
 options:
   path:
     description: Root of the application tree, for example C(/opt/refapp).
@@ -110,39 +112,6 @@ options:
     type: str
   allow_bad:
     description: Allow C(activate) or C(rollback) to a release marked bad.
-    type: bool
-    default: false
-  actor:
-    description: Who acts, recorded in the ledger. Defaults to C($SUDO_USER) or the remote user.
-    type: str
-  lock_owner:
-    description: Holder recorded in the lock (defaults to O(actor)).
-    type: str
-  lock_host:
-    description: Host of the holder (the controller running the deploy). Defaults to this host's name.
-    type: str
-  lock_pid:
-    description:
-      - Process id of the holder. A lock whose O(lock_host) is this machine and whose process is gone is stale.
-      - C(unlock) releases only a lock with the same owner, host and pid, unless O(force_unlock).
-    type: int
-  lock_peer_pids:
-    description:
-      - For C(lock), the live playbook processes on O(lock_host) (the controller asking). A lock held from that host
-        by a process not in this list is reported as stale (its deploy was killed); C(force_unlock) breaks it.
-    type: list
-    elements: int
-  lock_reason:
-    description: Why the lock is taken (shown to anyone refused by it).
-    type: str
-  lock_stale_after:
-    description: Age in seconds after which a lock is reported as stale.
-    type: int
-    default: 1800
-  force_unlock:
-    description:
-      - Break an existing lock (C(lock)) or release somebody else's lock (C(unlock)).
-      - A stale lock is never broken without it; the failure says so and returns C(stale=true).
     type: bool
     default: false
 notes:
@@ -281,7 +250,7 @@ removed_layers:
   type: list
   elements: str
 removed_wheelhouses:
-  description: Wheelhouses under C(wheelhouses/) no kept release was built from (older than 10 minutes), removed by prune.
+  description: Shipped wheelhouses (C(wheelhouses/)) no kept release was built from, older than 10 min, pruned.
   returned: prune
   type: list
   elements: str

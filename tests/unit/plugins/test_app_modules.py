@@ -8,11 +8,14 @@ import os
 import socket
 from pathlib import Path
 
+import app_deploy
 import app_health
 import app_release
 import pytest
 import yaml
 from plugin_testlib import HOST_PYTHON, free_port, tree_snapshot
+
+FRAGMENTS = Path(__file__).resolve().parents[3] / "plugins" / "doc_fragments"
 
 # -- app_release -------------------------------------------------------------------------
 
@@ -181,10 +184,23 @@ def _spec_options(spec: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("module", [app_release, app_health])
+def _with_fragments(doc: dict) -> dict:
+    """The module's options plus those of its doc fragments (plugins/doc_fragments/<name>.py)."""
+    options = dict(doc["options"])
+    for name in doc.get("extends_documentation_fragment") or []:
+        source = FRAGMENTS / f"{name}.py"
+        scope: dict = {}
+        exec(compile(source.read_text(), str(source), "exec"), scope)  # noqa: S102 -- our own plugin file
+        fragment = yaml.safe_load(scope["ModuleDocFragment"].DOCUMENTATION)
+        assert not set(fragment["options"]) & set(options), f"{name} repeats options the module documents"
+        options.update(fragment["options"])
+    return options
+
+
+@pytest.mark.parametrize("module", [app_release, app_health, app_deploy])
 def test_documentation_matches_the_argument_spec(module):
     doc = yaml.safe_load(module.DOCUMENTATION)
-    assert _doc_options(doc["options"]) == _spec_options(module.argument_spec())
+    assert _doc_options(_with_fragments(doc)) == _spec_options(module.argument_spec())
     assert doc["attributes"]["check_mode"]["support"] == "full"
     yaml.safe_load(module.EXAMPLES)
     assert yaml.safe_load(module.RETURN)
