@@ -382,6 +382,12 @@ class Deployer:
     def do_deploy(self) -> None:
         p, store = self.params, self.store
         version = p["version"]
+        if p.get("wheelhouse_name"):  # shipped to a temporary directory (the action plugin): keep it in the tree
+            with self.phase("unpack"):
+                placed = store.place_wheelhouse(p["wheelhouse"], p["wheelhouse_name"], p.get("group"),
+                                                check_mode=self.check_mode)
+            p = self.params = {**p, "wheelhouse": placed["wheelhouse"]}
+            self.changed = self.changed or bool(placed["changed"])
         create_started = time.monotonic()
         created = self.keep(run_action(store, "create", p, self.check_mode))
         spent = time.monotonic() - create_started

@@ -36,6 +36,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable
@@ -1206,6 +1207,47 @@ class ReleaseStore:
         trash = os.path.join(os.path.dirname(path), f".trash-{os.path.basename(path)}-{secrets.token_hex(4)}")
         os.rename(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+    def place_wheelhouse(self, source: str, name: str, group: str | None = None,
+                         check_mode: bool = False) -> dict[str, Any]:
+        """Keep the wheelhouse shipped into ``source`` (a temporary directory) as
+        ``wheelhouses/<name>`` (root:group, 0750/0640), replaced atomically; an identical one
+        already there is reused. Check mode: nothing is written and ``source`` itself is used."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}", name or ""):
+            raise ReleaseError(f"wheelhouse name {name!r} is not a plain directory name (letters, digits, . _ + -)")
+        if not os.path.isdir(source):
+            raise ReleaseError(f"shipped wheelhouse {source} is not a directory on this host")
+        files = sorted(n for n in os.listdir(source) if os.path.isfile(os.path.join(source, n)))
+        target = os.path.join(self._p(WHEELHOUSES_DIR), name)
+
+        def same() -> bool:
+            if not os.path.isdir(target) or sorted(os.listdir(target)) != files:
+                return False
+            return all(sha256_file(os.path.join(source, n)) == sha256_file(os.path.join(target, n)) for n in files)
+
+        if same():
+            return {"changed": False, "wheelhouse": target}
+        if check_mode:
+            return {"changed": True, "wheelhouse": source}
+        parent = self._p(WHEELHOUSES_DIR)
+        os.makedirs(parent, mode=0o750, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)
+        try:
+            for n in files:
+                shutil.copyfile(os.path.join(source, n), os.path.join(tmp, n))
+                os.chmod(os.path.join(tmp, n), 0o640)
+                _chown(os.path.join(tmp, n), "root", group)
+            os.chmod(tmp, 0o750)  # noqa: S103 -- the app group reads its wheelhouse
+            _chown(tmp, "root", group)
+            if os.path.isdir(target):
+                os.rename(target, f"{tmp}.old")
+                shutil.rmtree(f"{tmp}.old", ignore_errors=True)
+            os.rename(tmp, target)
+            fsync_dir(parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return {"changed": True, "wheelhouse": target}
 
     def prune(self, *, keep: int = DEFAULT_KEEP, check_mode: bool = False) -> dict[str, Any]:
         started = time.monotonic()

@@ -75,6 +75,19 @@ options:
   wheelhouse:
     description: C(deploy), the directory on the host with the app wheel and its dependency wheels (as M(app_release)).
     type: path
+  wheelhouse_name:
+    description:
+      - C(deploy), keep the wheelhouse found in O(wheelhouse) (a temporary directory it was shipped to) as
+        C(wheelhouses/<name>) under O(path), owned by root and O(group), and build the release from there; an
+        identical one already there is reused.
+      - Set by the action plugin from O(wheelhouse_src); rarely given by hand.
+    type: str
+  wheelhouse_src:
+    description:
+      - C(deploy), a wheelhouse directory B(on the controller) (as C(scripts/build_wheelhouse.py) prints it). The
+        action plugin ships its files to a temporary directory on the host (no module round trip per file) and
+        sets O(wheelhouse) and O(wheelhouse_name) (the directory's name). Mutually exclusive with O(wheelhouse).
+    type: path
   package:
     description: Distribution name of the application (default the C(name) in the wheelhouse's C(wheelhouse.json)).
     type: str
@@ -406,6 +419,8 @@ def argument_spec() -> dict:
         release=dict(type="str"),
         reason=dict(type="str"),
         wheelhouse=dict(type="path"),
+        wheelhouse_name=dict(type="str"),
+        wheelhouse_src=dict(type="path"),
         package=dict(type="str"),
         python=dict(type="path", default="/usr/bin/python3"),
         shared_links=dict(type="dict", default=dict(DEFAULT_SHARED_LINKS)),
@@ -438,6 +453,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
         required_if=[("action", "deploy", ("version", "wheelhouse"))],
+        mutually_exclusive=[("wheelhouse", "wheelhouse_src")],
         supports_check_mode=True,
     )
     params = module.params

@@ -671,3 +671,19 @@ def test_cli_rolls_back_on_the_host_without_ansible(store, wheelhouses):
     assert proc.returncode == 1 and "no good release to roll back to" in proc.stderr
     proc = subprocess.run([*cli, "explode"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
+
+
+def test_place_wheelhouse_reuses_replaces_and_refuses_bad_names(store, wheelhouses):
+    shipped = wheelhouses("1.0")
+    first = store.place_wheelhouse(shipped, "tiny-app-1.0")
+    target = first["wheelhouse"]
+    assert first["changed"] and target == os.path.join(store.path, "wheelhouses", "tiny-app-1.0")
+    assert store.place_wheelhouse(shipped, "tiny-app-1.0") == {"changed": False, "wheelhouse": target}
+    other = wheelhouses("1.1")  # same name, other content: replaced whole
+    assert store.place_wheelhouse(other, "tiny-app-1.0", check_mode=True) == {"changed": True, "wheelhouse": other}
+    assert store.place_wheelhouse(other, "tiny-app-1.0")["changed"]
+    assert sorted(os.listdir(target)) == sorted(os.listdir(other))
+    assert [n for n in os.listdir(os.path.dirname(target)) if n.startswith(".")] == []
+    for bad in ("../etc", ".hidden", "a/b", ""):
+        with pytest.raises(ReleaseError, match="not a plain directory name"):
+            store.place_wheelhouse(shipped, bad)
