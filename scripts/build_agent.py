@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Build the wheel of the tradeops ops agent (``tradeops-health``, ``tradeops-release``).
+"""Build the wheel of the tradeops ops agent (``tradeops-health``, ``tradeops-release``, ``tradeops-backup``).
 
     python scripts/build_agent.py [--version 0.1.0] [--out DIR] [--force]
                                   [--source files/ops_agent] [--module-utils plugins/module_utils]
 
 Copies files/ops_agent to a temporary directory, adds the host-side logic from
 plugins/module_utils (tradeops_health.py -> tradeops_agent/health.py, tradeops_release.py
--> tradeops_agent/release.py: one source of truth, the repository holds no copy), stamps
+-> tradeops_agent/release.py, tradeops_backup.py -> tradeops_agent/backup.py: one source of
+truth, the repository holds no copy), stamps
 the version into tradeops_agent/__init__.py and builds the wheel offline with
 ``python -m pip wheel --no-deps --no-build-isolation --no-index`` (setuptools and wheel
 must be installed in the running Python). The wheel is then checked (name, metadata
@@ -44,7 +45,7 @@ DEFAULT_OUT = ROOT / "dist" / "agent"
 PACKAGE = "tradeops_agent"
 DIST_NAME = "tradeops-agent"
 # Module in the wheel -> its single source in plugins/module_utils.
-SHIPPED = {"health.py": "tradeops_health.py", "release.py": "tradeops_release.py"}
+SHIPPED = {"health.py": "tradeops_health.py", "release.py": "tradeops_release.py", "backup.py": "tradeops_backup.py"}
 # Wheels carry no build time: with a fixed SOURCE_DATE_EPOCH the same inputs give the same bytes.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the oldest time a zip file can hold
 _VERSION_LINE = re.compile(r'^__version__ = "[^"\n]*"$', re.MULTILINE)
@@ -215,8 +216,8 @@ def build_wheel(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="build_agent.py",
-        description="Build the tradeops ops agent wheel (tradeops-health, tradeops-release) from files/ops_agent "
-                    "and plugins/module_utils.",
+        description="Build the tradeops ops agent wheel (tradeops-health, tradeops-release, tradeops-backup) from "
+                    "files/ops_agent and plugins/module_utils.",
         epilog="exit codes: 0 built or reused (wheel path on stdout), 1 build failed, 2 invalid arguments",
     )
     parser.add_argument("--version", default=DEFAULT_VERSION,
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--source", default=str(DEFAULT_SOURCE), help="ops agent source tree")
     parser.add_argument("--module-utils", default=str(MODULE_UTILS),
-                        help="where tradeops_health.py and tradeops_release.py are (default plugins/module_utils)")
+                        help="where tradeops_health.py, tradeops_release.py and tradeops_backup.py are "
+                             "(default plugins/module_utils)")
     parser.add_argument("--force", action="store_true", help="rebuild even when a wheel of the same inputs exists")
     args = parser.parse_args(argv)
     try:

@@ -12,7 +12,8 @@ import pytest
 
 from .conftest import BUILD_TOOL, CLI_VERSION, MODULE_UTILS, PYTHON, SOURCE, build_agent, run
 
-SHIPPED = {"tradeops_agent/health.py": "tradeops_health.py", "tradeops_agent/release.py": "tradeops_release.py"}
+SHIPPED = {"tradeops_agent/health.py": "tradeops_health.py", "tradeops_agent/release.py": "tradeops_release.py",
+           "tradeops_agent/backup.py": "tradeops_backup.py"}
 
 
 def test_wheel_ships_exactly_the_module_utils_bytes(wheel):
@@ -29,6 +30,7 @@ def test_wheel_ships_exactly_the_module_utils_bytes(wheel):
         entry_points = z.read(f"{dist}/entry_points.txt").decode()
         assert "tradeops-health = tradeops_agent.health:main_cli" in entry_points
         assert "tradeops-release = tradeops_agent.release:main_cli" in entry_points
+        assert "tradeops-backup = tradeops_agent.backup:main_cli" in entry_points
         metadata = z.read(f"{dist}/METADATA").decode()
     assert "Name: tradeops-agent" in metadata
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
@@ -67,6 +69,7 @@ def test_cli_builds_the_version_and_the_changed_module_utils(builds, wheel):
         assert f"Version: {CLI_VERSION}" in z.read(f"tradeops_agent-{CLI_VERSION}.dist-info/METADATA").decode()
         assert z.read("tradeops_agent/health.py") == (MODULE_UTILS / "tradeops_health.py").read_bytes() + b"# changed\n"
         assert z.read("tradeops_agent/release.py") == (MODULE_UTILS / "tradeops_release.py").read_bytes()
+        assert z.read("tradeops_agent/backup.py") == (MODULE_UTILS / "tradeops_backup.py").read_bytes()
 
 
 def test_cli_rejects_bad_input_with_exit_2(tmp_path):

@@ -105,3 +105,30 @@ def test_release_help_list_and_lock(venv, tmp_path):
     assert [e["action"] for e in ledger] == ["lock"]
     bad = _release(venv, "--path", tree, "frobnicate")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_backup_cli_backs_up_and_verifies_sqlite_with_the_hosts_python(venv, tmp_path):
+    """tradeops-backup from the wheel on the hosts' interpreter: an SQLite backup, verified by a scratch restore."""
+    import sqlite3
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE fills (id INTEGER PRIMARY KEY, px REAL)")
+        conn.executemany("INSERT INTO fills (px) VALUES (?)", [(i,) for i in range(30)])
+    conn.close()
+    config = tmp_path / "backup.json"
+    config.write_text(json.dumps({"backup_root": str(tmp_path / "backups"), "set": "agent",
+                                  "sqlite": [{"name": "app", "path": str(db)}],
+                                  "metrics_dir": str(tmp_path / "textfile")}))
+    command = venv / "bin" / "tradeops-backup"
+    assert run(command, "--help").returncode == 0
+    made = run(command, "--config", config, "--json", "backup", "--verify", timeout=60)
+    assert made.returncode == 0, made.stdout + made.stderr
+    result = json.loads(made.stdout)
+    assert result["verify"]["status"] == "passed" and result["problems"] == []
+    listed = run(command, "--config", config, "--json", "list")
+    assert [(b["backup_id"], b["verified"]) for b in json.loads(listed.stdout)] == [(result["backup_id"], True)]
+    prom = (tmp_path / "textfile" / "tradeops_backup.prom").read_text()
+    assert 'tradeops_backup_last_verified{set="agent"} 1' in prom
+    unknown = run(command, "--config", config, "verify", "--backup-id", "20000101T000000Z-x")
+    assert unknown.returncode == 2 and f"available: {result['backup_id']}" in unknown.stderr

@@ -1,0 +1,174 @@
+"""cluster scenario: app1/app2 behind nginx on lb1, on PostgreSQL and Redis on db1, nftables
+everywhere. Rolling deploys under load lose no request; a bad release behind the load balancer
+is rolled back and put back in the pool; the data tier answers only the app hosts.
+
+The tests run in file order and build on each other.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import testinfra
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+PREFIX = f"tradeops-mol-{os.environ.get('MOLECULE_SCENARIO_NAME', 'cluster')}-"
+ACCESS_LOG = "/var/log/nginx/access.log"
+APPS = ("app1", "app2")
+
+testinfra_hosts = ["ansible://lb1"]
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    return {n: testinfra.get_host(f"ansible://{n}?ansible_inventory={INVENTORY}") for n in ("lb1", *APPS, "db1")}
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheels")
+    return {v: subprocess.run([sys.executable, str(PROJECT / "scripts" / "build_refapp.py"), "--version", v,
+                               "--out", str(out), *(["--fault", f] if f else [])],
+                              capture_output=True, text=True, check=True).stdout.strip()
+            for v, f in (("3.0.0", None), ("3.1.0", "unready"))}
+
+
+def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY),
+           str(PROJECT / "playbooks" / name)]
+    for e in extra:
+        cmd += ["-e", e]
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT, check=False, env=env)
+    print(proc.stdout[-8000:], proc.stderr[-2000:])
+    proc.text = " ".join((proc.stdout + proc.stderr).split())
+    return proc
+
+
+def get_json(host, url: str) -> dict:
+    code = ("import json,sys,urllib.request,urllib.error\n"
+            f"try: r=urllib.request.urlopen({url!r},timeout=5)\n"
+            "except urllib.error.HTTPError as e: r=e\n"
+            "print(r.read().decode())")
+    return json.loads(host.check_output(f"python3 -c {shlex.quote(code)}"))
+
+
+def served_version(host) -> str:
+    return get_json(host, "http://127.0.0.1:8000/api/health/readiness")["version"]
+
+
+class Load:
+    """tests/lab/loadgen.py on db1 against https://lb1, for as long as a block runs."""
+
+    def __enter__(self) -> Load:
+        self.proc = subprocess.Popen(["docker", "exec", f"{PREFIX}db1", "loadgen", "https://lb1/api/version",
+                                      "--rate", "20", "--max-seconds", "600"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(2)
+        subprocess.run(["docker", "exec", f"{PREFIX}db1", "touch", "/run/tradeops-loadgen.stop"], check=True)
+        out, err = self.proc.communicate(timeout=60)
+        self.result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err}
+        print("load:", self.result)
+        log = PROJECT / ".cache" / "cluster-load.jsonl"  # the figures, for the record
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as handle:
+            handle.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.result}) + "\n")
+
+
+def served_by(hosts, count: int = 12) -> Counter:
+    """`count` HTTPS requests from db1 through lb1; the backend of each from lb1's access log."""
+    probe = uuid.uuid4().hex
+    code = ("import ssl,urllib.request\nc=ssl._create_unverified_context()\n"
+            f"for i in range({count}):\n"
+            f" urllib.request.urlopen('https://lb1/api/version?probe={probe}-%d' % i, timeout=5, context=c).read()")
+    hosts["db1"].check_output(f"python3 -c {shlex.quote(code)}")
+    lines = hosts["lb1"].check_output(f"grep {probe} {ACCESS_LOG}").splitlines()
+    ips = {hosts["lb1"].check_output(f"getent ahostsv4 {n} | awk 'NR==1{{print $1}}'"): n for n in APPS}
+    return Counter(ips.get(re.search(r"upstream=([0-9.]+):", line).group(1), "?") for line in lines)
+
+
+def reaches(client, host: str, port: int) -> bool:
+    code = f"import socket; socket.create_connection(({host!r}, {port}), timeout=3).close()"
+    return client.run(f"python3 -c {shlex.quote(code)}").rc == 0
+
+
+# -- the data tier, used for real -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", APPS)
+def test_instances_are_ready_on_postgresql_and_redis(hosts, name):
+    ready = get_json(hosts[name], "http://127.0.0.1:8000/api/health/readiness")
+    assert ready["status"] == "ready", ready
+    assert ready["checks"]["database"]["ok"] and ready["checks"]["database"]["backend"] == "postgresql", ready
+    assert ready["checks"]["redis"]["ok"], ready
+    env = hosts[name].file("/opt/refapp/shared/config/.env")
+    assert env.mode == 0o600 and env.user == "refapp"
+
+
+def test_data_tier_answers_only_the_app_hosts(hosts):
+    for port in (5432, 6379):
+        assert reaches(hosts["app1"], "db1", port), f"app1 cannot reach db1:{port}"
+        assert not reaches(hosts["lb1"], "db1", port), f"lb1 reaches db1:{port}: the firewall lets it through"
+    assert not reaches(hosts["db1"], "app1", 8000), "db1 reaches an app instance directly"
+    assert reaches(hosts["lb1"], "app1", 8000)
+
+
+# -- the load balancer ------------------------------------------------------------------------
+
+def test_traffic_through_lb_reaches_both_instances(hosts):
+    counts = served_by(hosts)
+    assert counts["app1"] >= 3 and counts["app2"] >= 3, counts
+
+
+# -- rolling deploys behind the load balancer -------------------------------------------------
+
+def test_rolling_deploy_under_load_loses_no_request(hosts, wheels):
+    with Load() as load:
+        proc = playbook("deploy.yml", "app_version=3.0.0", f"app_source={wheels['3.0.0']}")
+    assert proc.returncode == 0
+    assert {n: served_version(hosts[n]) for n in APPS} == {"app1": "3.0.0", "app2": "3.0.0"}
+    for name in APPS:  # each instance was drained at lb1 before it restarted, and put back
+        assert f"changed: [{name} -> lb1]" in proc.stdout, f"{name} was not drained and put back"
+    assert load.result["ok"] >= 40 and load.result["failed"] == 0, load.result
+    assert served_by(hosts).keys() == set(APPS)
+
+
+def test_redeploy_of_the_serving_release_does_not_drain(hosts, wheels):
+    proc = playbook("deploy.yml", "app_version=3.0.0", f"app_source={wheels['3.0.0']}")
+    assert proc.returncode == 0
+    assert "-> lb1]" not in proc.stdout.replace("ok: [app1 -> localhost]", "")
+    assert re.search(r"app1\s*:\s*ok=\d+\s+changed=0", proc.stdout) and re.search(r"app2\s*:\s*ok=\d+\s+changed=0",
+                                                                                   proc.stdout)
+
+
+def test_bad_release_behind_lb_is_rolled_back_and_put_back_without_lost_requests(hosts, wheels):
+    with Load() as load:
+        proc = playbook("deploy.yml", "app_version=3.1.0", f"app_source={wheels['3.1.0']}", "app_health_deadline=10")
+    assert proc.returncode != 0
+    assert "Rolled back to 3.0.0-" in proc.text
+    assert {n: served_version(hosts[n]) for n in APPS} == {"app1": "3.0.0", "app2": "3.0.0"}
+    assert not hosts["app2"].run("ls -d /opt/refapp/releases/3.1.0-*").stdout, "the rollout did not stop at app1"
+    assert load.result["failed"] == 0, load.result
+    assert served_by(hosts).keys() == set(APPS), "app1 serves the previous release again: it is back in the pool"
+
+
+def test_verify_playbook_reports_every_tier_healthy():
+    proc = playbook("verify.yml")
+    assert proc.returncode == 0
+    for task in ("PostgreSQL and Redis running and listening", "Nginx running, serving through TLS",
+                 "Health of every service"):
+        assert task in proc.stdout
+    assert "failed=0" in proc.stdout and "failed=1" not in proc.stdout

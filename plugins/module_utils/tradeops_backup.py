@@ -1,0 +1,2106 @@
+# Copyright: tradeops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backups that are proven restorable: back up, verify (scratch restores), prune, offsite (S3), restore.
+
+Standard library only; boto3 is imported lazily by the offsite functions. This file is the logic of
+the ``backup_verify`` module and, shipped to hosts, the ``tradeops-backup`` command (``main_cli``) that
+the timers call:
+
+    tradeops-backup --config /etc/tradeops/backup.json backup --verify
+    tradeops-backup --config /etc/tradeops/backup.json --json verify --backup-id 20250101T020000Z-db1
+
+A backup set is backed up into ``<backup_root>/<backup_id>/`` (``backup_id`` = ``YYYYmmddTHHMMSSZ-<host>``,
+sortable): PostgreSQL ``pg_dump -Fc`` per database (counts taken in the dump's own snapshot), SQLite
+through the online backup API, Redis by ``BGSAVE`` then a copy of the RDB, and ``tar.gz`` of directories.
+Items marked ``secret`` are encrypted with ``openssl enc -aes-256-cbc -pbkdf2 -iter 200000`` before they
+are stored; decrypt by hand with::
+
+    openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:/etc/tradeops/backup.key \\
+        -in files/config.tar.gz.enc -out config.tar.gz
+
+The run works in ``<backup_root>/.<backup_id>.partial/`` and writes ``manifest.json`` (every file with size
+and sha256, table row counts, key counts, versions, host, start/end) last, atomically, then renames the
+directory: a backup without a manifest is incomplete and never trusted; on any error the partial directory
+is removed and earlier backups are untouched. ``verify.json`` next to the manifest records the last
+verification; the newest verified backup is never pruned.
+
+Exit codes of the command: 0 ok; 1 verification failed or a partial result (e.g. the local backup is
+done but the offsite copy is not); 2 error (nothing done: bad config, backup failed, unknown backup id);
+3 could not check (a verification could not run its checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import fnmatch
+import gzip
+import hashlib
+import json
+import os
+import re
+import secrets as _secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+__version__ = "0.1.0"
+TOOL = "tradeops-backup"
+MANIFEST = "manifest.json"
+VERIFY_FILE = "verify.json"
+OFFSITE_FILE = "offsite.json"
+SIDE_FILES = (MANIFEST, VERIFY_FILE, OFFSITE_FILE)
+FORMAT = 1
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_CANNOT_CHECK = 0, 1, 2, 3
+OK, FAILED, ERROR, SKIPPED = "ok", "failed", "error", "skipped"
+PASSED = "passed"
+CIPHER = ["-aes-256-cbc", "-pbkdf2", "-iter", "200000"]
+DECRYPT_HINT = "openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:KEYFILE -in FILE.enc -out FILE"
+ENC_SUFFIX = ".enc"
+SCRATCH_PREFIX = "tradeops_verify_"
+_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9._-]+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+CHUNK = 1 << 20
+
+
+class BackupError(Exception):
+    """Something failed; the message says what and what to do (never a secret)."""
+
+
+class ConfigError(BackupError):
+    """The configuration is invalid."""
+
+
+class CannotCheck(BackupError):
+    """A verification could not run (tool missing, server unreachable)."""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(moment: dt.datetime | float) -> str:
+    if isinstance(moment, int | float):
+        moment = dt.datetime.fromtimestamp(moment, dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> float:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: str | Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | Path, data: bytes | str, mode: int = 0o600) -> None:
+    """Write ``path`` through a temporary file and a rename: readers see the old or the new content."""
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, data: Any, mode: int = 0o600) -> None:
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "********")
+    return text
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
+
+
+def _disk_hint(exc: OSError, where: str) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return (f"no space left (or file size limit) while writing under {where}: free space there, lower the "
+                "local retention (tradeops-backup prune) or move backup_root")
+    return f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or where})"
+
+
+def _which(tool: str, bindir: str | None = None) -> str:
+    if bindir:
+        candidate = os.path.join(bindir, tool)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(tool)
+    if not found:
+        raise CannotCheck(f"{tool} is not installed (or not on PATH): install it (Debian: "
+                          f"{_PACKAGE_HINT.get(tool, tool)})")
+    return found
+
+
+_PACKAGE_HINT = {
+    "pg_dump": "postgresql-client", "pg_restore": "postgresql-client", "psql": "postgresql-client",
+    "redis-server": "redis-server", "redis-check-rdb": "redis-tools", "openssl": "openssl",
+}
+
+
+def run_tool(argv: list[str], what: str, env: dict[str, str] | None = None, timeout: float = 3600,
+             secrets: Sequence[str] = (), stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess:
+    """Run a tool; raise BackupError naming ``what`` with the end of its stderr (secrets redacted)."""
+    try:
+        proc = subprocess.run(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise BackupError(f"{what}: {os.path.basename(argv[0])} did not finish within {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace") if isinstance(proc.stderr, bytes) else proc.stderr or ""
+        raise BackupError(redact(f"{what}: {os.path.basename(argv[0])} exit {proc.returncode}: {_tail(err)}",
+                                 secrets))
+    return proc
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as handle:
+            value = handle.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from exc
+    if st.st_mode & 0o077:
+        raise ConfigError(f"{what}: {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                          f"chmod 600 {path}")
+    if not value:
+        raise ConfigError(f"{what}: {path} is empty")
+    return value
+
+
+# --------------------------------------------------------------------------- configuration
+
+_DEFAULTS: dict[str, Any] = {
+    "set": "default",
+    "host": None,
+    "postgresql": [],
+    "sqlite": [],
+    "redis": [],
+    "paths": [],
+    "encryption": {},
+    "retention": {"keep_days": 7, "keep_count": 7},
+    "offsite": None,
+    "metrics_dir": None,
+    "verify": {"max_age_hours": 26.0, "scratch_restore": True, "offsite": True},
+    "timeouts": {"tool": 3600.0, "redis_bgsave": 600.0},
+}
+_OFFSITE_DEFAULTS: dict[str, Any] = {
+    "bucket": None, "prefix": "tradeops", "endpoint_url": None, "region": "us-east-1",
+    "access_key_id": None, "secret_access_key_file": None,
+    "server_side_encryption": None, "sse_kms_key_id": None, "storage_class": None,
+    "multipart_threshold_mb": 64, "multipart_chunksize_mb": 16, "download_verify_max_mb": 16,
+    "attempts": 4, "backoff": 1.0, "max_backoff": 30.0, "connect_timeout": 10.0, "read_timeout": 60.0,
+    "path_style": True, "retention": None,
+}
+
+
+def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """The configuration (a JSON file or a dict) with defaults filled in; ConfigError when invalid."""
+    if isinstance(source, dict):
+        raw = dict(source)
+    else:
+        try:
+            raw = read_json(source)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the configuration {source}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"the configuration {source} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a JSON object")
+    unknown = set(raw) - set(_DEFAULTS) - {"backup_root"}
+    if unknown:
+        raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+    if not raw.get("backup_root"):
+        raise ConfigError("backup_root is required (the local directory that holds the backups)")
+    cfg = json.loads(json.dumps(_DEFAULTS))
+    for key, value in raw.items():
+        if isinstance(cfg.get(key), dict) and isinstance(value, dict) and key != "offsite":
+            cfg[key].update(value)
+        elif value is not None or key in ("offsite", "metrics_dir", "host"):
+            cfg[key] = value
+    cfg["backup_root"] = os.path.abspath(str(cfg["backup_root"]))
+    cfg["host"] = cfg["host"] or socket.gethostname().split(".")[0]
+    if not _NAME_RE.match(cfg["set"]) or not re.match(r"^[A-Za-z0-9._-]+$", cfg["host"]):
+        raise ConfigError("set and host may hold letters, digits, '.', '_' and '-' only")
+    names: set[str] = set()
+    for kind in ("postgresql", "sqlite", "redis", "paths"):
+        if not isinstance(cfg[kind], list):
+            raise ConfigError(f"{kind} must be a list")
+        for item in cfg[kind]:
+            if not isinstance(item, dict):
+                raise ConfigError(f"{kind}: each entry must be an object")
+            if kind == "postgresql":
+                item.setdefault("name", item.get("dbname"))
+                item.setdefault("dbname", item.get("name"))
+            elif kind in ("sqlite", "paths") and not item.get("path"):
+                raise ConfigError(f"{kind} entry {item.get('name')!r}: path is required")
+            elif kind == "redis":
+                item.setdefault("name", "redis")
+            if kind in ("sqlite", "paths"):
+                item.setdefault("name", Path(item["path"]).stem or "root")
+            name = item.get("name")
+            if not name or not _NAME_RE.match(str(name)):
+                raise ConfigError(f"{kind} entry {name!r}: name must match {_NAME_RE.pattern}")
+            if name in names:
+                raise ConfigError(f"item name {name!r} is used twice: names must be unique in a backup set")
+            names.add(name)
+            if item.get("secret") and not cfg["encryption"].get("key_file"):
+                raise ConfigError(f"{kind} entry {name!r} is secret: encryption.key_file is required")
+    ret = cfg["retention"]
+    for key in ("keep_days", "keep_count"):
+        if ret.get(key) is not None and (not isinstance(ret[key], int | float) or ret[key] < 0):
+            raise ConfigError(f"retention.{key} must be a number >= 0 (or null for no limit)")
+    if cfg["offsite"] is not None:
+        if not isinstance(cfg["offsite"], dict):
+            raise ConfigError("offsite must be an object (or null)")
+        off = dict(_OFFSITE_DEFAULTS)
+        unknown = set(cfg["offsite"]) - set(off)
+        if unknown:
+            raise ConfigError(f"unknown offsite keys: {', '.join(sorted(unknown))}")
+        off.update({k: v for k, v in cfg["offsite"].items() if v is not None})
+        if not off["bucket"]:
+            raise ConfigError("offsite.bucket is required when offsite is set")
+        off["prefix"] = str(off["prefix"]).strip("/")
+        if off["retention"] is None:
+            off["retention"] = dict(cfg["retention"])
+        cfg["offsite"] = off
+    return cfg
+
+
+def config_secrets(cfg: dict[str, Any]) -> list[str]:
+    """Every secret the configuration points to (to redact them from any message)."""
+    found = []
+    for item in [*cfg["postgresql"], *cfg["redis"]]:
+        if item.get("password_file"):
+            with contextlib.suppress(BackupError, OSError):
+                found.append(_read_secret_file(item["password_file"], "password"))
+    off = cfg.get("offsite") or {}
+    if off.get("secret_access_key_file"):
+        with contextlib.suppress(BackupError, OSError):
+            found.append(_read_secret_file(off["secret_access_key_file"], "secret"))
+    return found
+
+
+def _key_file(cfg: dict[str, Any]) -> str:
+    key = cfg["encryption"].get("key_file")
+    if not key:
+        raise ConfigError("encryption.key_file is needed to encrypt or decrypt secret items")
+    _read_secret_file(key, "encryption key")  # exists, not empty, mode 0600
+    return key
+
+
+# --------------------------------------------------------------------------- encryption
+
+
+def _openssl(decrypt: bool, key_file: str) -> list[str]:
+    return [_which("openssl"), "enc", *(["-d"] if decrypt else ["-salt"]), *CIPHER, "-pass", f"file:{key_file}"]
+
+
+def encrypt_file(plain: Path, out: Path, key_file: str) -> None:
+    run_tool([*_openssl(False, key_file), "-in", str(plain), "-out", str(out)], f"encrypting {plain.name}")
+
+
+def decrypt_file(enc: Path, out: Path, key_file: str) -> None:
+    run_tool([*_openssl(True, key_file), "-in", str(enc), "-out", str(out)],
+             f"decrypting {enc.name} (wrong key file?)")
+
+
+class _HashingWriter:
+    """A write-only file object that hashes and counts what passes through to ``target``."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target, self.sha, self.size = target, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        self.target.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+class _HashingReader:
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source, self.sha, self.size = source, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+
+@contextlib.contextmanager
+def _plain_reader(path: Path, key_file: str | None) -> Iterator[_HashingReader]:
+    """Read a stored file as plain bytes (decrypting through openssl when ``key_file`` is given)."""
+    if key_file is None:
+        with open(path, "rb") as handle:
+            yield _HashingReader(handle)
+        return
+    proc = subprocess.Popen([*_openssl(True, key_file), "-in", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    try:
+        yield _HashingReader(proc.stdout)
+        proc.stdout.read()
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+        code = proc.wait()
+    if code != 0:
+        raise BackupError(f"decrypting {path.name} failed (wrong key file or damaged file): {_tail(err, 2)}")
+
+
+# --------------------------------------------------------------------------- Redis (RESP2)
+
+
+class RedisReplyError(BackupError):
+    pass
+
+
+class Resp:
+    """The smallest Redis client that does what backups need (RESP2 over one socket)."""
+
+    def __init__(self, host: str, port: int, password: str | None = None, username: str | None = None,
+                 timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.reader = self.sock.makefile("rb")
+        try:
+            if password is not None:
+                self.call(*(["AUTH", username, password] if username else ["AUTH", password]))
+        except BaseException:
+            self.close()
+            raise
+
+    def call(self, *args: str | int) -> Any:
+        out = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = str(arg).encode("utf-8")
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.sock.sendall(b"".join(out))
+        return self._reply()
+
+    def _line(self) -> bytes:
+        line = self.reader.readline(1 << 20)
+        if not line.endswith(b"\r\n"):
+            raise BackupError("Redis closed the connection or sent a malformed reply")
+        return line[:-2]
+
+    def _reply(self) -> Any:
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisReplyError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.reader.read(n + 2)
+            return data[:-2].decode("utf-8", "replace")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise BackupError(f"unexpected Redis reply type {kind!r}")
+
+    def info(self, section: str) -> dict[str, str]:
+        text = self.call("INFO", section)
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.reader.close()
+            self.sock.close()
+
+    def __enter__(self) -> Resp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def keyspace_counts(info: dict[str, str]) -> dict[str, int]:
+    """``{"db0": keys, ...}`` from INFO keyspace."""
+    counts = {}
+    for key, value in info.items():
+        if re.match(r"^db\d+$", key):
+            fields = dict(part.split("=", 1) for part in value.split(","))
+            counts[key] = int(fields.get("keys", 0))
+    return counts
+
+
+def check_rdb(path: Path) -> dict[str, int]:
+    """``redis-check-rdb``: raise BackupError when the file is damaged; return keys / expires read."""
+    proc = run_tool([_which("redis-check-rdb"), str(path)], f"redis-check-rdb {path.name}", timeout=600)
+    out = proc.stdout.decode("utf-8", "replace")
+    if "RDB looks OK" not in out:
+        raise BackupError(f"redis-check-rdb {path.name}: {_tail(out, 3)}")
+    found = {k: int(v) for v, k in re.findall(r"\[info\] (\d+) (keys read|expires)", out)}
+    return {"keys": found.get("keys read", 0), "expires": found.get("expires", 0)}
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class Pg:
+    """A PostgreSQL connection described by a config item; the password goes to the tools' environment only."""
+
+    def __init__(self, item: dict[str, Any], timeout: float = 3600) -> None:
+        self.item, self.timeout = item, timeout
+        self.password = _read_secret_file(item["password_file"], f"postgresql {item['name']} password_file") \
+            if item.get("password_file") else None
+        self.bindir = item.get("bindir")
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.password] if self.password else []
+
+    def tool(self, name: str) -> str:
+        return _which(name, self.bindir)
+
+    def env(self, dbname: str | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        item = self.item
+        for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("passfile", "PGPASSFILE"),
+                         ("sslmode", "PGSSLMODE")):
+            if item.get(key) is not None:
+                env[var] = str(item[key])
+        env["PGDATABASE"] = dbname or item["dbname"]
+        env["PGCONNECT_TIMEOUT"] = str(item.get("connect_timeout", 10))
+        env["PGAPPNAME"] = TOOL
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        return env
+
+    def psql(self, sql: str, dbname: str | None = None, what: str = "psql") -> str:
+        argv = [self.tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]
+        return run_tool(argv, what, env=self.env(dbname), timeout=self.timeout, secrets=self.secrets
+                        ).stdout.decode("utf-8").strip()
+
+    def maintenance_db(self) -> str:
+        return self.item.get("maintenance_db", "postgres")
+
+    def database_exists(self, name: str) -> bool:
+        return self.psql(f"SELECT 1 FROM pg_database WHERE datname = {_sql_literal(name)}",  # noqa: S608 - quoted
+                         self.maintenance_db(), f"looking up database {name}") == "1"
+
+
+def _sql_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_TABLES_SQL = (
+    "SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname) ORDER BY n.nspname, c.relname), '[]') "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
+)
+
+
+def _counts_sql(tables: list[list[str]]) -> str:
+    if not tables:
+        return "SELECT '[]'"
+    # identifiers quoted by _sql_ident: names from pg_class, not user input
+    parts = [f"SELECT {i} AS i, count(*) AS n FROM {_sql_ident(s)}.{_sql_ident(t)}"  # noqa: S608
+             for i, (s, t) in enumerate(tables)]
+    return f"SELECT json_agg(json_build_array(i, n) ORDER BY i) FROM ({' UNION ALL '.join(parts)}) AS c"  # noqa: S608
+
+
+def _counts_from(tables: list[list[str]], rows: str) -> dict[str, int]:
+    by_index = {i: n for i, n in json.loads(rows or "[]")}
+    return {f"{s}.{t}": int(by_index[i]) for i, (s, t) in enumerate(tables)}
+
+
+def pg_table_counts(pg: Pg, dbname: str) -> dict[str, int]:
+    """Exact ``count(*)`` of every user table of ``dbname``."""
+    tables = json.loads(pg.psql(_TABLES_SQL, dbname, f"listing the tables of {dbname}") or "[]")
+    return _counts_from(tables, pg.psql(_counts_sql(tables), dbname, f"counting the rows of {dbname}"))
+
+
+class _PgSession:
+    """A psql session holding a REPEATABLE READ transaction whose snapshot pg_dump imports: the counts in
+    the manifest describe exactly the data in the dump, even while the application writes."""
+
+    def __init__(self, pg: Pg) -> None:
+        self.pg = pg
+        self.proc = subprocess.Popen(
+            [pg.tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"], env=pg.env(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+
+    def query(self, sql: str) -> str:
+        """Send SQL whose last statement returns exactly one row of one column; return that line."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(sql.rstrip().rstrip(";") + ";\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        watchdog = threading.Timer(self.pg.timeout, self.proc.kill)  # a hung server must not hang the backup
+        watchdog.start()
+        try:
+            line = self.proc.stdout.readline()
+        finally:
+            watchdog.cancel()
+        if not line:
+            raise BackupError(redact(f"psql on {self.pg.item['dbname']}: {self._stderr()}", self.pg.secrets))
+        return line.rstrip("\n")
+
+    def _stderr(self) -> str:
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=10)
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        return _tail(err) or f"psql exit {self.proc.returncode}"
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if self.proc.stdin:
+                self.proc.stdin.write("COMMIT;\n\\q\n")
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+def backup_postgresql(pg: Pg, out: Path) -> dict[str, Any]:
+    dbname = pg.item["dbname"]
+    session = _PgSession(pg)
+    try:
+        snapshot = session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()")
+        version = session.query("SHOW server_version")
+        argv = [pg.tool("pg_dump"), "-Fc", "--no-password", f"--snapshot={snapshot}", "-f", str(out)]
+        argv += [f"--exclude-table={t}" for t in pg.item.get("exclude_tables", [])]
+        run_tool(argv, f"pg_dump of database {dbname}", env=pg.env(), timeout=pg.timeout, secrets=pg.secrets)
+        tables = json.loads(session.query(_TABLES_SQL) or "[]")
+        excluded = set(pg.item.get("exclude_tables", []))
+        tables = [t for t in tables if f"{t[0]}.{t[1]}" not in excluded and t[1] not in excluded]
+        counts = _counts_from(tables, session.query(_counts_sql(tables)))
+    finally:
+        session.close()
+    return {"database": dbname, "server_version": version, "tables": counts}
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+def sqlite_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    names = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    return {n: conn.execute(f"SELECT count(*) FROM {_sql_ident(n)}").fetchone()[0] for n in names}  # noqa: S608
+
+
+def sqlite_integrity(conn: sqlite3.Connection) -> str:
+    rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+    return "ok" if rows == ["ok"] else "; ".join(rows[:5])
+
+
+def sqlite_copy(source: Path, target: Path, timeout: float = 60) -> None:
+    """Copy ``source`` into ``target`` with the online backup API in one step (a consistent snapshot even
+    while other processes write: never a file copy of a live database)."""
+    if not source.is_file():
+        raise BackupError(f"SQLite database {source} does not exist")
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=timeout)
+    try:
+        dst = sqlite3.connect(str(target))
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file (no -wal / -shm beside it)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def backup_sqlite(item: dict[str, Any], out: Path) -> dict[str, Any]:
+    source = Path(item["path"])
+    try:
+        sqlite_copy(source, out, float(item.get("busy_timeout", 60)))
+    except sqlite3.Error as exc:
+        raise BackupError(f"SQLite backup of {source} failed: {exc}") from exc
+    conn = sqlite3.connect(f"file:{out}?mode=ro", uri=True)
+    try:
+        integrity = sqlite_integrity(conn)
+        counts = sqlite_counts(conn)
+    finally:
+        conn.close()
+    if integrity != "ok":
+        raise BackupError(f"SQLite database {source} fails PRAGMA integrity_check ({integrity}): repair it first")
+    return {"source": str(source), "sqlite_version": sqlite3.sqlite_version, "tables": counts}
+
+
+# --------------------------------------------------------------------------- Redis backup
+
+
+def _redis_connect(item: dict[str, Any], timeout: float = 10.0) -> Resp:
+    password = _read_secret_file(item["password_file"], f"redis {item['name']} password_file") \
+        if item.get("password_file") else None
+    try:
+        return Resp(item.get("host", "127.0.0.1"), int(item.get("port", 6379)), password, item.get("username"),
+                    timeout)
+    except OSError as exc:
+        raise BackupError(f"cannot connect to Redis {item['name']} at {item.get('host', '127.0.0.1')}:"
+                          f"{item.get('port', 6379)}: {exc.strerror or exc}") from exc
+
+
+def backup_redis(item: dict[str, Any], out: Path, deadline_s: float) -> dict[str, Any]:
+    name = item["name"]
+    with _redis_connect(item) as r:
+        server = r.info("server")
+        before = r.info("persistence")
+        if item.get("rdb_path"):
+            rdb = Path(item["rdb_path"])
+        else:
+            try:
+                rdb = Path(r.call("CONFIG", "GET", "dir")[1]) / r.call("CONFIG", "GET", "dbfilename")[1]
+            except (RedisReplyError, IndexError) as exc:
+                raise BackupError(f"Redis {name}: CONFIG GET is not allowed ({exc}); set rdb_path for this item")\
+                    from exc
+        live = keyspace_counts(r.info("keyspace"))
+        deadline = time.monotonic() + deadline_s
+        while True:  # a BGSAVE already running was started before us: wait for it, then start ours
+            before = r.info("persistence")
+            try:
+                r.call("BGSAVE")
+                break
+            except RedisReplyError as exc:
+                if "in progress" not in str(exc) or time.monotonic() > deadline:
+                    raise BackupError(f"Redis {name}: BGSAVE refused: {exc}") from exc
+                time.sleep(0.1)
+        saves_before = int(before.get("rdb_saves", -1))
+        lastsave_before = int(before.get("rdb_last_save_time", 0))
+        pause = 0.02
+        while True:
+            state = r.info("persistence")
+            done = state.get("rdb_bgsave_in_progress") == "0" and (
+                int(state.get("rdb_saves", -1)) > saves_before if saves_before >= 0
+                else int(state.get("rdb_last_save_time", 0)) != lastsave_before)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                raise BackupError(f"Redis {name}: BGSAVE did not finish within {deadline_s:.0f} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        if state.get("rdb_last_bgsave_status") != "ok":
+            raise BackupError(f"Redis {name}: BGSAVE failed (rdb_last_bgsave_status="
+                              f"{state.get('rdb_last_bgsave_status')}): see the Redis log (disk full?)")
+    try:
+        with open(rdb, "rb") as src, open(out, "wb") as dst:  # the renamed, complete RDB of our BGSAVE (or newer)
+            shutil.copyfileobj(src, dst, CHUNK)
+    except FileNotFoundError as exc:
+        raise BackupError(f"Redis {name}: the RDB file {rdb} does not exist; set rdb_path for this item") from exc
+    rdb_info = check_rdb(out)
+    return {"server_version": server.get("redis_version", ""), "source": str(rdb), "keys": live,
+            "rdb_keys": rdb_info["keys"], "rdb_expires": rdb_info["expires"]}
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def _excluded(rel: str, patterns: Sequence[str], skip: set[str], full: str) -> bool:
+    if full in skip:
+        return True
+    base = os.path.basename(rel)
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(base, p) for p in patterns)
+
+
+def backup_paths(item: dict[str, Any], out: Path, key_file: str | None, skip: set[str]) -> dict[str, Any]:
+    """tar.gz of a directory (or one file) streamed to ``out`` (through openssl when ``key_file``): a secret's
+    plain archive never touches the disk."""
+    root = Path(item["path"])
+    if not root.exists():
+        raise BackupError(f"path {root} of item {item['name']!r} does not exist")
+    patterns = list(item.get("exclude", []))
+    members = 0
+    handle: IO[bytes]
+    proc = None
+    if key_file:
+        proc = subprocess.Popen([*_openssl(False, key_file), "-out", str(out)], stdin=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert proc.stdin is not None
+        handle = proc.stdin
+    else:
+        handle = open(out, "wb")  # noqa: SIM115 - closed in the finally below
+    writer = _HashingWriter(handle)
+    try:
+        with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as gz, \
+                tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            if root.is_file():
+                tar.add(str(root), arcname=root.name, recursive=False)
+                members = 1
+            else:
+                for base, dirs, files in os.walk(root):
+                    dirs.sort()
+                    for name in [*sorted(dirs), *sorted(files)]:
+                        full = os.path.join(base, name)
+                        rel = os.path.relpath(full, root)
+                        if _excluded(rel, patterns, skip, full):
+                            if name in dirs:
+                                dirs.remove(name)
+                            continue
+                        try:
+                            tar.add(full, arcname=rel, recursive=False)
+                        except FileNotFoundError:
+                            continue  # removed while we walked
+                        members += 1
+    except BrokenPipeError as exc:
+        raise BackupError(f"encrypting {item['name']}: openssl stopped: "
+                          f"{_tail(proc.stderr.read().decode()) if proc and proc.stderr else ''}") from exc
+    finally:
+        if proc is None:
+            handle.close()  # a failing flush (disk full) is reported by the caller
+        else:
+            with contextlib.suppress(BrokenPipeError):  # openssl's own exit status tells what happened
+                handle.close()
+            err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+            if proc.stderr:
+                proc.stderr.close()
+            if proc.wait() != 0:
+                how = f"exit {proc.returncode}" if proc.returncode > 0 else f"killed by signal {-proc.returncode}"
+                raise BackupError(f"encrypting {item['name']}: openssl {how}: {_tail(err) or 'no message'} (when the "
+                                  "disk is full: free space under backup_root or lower the local retention)")
+    return {"source": str(root), "members": members, "plain_sha256": writer.sha.hexdigest(),
+            "plain_size": writer.size}
+
+
+# --------------------------------------------------------------------------- backup
+
+
+def _lock(root: Path, wait: float = 0) -> IO[str]:
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle = open(root / ".lock", "a+")  # noqa: SIM115 - returned, closed by the caller
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError as exc:
+            if time.monotonic() >= deadline:
+                handle.close()
+                raise BackupError(f"another tradeops-backup run holds {root / '.lock'}; wait for it to finish")\
+                    from exc
+            time.sleep(0.2)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def new_backup_id(root: Path, host: str, now: dt.datetime | None = None) -> str:
+    base = f"{(now or utcnow()).strftime('%Y%m%dT%H%M%SZ')}-{host}"
+    candidate, n = base, 1
+    while (root / candidate).exists() or (root / f".{candidate}.partial").exists():
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def _file_entry(directory: Path, rel: str, item: str, encrypted: bool, **extra: Any) -> dict[str, Any]:
+    path = directory / rel
+    return {"path": rel, "item": item, "size": path.stat().st_size, "sha256": sha256_file(path),
+            "encrypted": encrypted, **extra}
+
+
+def _server_version_sqlite() -> str:
+    return sqlite3.sqlite_version
+
+
+def run_backup(cfg: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
+    """Back up the set into a new ``<backup_root>/<backup_id>/``; return the manifest.
+
+    On any error the partial directory is removed and BackupError says what failed (earlier backups untouched).
+    """
+    root = Path(cfg["backup_root"])
+    started = time.time()
+    lock = _lock(root)
+    old_umask = os.umask(0o077)
+    partial: Path | None = None
+    secrets = config_secrets(cfg)
+    try:
+        _remove_stale_partials(root)
+        backup_id = new_backup_id(root, cfg["host"], now)
+        partial = root / f".{backup_id}.partial"
+        partial.mkdir(mode=0o700)
+        key_file = _key_file(cfg) if any(i.get("secret") for k in ("postgresql", "sqlite", "redis", "paths")
+                                         for i in cfg[k]) else None
+        files: list[dict[str, Any]] = []
+        items: list[dict[str, Any]] = []
+        timeout = float(cfg["timeouts"]["tool"])
+
+        def store(kind: str, item: dict[str, Any], rel: str, make: Callable[[Path], dict[str, Any]]) -> None:
+            (partial / kind).mkdir(exist_ok=True)
+            secret = bool(item.get("secret"))
+            streamed = secret and kind == "files"  # archives are encrypted while streamed
+            target = partial / (rel + ENC_SUFFIX if streamed else rel)
+            info = make(target)
+            extra: dict[str, Any] = {}
+            if secret and not streamed:
+                extra["plain_sha256"], extra["plain_size"] = sha256_file(target), target.stat().st_size
+                encrypt_file(target, target.with_name(target.name + ENC_SUFFIX), key_file or "")
+                target.unlink()
+                rel += ENC_SUFFIX
+            elif secret:
+                extra["plain_sha256"], extra["plain_size"] = info.pop("plain_sha256"), info.pop("plain_size")
+                rel += ENC_SUFFIX
+            else:
+                info.pop("plain_sha256", None)
+                info.pop("plain_size", None)
+            files.append(_file_entry(partial, rel, item["name"], secret, **extra))
+            items.append({"name": item["name"], "kind": kind, "file": rel, "encrypted": secret, **info})
+
+        def guarded(kind: str, name: str, func: Callable[[], None]) -> None:
+            try:
+                func()
+            except BackupError as exc:
+                raise BackupError(f"{kind} item {name!r}: {exc}") from exc
+            except OSError as exc:
+                raise BackupError(f"{kind} item {name!r}: {_disk_hint(exc, str(root))}") from exc
+
+        for item in cfg["postgresql"]:
+            pg = Pg(item, timeout)
+            secrets += pg.secrets
+            guarded("postgresql", item["name"], lambda item=item, pg=pg: store(
+                "postgresql", item, f"postgresql/{item['name']}.dump", lambda p, pg=pg: backup_postgresql(pg, p)))
+        for item in cfg["sqlite"]:
+            guarded("sqlite", item["name"], lambda item=item: store(
+                "sqlite", item, f"sqlite/{item['name']}.sqlite3", lambda p, item=item: backup_sqlite(item, p)))
+        for item in cfg["redis"]:
+            guarded("redis", item["name"], lambda item=item: store(
+                "redis", item, f"redis/{item['name']}.rdb",
+                lambda p, item=item: backup_redis(item, p, float(cfg["timeouts"]["redis_bgsave"]))))
+        skip = set()
+        for item in cfg["sqlite"]:  # live databases inside data/ are backed up through the API, not tar
+            full = os.path.abspath(item["path"])
+            skip.update({full, f"{full}-wal", f"{full}-shm", f"{full}-journal"})
+        for item in cfg["paths"]:
+            guarded("paths", item["name"], lambda item=item: store(
+                "files", item, f"files/{item['name']}.tar.gz",
+                lambda p, item=item: backup_paths(item, p, key_file if item.get("secret") else None, skip)))
+        finished = time.time()
+        manifest = {
+            "format": FORMAT, "tool": TOOL, "tool_version": __version__, "backup_id": backup_id, "set": cfg["set"],
+            "host": cfg["host"], "started": iso(started), "finished": iso(finished),
+            "duration": round(finished - started, 3), "outcome": "complete",
+            "bytes": sum(f["size"] for f in files), "files": files, "items": items,
+            "versions": {"python": sys.version.split()[0], "sqlite": _server_version_sqlite(),
+                         "openssl": _openssl_version() if key_file else None},
+            "encryption": {"method": "openssl enc " + " ".join(CIPHER) + " -salt", "decrypt": DECRYPT_HINT}
+            if key_file else None,
+        }
+        try:
+            atomic_write_json(partial / MANIFEST, manifest)  # last: without it the backup is incomplete
+            os.rename(partial, root / backup_id)
+        except OSError as exc:
+            raise BackupError(f"writing the manifest: {_disk_hint(exc, str(root))}") from exc
+        _fsync_dir(root)
+        partial = None
+        return manifest
+    except BackupError as exc:
+        raise BackupError(redact(f"backup of set {cfg['set']!r} failed: {exc}", secrets)) from None
+    except OSError as exc:
+        raise BackupError(f"backup of set {cfg['set']!r} failed: {_disk_hint(exc, str(root))}") from None
+    finally:
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        os.umask(old_umask)
+        lock.close()
+
+
+def _openssl_version() -> str:
+    with contextlib.suppress(Exception):
+        return run_tool([_which("openssl"), "version"], "openssl version", timeout=10).stdout.decode().strip()
+    return ""
+
+
+def _remove_stale_partials(root: Path) -> list[str]:
+    """Partial directories left by killed runs (we hold the lock: no run is writing them)."""
+    removed = []
+    for path in root.glob(".*.partial"):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    return removed
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def load_manifest(directory: Path) -> dict[str, Any] | None:
+    try:
+        manifest = read_json(directory / MANIFEST)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("outcome") != "complete" or "files" not in manifest:
+        return None
+    return manifest
+
+
+def backup_status(directory: Path) -> dict[str, Any]:
+    manifest = load_manifest(directory)
+    verify = offsite = None
+    with contextlib.suppress(OSError, ValueError):
+        verify = read_json(directory / VERIFY_FILE)
+    with contextlib.suppress(OSError, ValueError):
+        offsite = read_json(directory / OFFSITE_FILE)
+    return {
+        "backup_id": directory.name, "path": str(directory), "complete": manifest is not None,
+        "finished": manifest.get("finished") if manifest else None,
+        "bytes": manifest.get("bytes") if manifest else None,
+        "verified": bool(verify and verify.get("status") == PASSED and manifest is not None),
+        "verify_status": verify.get("status") if verify else None,
+        "verified_at": verify.get("verified_at") if verify else None,
+        "offsite": offsite.get("status") if offsite else None,
+    }
+
+
+def list_backups(root: str | Path) -> list[dict[str, Any]]:
+    """Local backups (complete and incomplete), newest first; dot-directories (runs in progress) are ignored."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [backup_status(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(found, key=lambda b: b["backup_id"], reverse=True)
+
+
+def resolve_backup(root: Path, backup_id: str | None) -> Path:
+    backups = [b for b in list_backups(root) if b["complete"]]
+    if backup_id in (None, "", "latest"):
+        if not backups:
+            raise BackupError(f"no complete backup in {root}")
+        return Path(backups[0]["path"])
+    if backup_id == "latest-verified":
+        for b in backups:
+            if b["verified"]:
+                return Path(b["path"])
+        raise BackupError(f"no verified backup in {root}")
+    if backup_id not in {b["backup_id"] for b in backups}:
+        ids = ", ".join(b["backup_id"] for b in backups) or "none"
+        raise BackupError(f"unknown backup_id {backup_id!r}; available: {ids}")
+    return root / backup_id
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def plan_retention(backups: list[dict[str, Any]], keep_days: float | None, keep_count: int | None,
+                   now: float | None = None) -> tuple[list[str], list[str]]:
+    """(keep, delete) backup ids. A complete backup is kept when it is one of the ``keep_count`` newest or
+    younger than ``keep_days`` (a null limit keeps everything); the newest verified backup is always kept.
+    Incomplete ones are deleted."""
+    now = time.time() if now is None else now
+    complete = sorted((b for b in backups if b["complete"]), key=lambda b: b["backup_id"], reverse=True)
+    protected = next((b["backup_id"] for b in complete if b["verified"]), None)
+    keep, delete = [], []
+    for rank, b in enumerate(complete):
+        age_days = (now - parse_iso(b["finished"])) / 86400 if b.get("finished") else 0.0
+        by_count = keep_count is not None and rank < keep_count
+        by_age = keep_days is not None and age_days < keep_days
+        unlimited = keep_count is None and keep_days is None
+        (keep if unlimited or by_count or by_age or b["backup_id"] == protected else delete).append(b["backup_id"])
+    delete += [b["backup_id"] for b in backups if not b["complete"]]
+    return keep, delete
+
+
+def prune_local(cfg: dict[str, Any], dry_run: bool = False, now: float | None = None) -> dict[str, Any]:
+    root = Path(cfg["backup_root"])
+    ret = cfg["retention"]
+    lock = _lock(root, wait=60)
+    try:
+        keep, delete = plan_retention(list_backups(root), ret.get("keep_days"), ret.get("keep_count"), now)
+        if not dry_run:
+            for backup_id in delete:
+                shutil.rmtree(root / backup_id)
+            _remove_stale_partials(root)
+    finally:
+        lock.close()
+    return {"kept": keep, "deleted": delete, "dry_run": dry_run}
+
+
+# --------------------------------------------------------------------------- verify
+
+class Report:
+    def __init__(self, backup_id: str) -> None:
+        self.backup_id = backup_id
+        self.checks: list[dict[str, str]] = []
+        self.started = time.monotonic()
+
+    def add(self, item: str, check: str, status: str, detail: str) -> str:
+        self.checks.append({"item": item, "check": check, "status": status, "detail": detail})
+        return status
+
+    def run(self, item: str, check: str, func: Callable[[], str], secrets: Sequence[str] = ()) -> str:
+        try:
+            return self.add(item, check, OK, func())
+        except CannotCheck as exc:
+            return self.add(item, check, ERROR, redact(str(exc), secrets))
+        except (BackupError, sqlite3.Error, tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
+            return self.add(item, check, FAILED, redact(f"{exc}", secrets))
+
+    @property
+    def status(self) -> str:
+        statuses = {c["status"] for c in self.checks}
+        return FAILED if FAILED in statuses else ERROR if ERROR in statuses else PASSED
+
+    def failing(self, status: str) -> list[str]:
+        return list(dict.fromkeys(c["item"] for c in self.checks if c["status"] == status))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backup_id": self.backup_id, "status": self.status, "checks": self.checks,
+                "failed_items": self.failing(FAILED), "error_items": self.failing(ERROR),
+                "verified_at": iso(time.time()), "elapsed": round(time.monotonic() - self.started, 3)}
+
+    def message(self) -> str:
+        bad = [f"{c['item']} ({c['check']}: {c['detail']})" for c in self.checks if c["status"] in (FAILED, ERROR)]
+        return f"backup {self.backup_id} {self.status}" + (": " + "; ".join(bad) if bad else "")
+
+
+def _scratch_plain(directory: Path, entry: dict[str, Any], scratch: Path, key_file: str | None) -> Path:
+    """The stored file as a plain file (decrypted into ``scratch`` when encrypted)."""
+    stored = directory / entry["path"]
+    if not entry.get("encrypted"):
+        return stored
+    if key_file is None:
+        raise CannotCheck(f"{entry['path']} is encrypted and no encryption.key_file is configured")
+    plain = scratch / Path(entry["path"]).name[: -len(ENC_SUFFIX)]
+    decrypt_file(stored, plain, key_file)
+    if sha256_file(plain) != entry.get("plain_sha256"):
+        raise BackupError("decrypted content differs from the sha256 recorded at backup time")
+    return plain
+
+
+def _compare_counts(kind: str, expected: dict[str, int], actual: dict[str, int]) -> str:
+    if expected != actual:
+        diff = [f"{k}: manifest {expected.get(k)} restored {actual.get(k)}"
+                for k in sorted(set(expected) | set(actual)) if expected.get(k) != actual.get(k)]
+        raise BackupError(f"{kind} counts differ from the manifest: " + ", ".join(diff[:10]))
+    return f"{len(actual)} tables, {sum(actual.values())} rows equal to the manifest"
+
+
+def _verify_pg(pg: Pg, dump: Path, item: dict[str, Any], scratch_restore: bool) -> Callable[[], str]:
+    def check() -> str:
+        run_tool([pg.tool("pg_restore"), "--list", str(dump)], f"pg_restore --list {dump.name}", timeout=600)
+        if not scratch_restore:
+            return "archive readable (pg_restore --list)"
+        name = f"{SCRATCH_PREFIX}{item['name'][:20]}_{_secrets.token_hex(4)}".lower()
+        admin = pg.maintenance_db()
+        try:
+            pg.psql(f"CREATE DATABASE {_sql_ident(name)}", admin, f"creating the scratch database {name}")
+        except BackupError as exc:
+            raise CannotCheck(f"cannot create a scratch database (the user needs CREATEDB): {exc}") from exc
+        try:
+            run_tool([pg.tool("pg_restore"), "--no-owner", "--no-acl", "--exit-on-error", "--no-password",
+                      "-d", name, str(dump)], f"pg_restore into {name}", env=pg.env(name), timeout=pg.timeout,
+                     secrets=pg.secrets)
+            counts = pg_table_counts(pg, name)
+        finally:
+            with contextlib.suppress(BackupError):
+                pg.psql(f"DROP DATABASE IF EXISTS {_sql_ident(name)} WITH (FORCE)", admin,
+                        f"dropping the scratch database {name}")
+        return f"restored into scratch database {name} (dropped): " + _compare_counts(
+            "table row", item.get("tables", {}), counts)
+    return check
+
+
+def _verify_sqlite(path: Path, item: dict[str, Any], scratch: Path) -> Callable[[], str]:
+    def check() -> str:
+        copy = scratch / f"{item['name']}.restore.sqlite3"
+        sqlite_copy(path, copy)
+        conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        try:
+            integrity = sqlite_integrity(conn)
+            if integrity != "ok":
+                raise BackupError(f"PRAGMA integrity_check: {integrity}")
+            counts = sqlite_counts(conn)
+        finally:
+            conn.close()
+        return "integrity_check ok; " + _compare_counts("table row", item.get("tables", {}), counts)
+    return check
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_rdb_keys(rdb: Path, scratch: Path, timeout: float = 120) -> dict[str, int]:
+    """Load an RDB copy into a throw-away ``redis-server`` on a spare loopback port; return its keyspace."""
+    binary = _which("redis-server")
+    workdir = scratch / f"redis-{_secrets.token_hex(4)}"
+    workdir.mkdir(mode=0o700)
+    shutil.copyfile(rdb, workdir / "dump.rdb")
+    last = ""
+    for _attempt in range(3):  # the spare port may be taken between choosing and binding it
+        port = free_port()
+        log = workdir / "redis.log"
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir", str(workdir),
+             "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no", "--daemonize", "no",
+             "--logfile", str(log)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=workdir)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    with Resp("127.0.0.1", port, timeout=5) as r:
+                        info = r.info("persistence")
+                        if info.get("loading") == "0":
+                            keys = keyspace_counts(r.info("keyspace"))
+                            with contextlib.suppress(BackupError, OSError):
+                                r.call("SHUTDOWN", "NOSAVE")
+                            return keys
+                except (OSError, RedisReplyError):
+                    pass
+                time.sleep(0.02)
+            last = _tail(log.read_text(errors="replace"), 3) if log.exists() else ""
+            if proc.poll() is None:
+                raise BackupError(f"the throw-away redis-server did not load the RDB within {timeout:.0f} s")
+            if "Address already in use" not in last:
+                raise BackupError(f"the throw-away redis-server refused the RDB: {last}")
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    raise CannotCheck(f"could not start a throw-away redis-server: {last}")
+
+
+def _verify_redis(path: Path, item: dict[str, Any], scratch: Path, scratch_restore: bool) -> Callable[[], str]:
+    def check() -> str:
+        info = check_rdb(path)
+        if info["keys"] != item.get("rdb_keys"):
+            raise BackupError(f"redis-check-rdb read {info['keys']} keys, the manifest says {item.get('rdb_keys')}")
+        if not scratch_restore:
+            return f"redis-check-rdb ok, {info['keys']} keys"
+        loaded = sum(load_rdb_keys(path, scratch).values())
+        low = item.get("rdb_keys", 0) - item.get("rdb_expires", 0)
+        if not low <= loaded <= item.get("rdb_keys", 0):
+            raise BackupError(f"the throw-away redis-server holds {loaded} keys, the manifest says "
+                              f"{item.get('rdb_keys')} ({item.get('rdb_expires')} with a TTL)")
+        return f"redis-check-rdb ok; loaded into a throw-away redis-server: {loaded} keys (manifest " \
+               f"{item.get('rdb_keys')}, {item.get('rdb_expires')} with a TTL)"
+    return check
+
+
+def _verify_archive(path: Path, entry: dict[str, Any], item: dict[str, Any], key_file: str | None
+                    ) -> Callable[[], str]:
+    def check() -> str:
+        if entry.get("encrypted") and key_file is None:
+            raise CannotCheck(f"{entry['path']} is encrypted and no encryption.key_file is configured")
+        members = 0
+        with _plain_reader(path, key_file if entry.get("encrypted") else None) as reader, \
+                tarfile.open(fileobj=reader, mode="r|gz") as tar:  # type: ignore[call-overload]
+            for member in tar:
+                members += 1
+                if member.isfile():
+                    fileobj = tar.extractfile(member)
+                    if fileobj is not None:
+                        while fileobj.read(CHUNK):
+                            pass
+            while reader.read(CHUNK):
+                pass
+        if entry.get("encrypted") and reader.sha.hexdigest() != entry.get("plain_sha256"):
+            raise BackupError("decrypted archive differs from the sha256 recorded at backup time")
+        if members != item.get("members"):
+            raise BackupError(f"archive holds {members} members, the manifest says {item.get('members')}")
+        return f"tar.gz readable, {members} members" + (", decrypted with the key" if entry.get("encrypted") else "")
+    return check
+
+
+def verify_backup(cfg: dict[str, Any], backup_id: str | None = None, scratch_restore: bool | None = None,
+                  offsite: bool | None = None, max_age_hours: float | None = None,
+                  record: bool = True) -> dict[str, Any]:
+    """Prove a backup restorable. Read-only for production data: scratch restores go into temporary databases,
+    copies and servers that are removed afterwards. Returns ``{backup_id, status, checks, failed_items, ...}``
+    where status is ``passed``, ``failed`` (a check failed: the items are named) or ``error`` (could not check).
+    """
+    root = Path(cfg["backup_root"])
+    vcfg = cfg["verify"]
+    scratch_restore = vcfg.get("scratch_restore", True) if scratch_restore is None else scratch_restore
+    offsite = bool(cfg.get("offsite")) and (vcfg.get("offsite", True) if offsite is None else offsite)
+    max_age = vcfg.get("max_age_hours") if max_age_hours is None else max_age_hours
+    directory = resolve_backup(root, backup_id)
+    manifest = load_manifest(directory)
+    assert manifest is not None
+    report = Report(directory.name)
+    secrets = config_secrets(cfg)
+    key_file = None
+    with contextlib.suppress(BackupError):
+        key_file = _key_file(cfg)
+    if max_age is not None:
+        def fresh() -> str:
+            age = (time.time() - parse_iso(manifest["finished"])) / 3600
+            if age > max_age:
+                raise BackupError(f"finished {age:.1f} h ago, more than the limit of {max_age} h")
+            return f"finished {age:.1f} h ago (limit {max_age} h)"
+        report.run(directory.name, "freshness", fresh)
+    good: set[str] = set()
+    for entry in manifest["files"]:
+        def checksum(entry: dict[str, Any] = entry) -> str:
+            path = directory / entry["path"]
+            if not path.is_file():
+                raise BackupError("file is missing")
+            size = path.stat().st_size
+            if size != entry["size"]:
+                raise BackupError(f"size {size} differs from the manifest's {entry['size']} (truncated or damaged)")
+            if sha256_file(path) != entry["sha256"]:
+                raise BackupError("sha256 differs from the manifest (damaged)")
+            return f"{size} bytes, sha256 equal to the manifest"
+        if report.run(entry["path"], "checksum", checksum) == OK:
+            good.add(entry["path"])
+    by_file = {e["path"]: e for e in manifest["files"]}
+    items_cfg = {i["name"]: (kind, i) for kind in ("postgresql", "sqlite", "redis", "paths") for i in cfg[kind]}
+    with tempfile.TemporaryDirectory(prefix="tradeops-verify-") as tmp:
+        scratch = Path(tmp)
+        for item in manifest["items"]:
+            entry = by_file[item["file"]]
+            label = entry["path"]
+            if label not in good:
+                report.add(label, "restore", SKIPPED, "not checked further: the checksum failed")
+                continue
+            path = directory / entry["path"]
+            if item["kind"] == "files":
+                report.run(label, "archive", _verify_archive(path, entry, item, key_file), secrets)
+                continue
+
+            def restore(item: dict[str, Any] = item, entry: dict[str, Any] = entry) -> str:
+                plain = _scratch_plain(directory, entry, scratch, key_file)
+                if item["kind"] == "postgresql":
+                    kind_cfg = items_cfg.get(item["name"])
+                    if kind_cfg is None or kind_cfg[0] != "postgresql":
+                        if not scratch_restore:
+                            run_tool([_which("pg_restore"), "--list", str(plain)], "pg_restore --list", timeout=600)
+                            return "archive readable (pg_restore --list)"
+                        raise CannotCheck(f"no postgresql connection named {item['name']!r} is configured for the "
+                                          "scratch restore")
+                    return _verify_pg(Pg(kind_cfg[1], float(cfg["timeouts"]["tool"])), plain, item,
+                                      scratch_restore)()
+                if item["kind"] == "sqlite":
+                    return _verify_sqlite(plain, item, scratch)()
+                if item["kind"] == "redis":
+                    return _verify_redis(plain, item, scratch, scratch_restore)()
+                raise BackupError(f"unknown item kind {item['kind']!r}")
+
+            report.run(label, "restore" if scratch_restore else "integrity", restore, secrets)
+    if offsite:
+        try:
+            store = S3Store(cfg)
+            for entry, status, detail in store.compare(directory.name, manifest):
+                report.add(entry, "offsite", status, detail)
+        except CannotCheck as exc:
+            report.add(directory.name, "offsite", ERROR, redact(str(exc), secrets))
+        except BackupError as exc:
+            report.add(directory.name, "offsite", FAILED, redact(str(exc), secrets))
+    result = report.as_dict()
+    result["message"] = report.message()
+    if record:
+        with contextlib.suppress(OSError):
+            atomic_write_json(directory / VERIFY_FILE, result)
+    return result
+
+
+# --------------------------------------------------------------------------- offsite (S3, boto3)
+
+# Errors that retrying cannot fix (a missing object does not appear by asking again).
+_FATAL_S3 = {"404", "NoSuchKey", "NotFound", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+             "NoSuchBucket", "InvalidBucketName", "AllAccessDisabled", "InvalidArgument", "InvalidStorageClass",
+             "KMS.NotFoundException"}
+
+
+_S3_CLIENTS: dict[tuple[Any, ...], Any] = {}
+
+
+class S3Store:
+    """The offsite copy: ``s3://<bucket>/<prefix>/<set>/<backup_id>/<file>``, sha256 in the object metadata."""
+
+    def __init__(self, cfg: dict[str, Any], sleep: Callable[[float], None] = time.sleep) -> None:
+        off = cfg.get("offsite")
+        if not off:
+            raise ConfigError("offsite is not configured")
+        try:
+            import boto3
+            from boto3.s3.transfer import TransferConfig
+            from botocore.config import Config as BotoConfig
+            from botocore.exceptions import BotoCoreError, ClientError
+        except ImportError as exc:
+            raise CannotCheck("boto3 is not installed: install python3-boto3 (Debian) next to tradeops-backup")\
+                from exc
+        self.cfg, self.off, self.sleep = cfg, off, sleep
+        self.ClientError, self.BotoCoreError = ClientError, BotoCoreError
+        secret = _read_secret_file(off["secret_access_key_file"], "offsite.secret_access_key_file") \
+            if off.get("secret_access_key_file") else None
+        self.secrets = [secret] if secret else []
+        cache_key = (off.get("endpoint_url"), off.get("region"), off.get("access_key_id"),
+                     hashlib.sha256((secret or "").encode()).hexdigest(), off["connect_timeout"], off["read_timeout"],
+                     bool(off.get("path_style")))
+        self.client = _S3_CLIENTS.get(cache_key)
+        if self.client is None:  # building a client costs ~0.2 s (service model): one per settings and process
+            session = boto3.session.Session(aws_access_key_id=off.get("access_key_id") if secret else None,
+                                            aws_secret_access_key=secret, region_name=off.get("region"))
+            self.client = _S3_CLIENTS[cache_key] = session.client(
+                "s3", endpoint_url=off.get("endpoint_url"), config=BotoConfig(
+                    retries={"total_max_attempts": 1}, connect_timeout=float(off["connect_timeout"]),
+                    read_timeout=float(off["read_timeout"]),
+                    s3={"addressing_style": "path"} if off.get("path_style") else None))
+        mib = 1024 * 1024
+        self.transfer = TransferConfig(multipart_threshold=int(off["multipart_threshold_mb"] * mib),
+                                       multipart_chunksize=int(off["multipart_chunksize_mb"] * mib))
+        self.bucket = off["bucket"]
+        self.download_max = int(float(off["download_verify_max_mb"]) * mib)
+        self.base = "/".join(p for p in (off["prefix"], cfg["set"]) if p)
+
+    # -- plumbing
+    def where(self, backup_id: str = "") -> str:
+        return f"s3://{self.bucket}/{self.base}/{backup_id}".rstrip("/")
+
+    def key(self, backup_id: str, rel: str) -> str:
+        return f"{self.base}/{backup_id}/{rel}"
+
+    def _explain(self, exc: Exception) -> str:
+        if isinstance(exc, self.ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            hint = {
+                "InvalidAccessKeyId": "check offsite.access_key_id / the credentials",
+                "SignatureDoesNotMatch": "check offsite.secret_access_key_file / the credentials",
+                "AccessDenied": "the credentials may not write this bucket/prefix",
+                "NoSuchBucket": "create the bucket or fix offsite.bucket",
+            }.get(code, "")
+            text = f"{code}: {exc.response.get('Error', {}).get('Message', '')}" + (f" ({hint})" if hint else "")
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+        return redact(text, self.secrets)
+
+    def _fatal(self, exc: Exception) -> bool:
+        return isinstance(exc, self.ClientError) and exc.response.get("Error", {}).get("Code") in _FATAL_S3
+
+    def retry(self, what: str, func: Callable[[], Any]) -> Any:
+        attempts = max(1, int(self.off["attempts"]))
+        delay = float(self.off["backoff"])
+        for attempt in range(1, attempts + 1):
+            try:
+                return func()
+            except (self.ClientError, self.BotoCoreError, OSError, _Mismatch) as exc:
+                if self._fatal(exc) or attempt == attempts:
+                    raise BackupError(f"{what} failed after {attempt} attempt(s): {self._explain(exc)}") from None
+                self.sleep(min(delay, float(self.off["max_backoff"])))
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+        except self.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    # -- operations
+    def put_file(self, path: Path, key: str, sha256: str, size: int) -> None:
+        extra: dict[str, Any] = {"Metadata": {"sha256": sha256}}
+        if self.off.get("server_side_encryption"):
+            extra["ServerSideEncryption"] = self.off["server_side_encryption"]
+            if self.off.get("sse_kms_key_id"):
+                extra["SSEKMSKeyId"] = self.off["sse_kms_key_id"]
+        if self.off.get("storage_class"):
+            extra["StorageClass"] = self.off["storage_class"]
+
+        def attempt() -> None:
+            self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self.transfer)
+            self.check_object(key, sha256, size, download=size <= self.download_max)
+
+        self.retry(f"upload of {path.name} to s3://{self.bucket}/{key}", attempt)
+
+    def check_object(self, key: str, sha256: str, size: int, download: bool = False) -> str:
+        head = self.head(key)
+        if head is None:
+            raise _Mismatch("missing offsite")
+        if head["ContentLength"] != size:
+            raise _Mismatch(f"offsite size {head['ContentLength']} differs from {size}")
+        if head.get("Metadata", {}).get("sha256") != sha256:
+            raise _Mismatch("offsite sha256 metadata differs from the manifest")
+        if download:
+            h = hashlib.sha256()
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            for block in iter(lambda: body.read(CHUNK), b""):
+                h.update(block)
+            if h.hexdigest() != sha256:
+                raise _Mismatch("offsite content differs from the manifest (downloaded and hashed)")
+            return f"{size} bytes, sha256 equal (downloaded and hashed)"
+        return f"{size} bytes, sha256 metadata equal"
+
+    def upload_backup(self, directory: Path) -> dict[str, Any]:
+        """Upload what is missing or different of one local backup; the manifest goes last."""
+        manifest = load_manifest(directory)
+        if manifest is None:
+            raise BackupError(f"{directory} has no manifest: an incomplete backup is never uploaded")
+        backup_id = directory.name
+        uploaded, present = [], []
+        for entry in manifest["files"]:
+            key = self.key(backup_id, entry["path"])
+            try:
+                self.retry(f"checking s3://{self.bucket}/{key}",
+                           lambda entry=entry: self._check_once(backup_id, entry["path"], entry["sha256"],
+                                                                entry["size"], entry["size"] <= self.download_max))
+                present.append(entry["path"])
+                continue
+            except _FinalMismatch:
+                pass
+            self.put_file(directory / entry["path"], key, entry["sha256"], entry["size"])
+            uploaded.append(entry["path"])
+        for name in (MANIFEST, VERIFY_FILE):
+            path = directory / name
+            if path.is_file():
+                digest = sha256_file(path)
+                size = path.stat().st_size
+                key = self.key(backup_id, name)
+                try:
+                    self.retry(f"checking s3://{self.bucket}/{key}",
+                               lambda name=name, d=digest, s=size: self._check_once(backup_id, name, d, s))
+                    present.append(name)
+                except _FinalMismatch:
+                    self.put_file(path, key, digest, size)
+                    uploaded.append(name)
+        status = {"status": "complete", "uploaded_at": iso(time.time()), "where": self.where(backup_id),
+                  "uploaded": uploaded}
+        atomic_write_json(directory / OFFSITE_FILE, status)
+        return {"backup_id": backup_id, "uploaded": uploaded, "present": present, "where": self.where(backup_id)}
+
+    def put_sidecar(self, directory: Path, name: str = VERIFY_FILE) -> None:
+        """Upload ``verify.json`` (the offsite retention keeps the newest verified backup too)."""
+        path = directory / name
+        if path.is_file():
+            self.put_file(path, self.key(directory.name, name), sha256_file(path), path.stat().st_size)
+
+    def compare(self, backup_id: str, manifest: dict[str, Any]) -> list[tuple[str, str, str]]:
+        results = []
+        for entry in [*manifest["files"], None]:
+            if entry is None:
+                rel = MANIFEST
+                local = Path(self.cfg["backup_root"]) / backup_id / MANIFEST
+                digest, size = sha256_file(local), local.stat().st_size
+            else:
+                rel, digest, size = entry["path"], entry["sha256"], entry["size"]
+            try:
+                detail = self.retry(f"checking the offsite copy of {rel}",
+                                    lambda rel=rel, d=digest, s=size: self._check_once(
+                                        backup_id, rel, d, s, download=s <= self.download_max))
+                results.append((rel, OK, detail))
+            except _FinalMismatch as exc:
+                results.append((rel, FAILED, str(exc)))
+            except BackupError as exc:
+                results.append((rel, ERROR, f"could not check: {exc}"))
+        return results
+
+    def _check_once(self, backup_id: str, rel: str, digest: str, size: int, download: bool = False) -> str:
+        try:
+            return self.check_object(self.key(backup_id, rel), digest, size, download)
+        except _Mismatch as exc:
+            raise _FinalMismatch(str(exc)) from None
+
+    def list_backups(self) -> list[dict[str, Any]]:
+        ids: set[str] = set()
+        has_manifest: set[str] = set()
+        verified: dict[str, bool] = {}
+
+        def scan() -> None:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.base}/"):
+                for obj in page.get("Contents", []):
+                    parts = obj["Key"][len(self.base) + 1:].split("/", 1)
+                    if len(parts) == 2:
+                        ids.add(parts[0])
+                        if parts[1] == MANIFEST:
+                            has_manifest.add(parts[0])
+                        if parts[1] == VERIFY_FILE:
+                            verified[parts[0]] = False
+
+        self.retry(f"listing {self.where()}", scan)
+        for backup_id in verified:
+            def read(backup_id: str = backup_id) -> bool:
+                body = self.client.get_object(Bucket=self.bucket, Key=self.key(backup_id, VERIFY_FILE))["Body"]
+                return json.loads(body.read()).get("status") == PASSED
+            with contextlib.suppress(BackupError, ValueError):
+                verified[backup_id] = self.retry("reading verify.json", read)
+        out = []
+        for backup_id in sorted(ids, reverse=True):
+            finished = None
+            match = re.match(r"^(\d{8}T\d{6}Z)", backup_id)
+            if match:
+                finished = iso(dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(
+                    tzinfo=dt.UTC))
+            out.append({"backup_id": backup_id, "complete": backup_id in has_manifest, "finished": finished,
+                        "verified": verified.get(backup_id, False) and backup_id in has_manifest,
+                        "where": self.where(backup_id)})
+        return out
+
+    def delete_backup(self, backup_id: str) -> int:
+        def delete() -> int:
+            count = 0
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.key(backup_id, '')}"):
+                objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                # the manifest first: a half-deleted backup is incomplete, never trusted
+                objects.sort(key=lambda o: not o["Key"].endswith("/" + MANIFEST))
+                if objects:
+                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+                    count += len(objects)
+            return count
+        return self.retry(f"deleting {self.where(backup_id)}", delete)
+
+    def fetch(self, backup_id: str, root: Path) -> Path:
+        """Download an offsite backup into ``root`` (checked against its manifest; atomic rename)."""
+        target = root / backup_id
+        if load_manifest(target) is not None:
+            return target
+        if not _ID_RE.match(backup_id):
+            raise BackupError(f"{backup_id!r} is not a backup id")
+        remote = {b["backup_id"]: b for b in self.list_backups()}
+        if backup_id not in remote or not remote[backup_id]["complete"]:
+            ids = ", ".join(b for b, v in remote.items() if v["complete"]) or "none"
+            raise BackupError(f"no complete offsite backup {backup_id!r} in {self.where()}; available: {ids}")
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = root / f".{backup_id}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(mode=0o700)
+        try:
+            def get(rel: str) -> None:
+                dest = partial / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_file(self.bucket, self.key(backup_id, rel), str(dest), Config=self.transfer)
+            self.retry("downloading the manifest", lambda: get(MANIFEST))
+            manifest = read_json(partial / MANIFEST)
+            for entry in manifest["files"]:
+                rel = os.path.normpath(entry["path"])
+                if rel.startswith(("..", "/")):
+                    raise BackupError(f"the offsite manifest names an unsafe path {entry['path']!r}")
+                self.retry(f"downloading {rel}", lambda rel=rel: get(rel))
+                if sha256_file(partial / rel) != entry["sha256"]:
+                    raise BackupError(f"downloaded {rel} differs from its manifest sha256")
+            with contextlib.suppress(BackupError):
+                self.retry("downloading verify.json", lambda: get(VERIFY_FILE))
+            os.rename(partial, target)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return target
+
+
+class _Mismatch(Exception):
+    """The offsite object is missing or differs (retried: it may be an eventual-consistency moment)."""
+
+
+class _FinalMismatch(BackupError):
+    pass
+
+
+def upload_missing(cfg: dict[str, Any], backup_id: str | None = None, store: S3Store | None = None,
+                   recheck: bool = False) -> dict[str, Any]:
+    """Upload every complete local backup (or one), newest first, whose offsite copy is missing or incomplete.
+
+    Backups whose last upload completed (``offsite.json``) are not looked at again unless ``recheck``
+    (``verify`` compares the offsite copy of the backup it checks). A failed upload is recorded in
+    ``offsite.json`` and the next run completes it."""
+    store = store or S3Store(cfg)
+    root = Path(cfg["backup_root"])
+    targets = [resolve_backup(root, backup_id)] if backup_id else [
+        Path(b["path"]) for b in list_backups(root) if b["complete"] and (recheck or b["offsite"] != "complete")]
+    results, errors = [], []
+    for directory in targets:
+        try:
+            results.append(store.upload_backup(directory))
+        except BackupError as exc:
+            errors.append(f"{directory.name}: {exc}")
+            with contextlib.suppress(OSError):
+                atomic_write_json(directory / OFFSITE_FILE, {"status": "failed", "failed_at": iso(time.time()),
+                                                             "error": str(exc)})
+            if "failed after" in str(exc):  # the endpoint is down: do not hammer it for every backup
+                break
+    return {"uploaded": results, "errors": errors, "status": "failed" if errors else "complete"}
+
+
+def prune_offsite(cfg: dict[str, Any], dry_run: bool = False, now: float | None = None,
+                  store: S3Store | None = None) -> dict[str, Any]:
+    store = store or S3Store(cfg)
+    ret = cfg["offsite"]["retention"]
+    remote = store.list_backups()
+    local = {b["backup_id"] for b in list_backups(cfg["backup_root"]) if b["complete"]}
+    # an incomplete offsite copy of a local backup is completed by upload, not deleted
+    candidates = [b for b in remote if b["complete"] or b["backup_id"] not in local]
+    keep, delete = plan_retention(candidates, ret.get("keep_days"), ret.get("keep_count"), now)
+    if not dry_run:
+        for backup_id in delete:
+            store.delete_backup(backup_id)
+    return {"kept": keep, "deleted": delete, "dry_run": dry_run}
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def _stored(directory: Path, manifest: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    for item in manifest["items"]:
+        if item["name"] == name:
+            entry = next(e for e in manifest["files"] if e["path"] == item["file"])
+            path = directory / entry["path"]
+            if not path.is_file() or path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
+                raise BackupError(f"{entry['path']} of backup {directory.name} is missing or damaged; restore "
+                                  "another backup or fetch it again from offsite")
+            return item, entry
+    names = ", ".join(i["name"] for i in manifest["items"])
+    raise BackupError(f"backup {directory.name} has no item {name!r}; it has: {names}")
+
+
+def restore_postgresql(pg: Pg, dump: Path, target_db: str, confirm: bool = False,
+                       expected: dict[str, int] | None = None) -> dict[str, Any]:
+    """Restore a dump into ``target_db``: into a new database first, counts compared, then swapped in by
+    rename (the old database is dropped). An existing ``target_db`` is replaced only with ``confirm``."""
+    admin = pg.maintenance_db()
+    exists = pg.database_exists(target_db)
+    if exists and not confirm:
+        raise BackupError(f"database {target_db} exists; restoring replaces it: pass confirm (-e confirm_restore=true"
+                          " / --confirm) after an emergency backup")
+    tmp = f"{target_db[:40]}_restore_{_secrets.token_hex(3)}"
+    owner = pg.item.get("owner")
+    pg.psql(f"CREATE DATABASE {_sql_ident(tmp)}" + (f" OWNER {_sql_ident(owner)}" if owner else ""), admin,
+            f"creating {tmp}")
+    try:
+        argv = [pg.tool("pg_restore"), "--exit-on-error", "--no-password", "-d", tmp, str(dump)]
+        if pg.item.get("no_owner", False):
+            argv[1:1] = ["--no-owner", "--no-acl"]
+        run_tool(argv, f"pg_restore into {tmp}", env=pg.env(tmp), timeout=pg.timeout, secrets=pg.secrets)
+        counts = pg_table_counts(pg, tmp)
+        if expected is not None:
+            _compare_counts("table row", expected, counts)
+        old = f"{target_db[:40]}_pre_restore_{_secrets.token_hex(3)}"
+        if exists:
+            terminate = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE pid <> pg_backend_pid() AND datname = ")
+            pg.psql(terminate + _sql_literal(target_db), admin, "disconnecting sessions")
+            pg.psql(f"ALTER DATABASE {_sql_ident(target_db)} RENAME TO {_sql_ident(old)}", admin,
+                    f"renaming {target_db} aside")
+        pg.psql(f"ALTER DATABASE {_sql_ident(tmp)} RENAME TO {_sql_ident(target_db)}", admin, f"renaming {tmp}")
+        tmp = ""
+        if exists:
+            pg.psql(f"DROP DATABASE {_sql_ident(old)} WITH (FORCE)", admin, f"dropping {old}")
+    finally:
+        if tmp:
+            with contextlib.suppress(BackupError):
+                pg.psql(f"DROP DATABASE IF EXISTS {_sql_ident(tmp)} WITH (FORCE)", admin, f"dropping {tmp}")
+    return {"database": target_db, "tables": counts, "replaced": exists}
+
+
+def restore_sqlite(source: Path, target: Path, confirm: bool = False) -> dict[str, Any]:
+    """Restore through the backup API into ``target`` (one transaction of the target database: readers see the
+    old or the new content; its WAL is handled by SQLite, never by file copies)."""
+    if target.exists() and not confirm:
+        raise BackupError(f"{target} exists; restoring replaces its content: pass confirm")
+    check = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        integrity = sqlite_integrity(check)
+    finally:
+        check.close()
+    if integrity != "ok":
+        raise BackupError(f"the backup copy fails PRAGMA integrity_check: {integrity}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    dst = sqlite3.connect(str(target), timeout=60)
+    try:
+        src.backup(dst)
+        counts = sqlite_counts(dst)
+    finally:
+        dst.close()
+        src.close()
+    return {"path": str(target), "tables": counts}
+
+
+def place_redis_rdb(source: Path, target: Path, confirm: bool = False) -> dict[str, Any]:
+    """Put the RDB where redis-server loads it (the service must be stopped: that is the role's job).
+    Checked with redis-check-rdb first; placed atomically; owner and mode of the file it replaces are kept."""
+    if target.exists() and not confirm:
+        raise BackupError(f"{target} exists; placing the RDB replaces it: pass confirm (and stop redis first)")
+    info = check_rdb(source)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+        if target.exists():
+            st = target.stat()
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            with contextlib.suppress(PermissionError):
+                os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {"path": str(target), "keys": info["keys"]}
+
+
+def _safe_member(member: tarfile.TarInfo, target: Path) -> bool:
+    """Only regular files, directories and links that stay inside ``target``."""
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        return False
+    name = Path(member.name)
+    if name.is_absolute() or ".." in name.parts:
+        return False
+    if member.issym() or member.islnk():
+        link = Path(member.linkname)
+        if link.is_absolute():
+            return False
+        base = target / name.parent if member.issym() else target
+        if not os.path.normpath(base / link).startswith(str(target) + os.sep):
+            return False
+    return True
+
+
+# Python >= 3.12 (and patched 3.11) also apply the data filter; _safe_member does the same checks everywhere.
+_EXTRACT_FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
+def extract_archive(path: Path, target: Path, key_file: str | None, confirm: bool = False) -> dict[str, Any]:
+    """Extract a (decrypted) archive over ``target``; files not in the archive are left alone. Refuses unsafe
+    members (absolute, ``..``, devices); replaces existing files only with ``confirm``."""
+    target.mkdir(parents=True, exist_ok=True)
+    if any(target.iterdir()) and not confirm:
+        raise BackupError(f"{target} is not empty; extracting overwrites files there: pass confirm")
+    count = 0
+    with _plain_reader(path, key_file) as reader, tarfile.open(fileobj=reader, mode="r|gz") as tar:  # type: ignore[call-overload]
+        for member in tar:
+            if not _safe_member(member, target.resolve()):
+                raise BackupError(f"{path.name} holds an unsafe member {member.name!r}; not extracting it")
+            member.mode &= 0o7777 & ~0o6000  # no setuid/setgid from an archive
+            tar.extract(member, target, set_attrs=True, **_EXTRACT_FILTER)
+            count += 1
+    return {"path": str(target), "members": count}
+
+
+def restore_item(cfg: dict[str, Any], backup_id: str | None, name: str, target: str | None = None,
+                 confirm: bool = False) -> dict[str, Any]:
+    directory = resolve_backup(Path(cfg["backup_root"]), backup_id)
+    manifest = load_manifest(directory)
+    assert manifest is not None
+    item, entry = _stored(directory, manifest, name)
+    conf = {i["name"]: i for kind in ("postgresql", "sqlite", "redis", "paths") for i in cfg[kind]}.get(name, {})
+    key_file = _key_file(cfg) if entry.get("encrypted") else None
+    with tempfile.TemporaryDirectory(prefix="tradeops-restore-") as tmp:
+        plain = directory / entry["path"]
+        if entry.get("encrypted") and item["kind"] != "files":
+            plain = _scratch_plain(directory, entry, Path(tmp), key_file)
+        if item["kind"] == "postgresql":
+            if not conf:
+                raise BackupError(f"no postgresql connection named {name!r} is configured")
+            result = restore_postgresql(Pg(conf, float(cfg["timeouts"]["tool"])), plain,
+                                        target or item["database"], confirm, item.get("tables"))
+        elif item["kind"] == "sqlite":
+            result = restore_sqlite(plain, Path(target or conf.get("path") or item["source"]), confirm)
+        elif item["kind"] == "redis":
+            result = place_redis_rdb(plain, Path(target or conf.get("rdb_path") or item["source"]), confirm)
+        else:
+            result = extract_archive(plain, Path(target or conf.get("path") or item["source"]), key_file, confirm)
+    return {"backup_id": directory.name, "item": name, "kind": item["kind"], **result}
+
+
+# --------------------------------------------------------------------------- metrics (node_exporter textfile)
+
+METRICS_FILE = "tradeops_backup.prom"
+_METRICS = {
+    "last_success_timestamp_seconds": "Unix time of the last fully successful run (backup, offsite, verify asked)",
+    "last_failure_timestamp_seconds": "Unix time of the last failed run",
+    "last_run_success": "1 when the last run succeeded",
+    "last_duration_seconds": "Seconds the last backup took",
+    "last_size_bytes": "Bytes of the last backup",
+    "last_verified": "1 when the newest backup passed its last verification (scratch restore), else 0",
+    "last_verify_timestamp_seconds": "Unix time of the last verification",
+    "offsite_pending": "Local backups whose offsite copy is not complete",
+}
+
+
+def write_metrics(metrics_dir: str | Path, set_name: str, **values: float | None) -> Path:
+    """Update this set's values and rewrite ``<dir>/tradeops_backup.prom`` atomically (all sets, one file)."""
+    directory = Path(metrics_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    state_path = directory / ".tradeops_backup_state.json"
+    with open(directory / ".tradeops_backup.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            state = read_json(state_path)
+        except (OSError, ValueError):
+            state = {}
+        current = state.setdefault(set_name, {})
+        current.update({k: v for k, v in values.items() if v is not None})
+        atomic_write_json(state_path, state, 0o644)
+        lines = []
+        for metric, text in _METRICS.items():
+            lines += [f"# HELP tradeops_backup_{metric} {text}", f"# TYPE tradeops_backup_{metric} gauge"]
+            for name in sorted(state):
+                if metric in state[name]:
+                    value = f"{float(state[name][metric]):.3f}".rstrip("0").rstrip(".")
+                    lines.append(f'tradeops_backup_{metric}{{set="{name}"}} {value}')
+        target = directory / METRICS_FILE
+        atomic_write(target, "\n".join(lines) + "\n", 0o644)
+    return target
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=TOOL, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Back up a tradeops backup set (PostgreSQL, SQLite, Redis, directories), prove it restorable, "
+                    "keep it offsite (S3) and restore it.",
+        epilog="exit codes: 0 ok; 1 verification failed or partial (e.g. local backup kept, offsite failed); "
+               "2 error (nothing done: bad config, backup failed, unknown backup id); 3 could not check\n\n"
+               f"decrypt a secret file by hand: {DECRYPT_HINT}")
+    parser.add_argument("--config", required=True, help="the backup set's JSON configuration file")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("backup", help="back up now, then upload what is missing offsite and prune")
+    b.add_argument("--no-upload", action="store_true", help="do not upload offsite")
+    b.add_argument("--no-prune", action="store_true", help="do not apply retention")
+    b.add_argument("--verify", action="store_true", help="verify the new backup (scratch restores) before pruning")
+    v = sub.add_parser("verify", help="prove a backup restorable (checksums, archives, scratch restores, offsite)")
+    v.add_argument("--backup-id", help="backup to verify (default the newest)")
+    v.add_argument("--no-scratch", action="store_true", help="no scratch restores (checksums and archives only)")
+    v.add_argument("--no-offsite", action="store_true", help="do not compare the offsite copy")
+    v.add_argument("--max-age-hours", type=float, help="freshness limit (default from the configuration)")
+    ls = sub.add_parser("list", help="list local (or offsite) backups, newest first")
+    ls.add_argument("--offsite", action="store_true", help="list the offsite backups")
+    p = sub.add_parser("prune", help="apply retention (the newest verified backup is always kept)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    p.add_argument("--offsite", action="store_true", help="prune the offsite copies too")
+    u = sub.add_parser("upload", help="upload every local backup whose offsite copy is missing or incomplete")
+    u.add_argument("--backup-id", help="only this backup")
+    u.add_argument("--recheck", action="store_true", help="also compare backups whose upload completed before")
+    f = sub.add_parser("fetch", help="download an offsite backup into backup_root (checked against its manifest)")
+    f.add_argument("--backup-id", required=True)
+    r = sub.add_parser("restore", help="restore items of a backup (stop the application first)")
+    r.add_argument("--backup-id", help="default: latest-verified; 'latest' for the newest")
+    r.add_argument("--item", action="append", help="item name (repeatable; default every item)")
+    r.add_argument("--target", help="database name / file / directory to restore into (one --item only)")
+    r.add_argument("--confirm", action="store_true", help="allow replacing existing data")
+    return parser
+
+
+def _print(result: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(result, indent=2, sort_keys=True, default=str) if as_json else text)
+
+
+def backup_now(cfg: dict[str, Any], upload: bool = True, verify: bool = False, prune: bool = True
+               ) -> dict[str, Any]:
+    """What a scheduled run does: back up, upload what is missing offsite, verify (optional), prune, metrics.
+
+    Raises BackupError when the backup itself failed (nothing kept). Otherwise returns the result; its
+    ``problems`` list what failed after the local backup was made (offsite, verification, retention)."""
+    started = time.time()
+    metrics = cfg.get("metrics_dir")
+    try:
+        manifest = run_backup(cfg)
+    except BackupError:
+        if metrics:
+            write_metrics(metrics, cfg["set"], last_failure_timestamp_seconds=time.time(), last_run_success=0)
+        raise
+    path = Path(cfg["backup_root"]) / manifest["backup_id"]
+    result: dict[str, Any] = {"backup_id": manifest["backup_id"], "bytes": manifest["bytes"],
+                              "duration": manifest["duration"], "path": str(path)}
+    problems: list[str] = []
+    upload = upload and bool(cfg.get("offsite"))
+    if upload:
+        try:
+            result["offsite"] = upload_missing(cfg)
+            problems += result["offsite"]["errors"]
+        except BackupError as exc:
+            problems.append(str(exc))
+    if verify:
+        report = verify_backup(cfg, manifest["backup_id"], offsite=upload and not problems)
+        result["verify"] = report
+        if report["status"] != PASSED:
+            problems.append(report["message"])
+        publish_verification(cfg, report, offsite=upload and not problems)
+    if prune:
+        try:
+            result["prune"] = prune_local(cfg)
+            if upload and not problems:
+                result["prune_offsite"] = prune_offsite(cfg)
+        except BackupError as exc:
+            problems.append(str(exc))
+    result["problems"] = problems
+    if metrics:
+        pending = sum(1 for b in list_backups(cfg["backup_root"]) if b["complete"] and b["offsite"] != "complete") \
+            if cfg.get("offsite") else 0
+        now = time.time()
+        write_metrics(metrics, cfg["set"], last_duration_seconds=now - started, last_size_bytes=manifest["bytes"],
+                      offsite_pending=pending, last_run_success=int(not problems),
+                      **({"last_failure_timestamp_seconds": now} if problems else
+                         {"last_success_timestamp_seconds": now}))
+    return result
+
+
+def _cmd_backup(cfg: dict[str, Any], args: argparse.Namespace) -> tuple[int, Any, str]:
+    result = backup_now(cfg, upload=not args.no_upload, verify=args.verify, prune=not args.no_prune)
+    problems = result["problems"]
+    text = f"backup {result['backup_id']}: {result['bytes']} bytes in {result['duration']:.1f} s"
+    text += "".join(f"\nproblem: {p}" for p in problems)
+    return (EXIT_FAILED if problems else EXIT_OK), result, text
+
+
+def publish_verification(cfg: dict[str, Any], report: dict[str, Any], offsite: bool = True) -> None:
+    """After a recorded verification: the set's metrics, and ``verify.json`` offsite when it passed (best effort:
+    the offsite retention then keeps this backup too)."""
+    if cfg.get("metrics_dir"):
+        write_metrics(cfg["metrics_dir"], cfg["set"], last_verified=int(report["status"] == PASSED),
+                      last_verify_timestamp_seconds=time.time())
+    if cfg.get("offsite") and offsite and report["status"] == PASSED:
+        with contextlib.suppress(BackupError):
+            S3Store(cfg).put_sidecar(Path(cfg["backup_root"]) / report["backup_id"])
+
+
+def _cmd_verify(cfg: dict[str, Any], args: argparse.Namespace) -> tuple[int, Any, str]:
+    report = verify_backup(cfg, args.backup_id, scratch_restore=not args.no_scratch,
+                           offsite=False if args.no_offsite else None, max_age_hours=args.max_age_hours)
+    publish_verification(cfg, report, offsite=not args.no_offsite)
+    lines = [report["message"]] + [f"  [{c['status']:>7}] {c['item']} {c['check']}: {c['detail']}"
+                                   for c in report["checks"]]
+    code = {PASSED: EXIT_OK, FAILED: EXIT_FAILED}.get(report["status"], EXIT_CANNOT_CHECK)
+    return code, report, "\n".join(lines)
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main_cli(argv: Sequence[str] | None = None) -> int:
+    """``tradeops-backup``; returns the exit code (0 ok, 1 failed/partial, 2 error, 3 could not check)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:
+        return int(exc.code or 0) and EXIT_ERROR
+    previous = None
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        previous = signal.signal(signal.SIGTERM, _interrupted)  # a stopped timer removes the partial backup
+    secrets: list[str] = []
+    try:
+        cfg = load_config(args.config)
+        secrets = config_secrets(cfg)
+        if args.command == "backup":
+            code, result, text = _cmd_backup(cfg, args)
+        elif args.command == "verify":
+            code, result, text = _cmd_verify(cfg, args)
+        elif args.command == "list":
+            result = S3Store(cfg).list_backups() if args.offsite else list_backups(cfg["backup_root"])
+            code = EXIT_OK
+            text = "\n".join(f"{b['backup_id']}  {'complete' if b['complete'] else 'INCOMPLETE'}"
+                             f"{'  verified' if b.get('verified') else ''}" for b in result) or "no backups"
+        elif args.command == "prune":
+            result = {"local": prune_local(cfg, args.dry_run)}
+            if args.offsite:
+                result["offsite"] = prune_offsite(cfg, args.dry_run)
+            code = EXIT_OK
+            text = "\n".join(f"{where}: deleted {', '.join(r['deleted']) or 'nothing'}" for where, r in result.items())
+        elif args.command == "upload":
+            result = upload_missing(cfg, args.backup_id, recheck=args.recheck)
+            code = EXIT_OK if not result["errors"] else EXIT_FAILED
+            text = "\n".join([f"{u['backup_id']}: uploaded {len(u['uploaded'])} file(s)" for u in result["uploaded"]]
+                             + [f"error: {e}" for e in result["errors"]])
+        elif args.command == "fetch":
+            path = S3Store(cfg).fetch(args.backup_id, Path(cfg["backup_root"]))
+            result, code, text = {"path": str(path)}, EXIT_OK, str(path)
+        else:
+            result = []
+            backup_id = args.backup_id or "latest-verified"
+            directory = resolve_backup(Path(cfg["backup_root"]), backup_id)
+            names = args.item or [i["name"] for i in load_manifest(directory)["items"]]  # type: ignore[index]
+            if args.target and len(names) != 1:
+                raise ConfigError("--target needs exactly one --item")
+            for name in names:
+                result.append(restore_item(cfg, directory.name, name, args.target, args.confirm))
+            code = EXIT_OK
+            text = "\n".join(f"restored {r['item']} ({r['kind']}) from {r['backup_id']}" for r in result)
+    except CannotCheck as exc:
+        print(f"{TOOL}: could not check: {redact(str(exc), secrets)}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    except BackupError as exc:
+        print(f"{TOOL}: error: {redact(str(exc), secrets)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{TOOL}: interrupted; partial files were removed", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # internal error: say so, never a success code
+        print(f"{TOOL}: internal error: {type(exc).__name__}: {redact(str(exc), secrets)}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    _print(result, args.json, text)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main_cli())
