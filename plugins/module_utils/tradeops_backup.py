@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime as dt
 import errno
 import fcntl
@@ -241,6 +242,18 @@ _OFFSITE_DEFAULTS: dict[str, Any] = {
     "attempts": 4, "backoff": 1.0, "max_backoff": 30.0, "connect_timeout": 10.0, "read_timeout": 60.0,
     "path_style": True, "retention": None,
 }
+
+
+def module_config(config: str | None, settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The configuration a module is given: the JSON file ``config`` (when set) with the
+    module's ``settings`` laid over it, checked by load_config."""
+    raw: dict[str, Any] = {}
+    if config:
+        raw = read_json(config)
+        if not isinstance(raw, dict):
+            raise BackupError(f"{config} must hold a JSON object")
+    raw.update(copy.deepcopy(settings or {}))
+    return load_config(raw)
 
 
 def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:

@@ -113,10 +113,9 @@ items:
   elements: dict
 """
 
-import copy
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.tradeops_backup import BackupError, backup_now, load_config, read_json
+from ansible.module_utils.tradeops_backup import BackupError, backup_now, module_config
 
 
 def argument_spec() -> dict:
@@ -134,13 +133,7 @@ def main() -> None:
                            required_one_of=[("config", "settings")])
     params = module.params
     try:
-        raw = {}
-        if params["config"]:
-            raw = read_json(params["config"])
-            if not isinstance(raw, dict):
-                raise BackupError(f"{params['config']} must hold a JSON object")
-        raw.update(copy.deepcopy(params["settings"] or {}))
-        cfg = load_config(raw)
+        cfg = module_config(params["config"], params["settings"])
         if module.check_mode:
             items = [dict(kind=kind, name=item["name"]) for kind in ("postgresql", "sqlite", "redis", "paths")
                      for item in cfg[kind]]

@@ -153,15 +153,13 @@ elapsed:
   type: float
 """
 
-import copy
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.tradeops_backup import (
     PASSED,
     BackupError,
-    load_config,
+    module_config,
     publish_verification,
-    read_json,
     verify_backup,
 )
 
@@ -183,13 +181,7 @@ def main() -> None:
                            required_one_of=[("config", "settings")])
     params = module.params
     try:
-        raw = {}
-        if params["config"]:
-            raw = read_json(params["config"])
-            if not isinstance(raw, dict):
-                raise BackupError(f"{params['config']} must hold a JSON object")
-        raw.update(copy.deepcopy(params["settings"] or {}))
-        cfg = load_config(raw)
+        cfg = module_config(params["config"], params["settings"])
         record = params["record"] and not module.check_mode
         report = verify_backup(cfg, params["backup_id"], scratch_restore=params["scratch_restore"],
                                offsite=params["offsite"], max_age_hours=params["max_age_hours"], record=record)
