@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # pytest, where a run that collects no test is a failure (pytest exits 5), not a pass.
+# Test files run in parallel on every core (pytest-xdist; one file stays on one worker,
+# so its module fixtures — a PostgreSQL cluster, a redis-server — start once).
 set -uo pipefail
-pytest "$@"
+pytest -n "${PYTEST_WORKERS:-auto}" --dist loadfile "$@"
 rc=$?
 if [ "$rc" = 5 ]; then
   echo "run_pytest: no test was collected from $* — that is an error, not a pass" >&2

@@ -56,11 +56,13 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(start_app, sqlit
 
 
 def test_sigint_with_nothing_in_flight_exits_at_once(start_app):
-    app = start_app()
+    """Nothing in flight: it exits without waiting out its grace period (60 s here; the bound
+    below is far under it, so a slow or busy machine does not fail the test)."""
+    app = start_app(env={"APP_SHUTDOWN_GRACE": "60"})
     start = time.monotonic()
     app.signal(signal.SIGINT)
-    assert app.wait(timeout=5) == 0
-    assert time.monotonic() - start < 2
+    assert app.wait(timeout=30) == 0
+    assert time.monotonic() - start < 20
     assert "shutting down: 0 in flight" in app.log
 
 
