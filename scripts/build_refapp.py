@@ -5,11 +5,11 @@
                                    [--out DIR] [--source files/reference_app]
 
 Copies the source tree to a temporary directory, writes ``refapp/_build.py`` there
-(VERSION and FAULT), and builds the wheel offline with
-``python -m pip wheel --no-deps --no-build-isolation --no-index`` (setuptools and wheel
-must be installed in the running Python). Prints the wheel's path on stdout.
+(VERSION and FAULT), and builds the wheel offline by calling setuptools' PEP 517
+``build_wheel`` hook directly, without build isolation (setuptools and wheel must be
+installed in the running Python). Prints the wheel's path on stdout.
 
-Exit codes: 0 built; 1 the build failed (pip's output is shown on stderr);
+Exit codes: 0 built; 1 the build failed (the build's output is shown on stderr);
 2 invalid arguments (version not PEP 440, unknown fault, missing source tree).
 """
 
@@ -95,20 +95,26 @@ def build_wheel(
         shutil.copytree(source, tree, ignore=_IGNORE)
         (tree / "refapp" / "_build.py").write_text(render_build_module(version, fault), encoding="utf-8")
         wheel_dir = Path(tmp) / "wheels"
-        command = [
-            python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-            "--disable-pip-version-check", "--no-cache-dir", "-q", "-w", str(wheel_dir), str(tree),
-        ]  # fmt: skip
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp, check=False)
+        # The PEP 517 hook of the tree's backend, called directly (what pip wheel
+        # --no-build-isolation ends up doing, without pip's own start-up: 0.3 s, not 1.3 s).
+        command = [python, "-c", HOOK, str(wheel_dir)]
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=tree, check=False)
         wheels = sorted(wheel_dir.glob("*.whl")) if wheel_dir.is_dir() else []
         if proc.returncode != 0 or len(wheels) != 1:
             raise BuildError(
-                f"pip wheel failed (exit {proc.returncode}); setuptools and wheel must be installed in "
+                f"the wheel build failed (exit {proc.returncode}); setuptools and wheel must be installed in "
                 f"{python}\n{proc.stdout}{proc.stderr}".rstrip()
             )
         target = out / wheels[0].name
         shutil.copy2(wheels[0], target)  # replaces an earlier build of the same version
     return target
+
+
+HOOK = (
+    "import os, sys, setuptools.build_meta as backend\n"
+    "os.makedirs(sys.argv[1], exist_ok=True)\n"
+    "print(backend.build_wheel(sys.argv[1]))\n"
+)
 
 
 def main(argv: list[str] | None = None) -> int:

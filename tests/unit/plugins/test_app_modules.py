@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import app_deploy
+import app_files
 import app_health
 import app_release
 import pytest
@@ -197,7 +198,7 @@ def _with_fragments(doc: dict) -> dict:
     return options
 
 
-@pytest.mark.parametrize("module", [app_release, app_health, app_deploy])
+@pytest.mark.parametrize("module", [app_release, app_health, app_deploy, app_files])
 def test_documentation_matches_the_argument_spec(module):
     doc = yaml.safe_load(module.DOCUMENTATION)
     assert _doc_options(_with_fragments(doc)) == _spec_options(module.argument_spec())

@@ -1,0 +1,189 @@
+# Copyright: tradeops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Host-side: write a set of rendered files (owner, group, mode) atomically, only those that
+differ, then ``systemctl daemon-reload`` when a unit changed and enable units that are not.
+
+One module call instead of a template task per file (each of which is a stat, and a file
+or copy round trip) plus a systemd task per unit. Standard library only."""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import pwd
+import re
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+UNIT_DIRS = ("/etc/systemd/system/", "/lib/systemd/system/", "/usr/lib/systemd/system/", "/run/systemd/system/")
+UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|path|mount)$")
+SYSTEMCTL_TIMEOUT = 60
+
+
+class FilesError(Exception):
+    """Bad input or a failed write, with what to do."""
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    path: str
+    content: str
+    owner: str = "root"
+    group: str = "root"
+    mode: int = 0o644
+
+    @property
+    def data(self) -> bytes:
+        return self.content.encode("utf-8")
+
+
+def parse_files(items: list[dict[str, Any]]) -> list[FileSpec]:
+    specs, seen = [], set()
+    for index, item in enumerate(items or []):
+        path = str(item.get("path") or "")
+        where = f"files[{index}] ({path or 'no path'})"
+        if not os.path.isabs(path) or os.path.normpath(path) != path:
+            raise FilesError(f"{where}: path must be an absolute, normalised path")
+        if path in seen:
+            raise FilesError(f"{where}: {path} is given twice")
+        seen.add(path)
+        mode = item.get("mode") if item.get("mode") is not None else "0644"
+        try:
+            mode_int = int(str(mode), 8)
+        except ValueError:
+            raise FilesError(f"{where}: mode {mode!r} is not octal, e.g. '0640'") from None
+        if not 0 <= mode_int <= 0o7777:
+            raise FilesError(f"{where}: mode {mode!r} is out of range")
+        if item.get("content") is None:
+            raise FilesError(f"{where}: content is required")
+        specs.append(FileSpec(path, str(item["content"]), str(item.get("owner") or "root"),
+                              str(item.get("group") or "root"), mode_int))
+    return specs
+
+
+def _ids(spec: FileSpec) -> tuple[int, int]:
+    try:
+        uid = pwd.getpwnam(spec.owner).pw_uid
+    except KeyError:
+        raise FilesError(f"{spec.path}: owner {spec.owner!r} does not exist on this host") from None
+    try:
+        gid = grp.getgrnam(spec.group).gr_gid
+    except KeyError:
+        raise FilesError(f"{spec.path}: group {spec.group!r} does not exist on this host") from None
+    return uid, gid
+
+
+def differences(spec: FileSpec) -> list[str]:
+    """What differs between the file on disk and the spec: [] when it is already right."""
+    uid, gid = _ids(spec)
+    try:
+        st = os.lstat(spec.path)
+    except FileNotFoundError:
+        return ["missing"]
+    if not stat.S_ISREG(st.st_mode):
+        return ["not a regular file"]
+    out = []
+    with open(spec.path, "rb") as handle:
+        if hashlib.sha256(handle.read()).digest() != hashlib.sha256(spec.data).digest():
+            out.append("content")
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        out.append("owner")
+    if stat.S_IMODE(st.st_mode) != spec.mode:
+        out.append("mode")
+    return out
+
+
+def write_atomically(spec: FileSpec) -> None:
+    """A temporary file in the same directory, owner/mode set before its content lands,
+    fsync'd, then renamed over the path: readers see the old file or the new one."""
+    uid, gid = _ids(spec)
+    directory = os.path.dirname(spec.path)
+    if not os.path.isdir(directory):
+        raise FilesError(f"{spec.path}: directory {directory} does not exist (create it first)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(spec.path)}.", dir=directory)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, spec.mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(spec.data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, spec.path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def fix_metadata(spec: FileSpec) -> None:
+    uid, gid = _ids(spec)
+    os.chown(spec.path, uid, gid)
+    os.chmod(spec.path, spec.mode)
+
+
+def is_unit_file(path: str) -> bool:
+    return path.startswith(UNIT_DIRS)
+
+
+def systemctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT,
+                          check=False)
+
+
+def not_enabled(units: list[str]) -> list[str]:
+    """Units whose ``systemctl is-enabled`` is not enabled (one call for all of them)."""
+    if not units:
+        return []
+    proc = systemctl("is-enabled", *units)
+    states = proc.stdout.split()
+    if len(states) != len(units):  # an unknown unit makes systemctl print fewer lines
+        states = [systemctl("is-enabled", u).stdout.strip() or "unknown" for u in units]
+    return [u for u, s in zip(units, states, strict=True) if s not in ("enabled", "enabled-runtime", "static")]
+
+
+def sync(items: list[dict[str, Any]], enable_units: list[str] | None = None, daemon_reload: str = "auto",
+         check_mode: bool = False) -> dict[str, Any]:
+    """Write what differs, reload systemd when a unit file changed (``auto``) or always
+    (``always``) or never, enable what is not enabled. The result names paths, never content."""
+    specs = parse_files(items)
+    units = list(enable_units or [])
+    bad = [u for u in units if not UNIT_NAME.match(u)]
+    if bad:
+        raise FilesError(f"enable_units: {', '.join(bad)} is not a unit name (e.g. refapp-web.service)")
+    changes = {s.path: differences(s) for s in specs}
+    changed = [p for p, why in changes.items() if why]
+    missing_dirs = sorted({os.path.dirname(p) for p in changed if not os.path.isdir(os.path.dirname(p))})
+    if missing_dirs:  # refused before anything is written
+        raise FilesError(f"directory {', '.join(missing_dirs)} does not exist (create it first)")
+    reload_needed = daemon_reload == "always" or (daemon_reload == "auto" and any(is_unit_file(p) for p in changed))
+    if not check_mode:
+        for spec in specs:
+            why = set(changes[spec.path])
+            if why - {"owner", "mode"}:  # missing, content, not a regular file
+                write_atomically(spec)
+            elif why:
+                fix_metadata(spec)
+        if reload_needed:
+            proc = systemctl("daemon-reload")
+            if proc.returncode != 0:
+                raise FilesError(f"systemctl daemon-reload failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    # In check mode a unit written by this very call is not known to systemd yet: report it to enable.
+    to_enable = not_enabled(units) if not (check_mode and reload_needed) else units
+    if to_enable and not check_mode:
+        proc = systemctl("enable", *to_enable)
+        if proc.returncode != 0:
+            raise FilesError(f"systemctl enable {' '.join(to_enable)} failed: "
+                             f"{proc.stderr.strip() or proc.stdout.strip()}")
+    return {
+        "changed": bool(changed or to_enable or (reload_needed and daemon_reload == "always")),
+        "changed_files": changed,
+        "reasons": {p: why for p, why in changes.items() if why},
+        "daemon_reloaded": reload_needed and not check_mode,
+        "enabled": to_enable,
+        "diff": {"before": "".join(f"{p}: {', '.join(changes[p])}\n" for p in changed),
+                 "after": "".join(f"{p}: as rendered\n" for p in changed)},
+    }
