@@ -88,9 +88,10 @@ ensure_collections() {
 
 ensure_servers() {
   # initdb/pg_ctl and redis-server for throwaway test servers; systemd-analyze
-  # scores rendered units offline (no running systemd needed).
+  # scores rendered units offline (no running systemd needed); promtool (Debian's
+  # prometheus) runs the alert rules' unit tests.
   if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null \
-     && command -v systemd-analyze >/dev/null; then
+     && command -v systemd-analyze >/dev/null && command -v promtool >/dev/null; then
     return 0
   fi
   [ "$(id -u)" = 0 ] && [ -r /etc/debian_version ] || \
@@ -98,7 +99,7 @@ ensure_servers() {
   say "installing postgresql and redis-server from Debian (binaries for the unit tests)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends postgresql redis-server systemd >&2 \
+  apt-get install -y -qq --no-install-recommends postgresql redis-server systemd prometheus >&2 \
     || die "apt-get install postgresql redis-server failed: see the lines above."
 }
 

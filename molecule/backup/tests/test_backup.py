@@ -1,0 +1,177 @@
+"""backup scenario: PostgreSQL and Redis on db1 with generated data, the app on app1, the lab S3
+(moto) on mon1. backup.yml makes a backup whose manifest counts equal the live data and whose copy
+is offsite; a corrupted file is named by backup_verify; restore.yml refuses without confirmation and
+brings a wiped table back with confirmation, the app ready afterwards.
+
+The tests run in file order and build on each other.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import testinfra
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+PREFIX = f"tradeops-mol-{os.environ.get('MOLECULE_SCENARIO_NAME', 'backup')}-"
+CONFIG = "/etc/tradeops/backup.json"
+TOOL = f"/usr/local/bin/tradeops-backup --config {CONFIG}"
+METRICS = "/var/lib/prometheus/node-exporter/tradeops_backup.prom"
+STATE: dict[str, object] = {}
+
+testinfra_hosts = ["ansible://db1"]
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    return {n: testinfra.get_host(f"ansible://{n}?ansible_inventory={INVENTORY}") for n in ("db1", "app1", "mon1")}
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT, check=False, env=env)
+    print(proc.stdout[-8000:], proc.stderr[-2000:])
+    proc.text = " ".join((proc.stdout + proc.stderr).split())
+    return proc
+
+
+def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY),
+           str(PROJECT / "playbooks" / name)]
+    for e in extra:
+        cmd += ["-e", e]
+    return run(cmd)
+
+
+def pg_counts(db1) -> dict[str, int]:
+    sql = ("SELECT table_name FROM information_schema.tables "
+           "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1")
+    tables = db1.check_output(f"runuser -u postgres -- psql -X -A -t -d refapp -c {shlex.quote(sql)}").split()
+    out = {}
+    for t in tables:
+        query = f"SELECT count(*) FROM public.{t}"  # noqa: S608 - table names read from the catalog
+        out[t] = int(db1.check_output(f"runuser -u postgres -- psql -X -A -t -d refapp -c {shlex.quote(query)}"))
+    return out
+
+
+def redis_keys(db1) -> int:
+    pw = db1.check_output("cat /etc/tradeops/backup.d/redis-redis.pw")
+    return int(db1.check_output(f"REDISCLI_AUTH={shlex.quote(pw)} redis-cli --user default DBSIZE"))
+
+
+def manifest(db1, backup_id: str) -> dict:
+    root = json.loads(db1.check_output(f"cat {CONFIG}"))["backup_root"]
+    return json.loads(db1.check_output(f"cat {root}/{backup_id}/manifest.json"))
+
+
+def backups(db1) -> list[dict]:
+    return json.loads(db1.check_output(f"{TOOL} --json list"))
+
+
+def manifest_counts(m: dict) -> tuple[dict[str, int], int]:
+    items = {i["kind"]: i for i in m["items"]}
+    tables = {k.split(".")[-1]: v for k, v in items["postgresql"]["tables"].items()}
+    return tables, sum(items["redis"]["keys"].values())
+
+
+def test_timers_scheduled(hosts):
+    db1 = hosts["db1"]
+    for unit in ("tradeops-backup.timer", "tradeops-backup-restore-test.timer"):
+        out = db1.check_output(f"systemctl show {unit} -p ActiveState -p UnitFileState -p Persistent")
+        print(out)
+        assert "ActiveState=active" in out and "UnitFileState=enabled" in out and "Persistent=yes" in out, out
+    svc = db1.check_output("systemctl show tradeops-backup.service -p Type -p ProtectSystem")
+    assert "Type=oneshot" in svc and "ProtectSystem=strict" in svc, svc
+
+
+def test_backup_playbook(hosts):
+    db1 = hosts["db1"]
+    proc = playbook("backup.yml")
+    assert proc.returncode == 0, proc.text[-3000:]
+    newest = next(b for b in backups(db1) if b["complete"])
+    assert newest["verified"], newest
+    STATE["backup_id"] = newest["backup_id"]
+    m = manifest(db1, newest["backup_id"])
+    tables, keys = manifest_counts(m)
+    assert tables.get("backup_fixture") == 4321, tables
+    assert tables == pg_counts(db1)
+    assert keys == redis_keys(db1) and keys >= 750
+    STATE["tables"], STATE["keys"] = tables, keys
+
+
+def test_offsite_copy_in_moto(hosts):
+    backup_id = STATE["backup_id"]
+    code = ("import boto3,json,sys\n"
+            "s3=boto3.client('s3',endpoint_url='http://127.0.0.1:5000',region_name='us-east-1',"
+            "aws_access_key_id='x',aws_secret_access_key='x')\n"
+            "r=s3.list_objects_v2(Bucket='tradeops-backups',Prefix=sys.argv[1])\n"
+            "print(json.dumps({o['Key']:o['Size'] for o in r.get('Contents',[])}))")
+    out = subprocess.run(["docker", "exec", f"{PREFIX}mon1", "/opt/s3-lab/venv/bin/python", "-c", code,
+                          f"tradeops/db/{backup_id}/"], capture_output=True, text=True, check=True).stdout
+    objects = {k.split("/", 3)[3]: v for k, v in json.loads(out).items()}
+    m = manifest(hosts["db1"], backup_id)
+    for entry in m["files"]:
+        assert objects.get(entry["path"]) == entry["size"], (entry, objects)
+    assert "manifest.json" in objects
+
+
+def test_metrics_record_success(hosts):
+    text = hosts["db1"].check_output(f"cat {METRICS}")
+    assert 'tradeops_backup_last_success_timestamp_seconds{set="db"}' in text, text
+    assert 'tradeops_backup_last_verified{set="db"} 1' in text, text
+
+
+def test_corrupted_file_is_named(hosts):
+    db1 = hosts["db1"]
+    backup_id = STATE["backup_id"]
+    root = json.loads(db1.check_output(f"cat {CONFIG}"))["backup_root"]
+    entry = next(f for f in manifest(db1, backup_id)["files"] if f["path"].startswith("redis/"))
+    path = f"{root}/{backup_id}/{entry['path']}"
+    db1.check_output(f"cp -p {path} /root/saved.file && printf 'garbage' >> {path}")
+    try:
+        proc = run([str(Path(sys.executable).with_name("ansible")), "db1", "-i", str(INVENTORY), "-m", "backup_verify",
+                    "-a", f"config={CONFIG} backup_id={backup_id} record=false offsite=false"])
+        assert proc.returncode != 0, proc.text
+        assert entry["path"] in proc.text, proc.text
+        others = [f["path"] for f in manifest(db1, backup_id)["files"] if f["path"] != entry["path"]]
+        failed = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("FAILED! => ") + len("FAILED! => "):])[0]
+        bad = {c["item"] for c in failed["checks"] if c["status"] != "ok" and c["status"] != "skipped"}
+        print(bad)
+        for other in others:
+            assert f"{other}:" not in failed["msg"], failed["msg"]
+    finally:
+        db1.check_output(f"mv /root/saved.file {path}")
+
+
+def test_restore_refused_without_confirm(hosts):
+    db1 = hosts["db1"]
+    before = [b["backup_id"] for b in backups(db1)]
+    db1.check_output("runuser -u postgres -- psql -X -q -d refapp -c 'DROP TABLE backup_fixture'")
+    proc = playbook("restore.yml")
+    assert proc.returncode != 0
+    assert "REFUSED" in proc.text and "confirm_restore=true" in proc.text, proc.text[-3000:]
+    assert [b["backup_id"] for b in backups(db1)] == before, "no emergency backup without confirmation"
+    assert "backup_fixture" not in pg_counts(db1), "nothing restored without confirmation"
+    assert hosts["app1"].service("refapp-web.service").is_running
+
+
+def test_restore_with_confirm(hosts):
+    db1 = hosts["db1"]
+    db1.check_output("REDISCLI_AUTH=$(cat /etc/tradeops/backup.d/redis-redis.pw) redis-cli --user default "
+                     "DEL fixture:1 fixture:2 fixture:3")
+    proc = playbook("restore.yml", "confirm_restore=true")
+    assert proc.returncode == 0, proc.text[-4000:]
+    assert STATE["backup_id"] in proc.text
+    assert pg_counts(db1) == STATE["tables"]
+    assert redis_keys(db1) == STATE["keys"]
+    app1 = hosts["app1"]
+    code = ("import json,urllib.request\n"
+            "print(urllib.request.urlopen('http://127.0.0.1:8000/api/health/readiness',timeout=5).read().decode())")
+    ready = json.loads(app1.check_output(f"python3 -c {shlex.quote(code)}"))
+    assert ready["status"] == "ready", ready
