@@ -6,7 +6,8 @@
 
 Copies files/ops_agent to a temporary directory, adds the host-side logic from
 plugins/module_utils (tradeops_health.py -> tradeops_agent/health.py, tradeops_release.py
--> tradeops_agent/release.py, tradeops_backup.py -> tradeops_agent/backup.py: one source of
+-> tradeops_agent/release.py, tradeops_backup.py -> tradeops_agent/backup.py, tradeops_metrics.py ->
+tradeops_agent/metrics.py: one source of
 truth, the repository holds no copy), stamps
 the version into tradeops_agent/__init__.py and builds the wheel offline with
 ``python -m pip wheel --no-deps --no-build-isolation --no-index`` (setuptools and wheel
@@ -45,7 +46,8 @@ DEFAULT_OUT = ROOT / "dist" / "agent"
 PACKAGE = "tradeops_agent"
 DIST_NAME = "tradeops-agent"
 # Module in the wheel -> its single source in plugins/module_utils.
-SHIPPED = {"health.py": "tradeops_health.py", "release.py": "tradeops_release.py", "backup.py": "tradeops_backup.py"}
+SHIPPED = {"health.py": "tradeops_health.py", "release.py": "tradeops_release.py", "backup.py": "tradeops_backup.py",
+           "metrics.py": "tradeops_metrics.py"}
 # Wheels carry no build time: with a fixed SOURCE_DATE_EPOCH the same inputs give the same bytes.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the oldest time a zip file can hold
 _VERSION_LINE = re.compile(r'^__version__ = "[^"\n]*"$', re.MULTILINE)
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--source", default=str(DEFAULT_SOURCE), help="ops agent source tree")
     parser.add_argument("--module-utils", default=str(MODULE_UTILS),
-                        help="where tradeops_health.py, tradeops_release.py and tradeops_backup.py are "
+                        help="where tradeops_{health,release,backup,metrics}.py are "
                              "(default plugins/module_utils)")
     parser.add_argument("--force", action="store_true", help="rebuild even when a wheel of the same inputs exists")
     args = parser.parse_args(argv)

@@ -60,6 +60,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+try:
+    from ansible.module_utils.tradeops_metrics import update_textfile
+except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py (scripts/build_agent.py)
+    from tradeops_agent.metrics import update_textfile  # type: ignore[no-redef]
+
 __version__ = "0.1.0"
 TOOL = "tradeops-backup"
 MANIFEST = "manifest.json"
@@ -1881,7 +1886,6 @@ def restore_item(cfg: dict[str, Any], backup_id: str | None, name: str, target: 
 
 # --------------------------------------------------------------------------- metrics (node_exporter textfile)
 
-METRICS_FILE = "tradeops_backup.prom"
 _METRICS = {
     "last_success_timestamp_seconds": "Unix time of the last fully successful run (backup, offsite, verify asked)",
     "last_failure_timestamp_seconds": "Unix time of the last failed run",
@@ -1895,29 +1899,8 @@ _METRICS = {
 
 
 def write_metrics(metrics_dir: str | Path, set_name: str, **values: float | None) -> Path:
-    """Update this set's values and rewrite ``<dir>/tradeops_backup.prom`` atomically (all sets, one file)."""
-    directory = Path(metrics_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    state_path = directory / ".tradeops_backup_state.json"
-    with open(directory / ".tradeops_backup.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            state = read_json(state_path)
-        except (OSError, ValueError):
-            state = {}
-        current = state.setdefault(set_name, {})
-        current.update({k: v for k, v in values.items() if v is not None})
-        atomic_write_json(state_path, state, 0o644)
-        lines = []
-        for metric, text in _METRICS.items():
-            lines += [f"# HELP tradeops_backup_{metric} {text}", f"# TYPE tradeops_backup_{metric} gauge"]
-            for name in sorted(state):
-                if metric in state[name]:
-                    value = f"{float(state[name][metric]):.3f}".rstrip("0").rstrip(".")
-                    lines.append(f'tradeops_backup_{metric}{{set="{name}"}} {value}')
-        target = directory / METRICS_FILE
-        atomic_write(target, "\n".join(lines) + "\n", 0o644)
-    return target
+    """Update this set's values in ``<dir>/tradeops_backup.prom`` (every set of the host, one file)."""
+    return update_textfile(metrics_dir, "tradeops_backup", _METRICS, [({"set": set_name}, values)])
 
 
 # --------------------------------------------------------------------------- CLI

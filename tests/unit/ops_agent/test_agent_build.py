@@ -13,7 +13,7 @@ import pytest
 from .conftest import BUILD_TOOL, CLI_VERSION, MODULE_UTILS, PYTHON, SOURCE, build_agent, run
 
 SHIPPED = {"tradeops_agent/health.py": "tradeops_health.py", "tradeops_agent/release.py": "tradeops_release.py",
-           "tradeops_agent/backup.py": "tradeops_backup.py"}
+           "tradeops_agent/backup.py": "tradeops_backup.py", "tradeops_agent/metrics.py": "tradeops_metrics.py"}
 
 
 def test_wheel_ships_exactly_the_module_utils_bytes(wheel):

@@ -375,8 +375,9 @@ def test_disk_full_removes_the_partial_backup_and_keeps_earlier_ones(made, tmp_p
     config.write_text(json.dumps(cfg))
     script = textwrap.dedent(f"""
         import resource, signal, sys
-        sys.path.insert(0, {str(MODULE_UTILS)!r})
-        import tradeops_backup
+        import ansible.module_utils
+        ansible.module_utils.__path__.append({str(MODULE_UTILS)!r})
+        from ansible.module_utils import tradeops_backup
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes beyond the limit fail with EFBIG, like ENOSPC
         resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
         sys.exit(tradeops_backup.main_cli(["--config", {str(config)!r}, "backup", "--no-prune"]))
@@ -629,7 +630,8 @@ def test_a_stopped_run_removes_its_partial_backup(sources, tmp_path):
     config.write_text(json.dumps({"backup_root": str(tmp_path / "root"),
                                   "sqlite": [{"name": "app", "path": str(sources["sqlite"])}],
                                   "redis": [{"name": "hung", "port": silent.getsockname()[1]}]}))
-    script = f"import sys; sys.path.insert(0, {str(MODULE_UTILS)!r}); import tradeops_backup; " \
+    script = f"import sys, ansible.module_utils; ansible.module_utils.__path__.append({str(MODULE_UTILS)!r}); " \
+             f"from ansible.module_utils import tradeops_backup; " \
              f"sys.exit(tradeops_backup.main_cli(['--config', {str(config)!r}, 'backup']))"
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     try:

@@ -1,0 +1,113 @@
+"""Metrics for node_exporter's textfile collector, written the way the collector needs them.
+
+One ``<stem>.prom`` file per kind of fact (``tradeops_backup``, ``tradeops_deploy``,
+``tradeops_job``), holding every series of that kind on the host. A writer updates only its
+own series: the values are kept in ``.<stem>_state.json`` next to the file, merged under an
+exclusive lock (``.<stem>.lock``) and the whole file is rewritten through a temporary file and
+a rename, so node_exporter never reads half a file and two writers never lose each other's
+values.
+
+Standard library only. This file is shipped to hosts twice: as ``ansible.module_utils`` for
+the modules and as ``tradeops_agent/metrics.py`` in the ops agent wheel
+(``scripts/build_agent.py``); there is no other copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+Labels = Mapping[str, str]
+Values = Mapping[str, "float | int | bool | None"]
+
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def escape_label(value: str) -> str:
+    """A label value as the exposition format wants it (backslash, double quote and newline escaped)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """Up to millisecond precision, without trailing zeros (``1``, ``0.25``, ``1732590000.123``)."""
+    return f"{float(value):.3f}".rstrip("0").rstrip(".")
+
+
+def _series_key(labels: Labels) -> str:
+    return json.dumps(dict(sorted(labels.items())), sort_keys=True)
+
+
+def _is_labels_key(key: str) -> bool:
+    try:
+        return isinstance(json.loads(key), dict)
+    except ValueError:
+        return False
+
+
+def render(stem: str, metrics: Mapping[str, str], state: Mapping[str, Mapping[str, float]]) -> str:
+    """The text of ``<stem>.prom``: for each metric (in ``metrics``' order) HELP, TYPE and its series."""
+    lines: list[str] = []
+    for metric, text in metrics.items():
+        name = f"{stem}_{metric}"
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+        for key in sorted(state):
+            if metric in state[key]:
+                labels = ",".join(f'{k}="{escape_label(v)}"' for k, v in json.loads(key).items())
+                lines.append(f"{name}{{{labels}}} {format_value(state[key][metric])}")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def update_textfile(directory: str | Path, stem: str, metrics: Mapping[str, str],
+                    series: Iterable[tuple[Labels, Values]]) -> Path:
+    """Merge ``series`` (pairs of labels and ``{metric: value}``; ``None`` leaves a value as it was)
+    into ``<directory>/<stem>.prom`` and rewrite it atomically. Returns the file's path.
+
+    ``metrics`` maps each metric (the part after ``<stem>_``) to its HELP text; a value for a
+    metric not in it is an error (a typo would otherwise publish nothing)."""
+    if not _NAME.match(stem):
+        raise ValueError(f"metric file stem {stem!r}: letters, digits and _ only")
+    updates = [(dict(labels), dict(values)) for labels, values in series]
+    for labels, values in updates:
+        unknown = sorted(set(values) - set(metrics))
+        if unknown:
+            raise ValueError(f"{stem}: unknown metric(s) {', '.join(unknown)} (known: {', '.join(metrics)})")
+        bad = [k for k in labels if not _NAME.match(k)]
+        if bad:
+            raise ValueError(f"{stem}: invalid label name(s) {', '.join(bad)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state_path = directory / f".{stem}_state.json"
+    with open(directory / f".{stem}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state: dict[str, dict[str, float]] = {}
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(state_path.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict):
+                state = {k: v for k, v in loaded.items() if isinstance(v, dict) and _is_labels_key(k)}
+        for labels, values in updates:
+            current = state.setdefault(_series_key(labels), {})
+            current.update({k: float(v) for k, v in values.items() if v is not None})
+        _atomic_write(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n", 0o644)
+        target = directory / f"{stem}.prom"
+        _atomic_write(target, render(stem, metrics, state), 0o644)
+    return target
