@@ -13,7 +13,8 @@ import pytest
 from .conftest import BUILD_TOOL, CLI_VERSION, MODULE_UTILS, PYTHON, SOURCE, build_agent, run
 
 SHIPPED = {"tradeops_agent/health.py": "tradeops_health.py", "tradeops_agent/release.py": "tradeops_release.py",
-           "tradeops_agent/backup.py": "tradeops_backup.py", "tradeops_agent/metrics.py": "tradeops_metrics.py"}
+           "tradeops_agent/backup.py": "tradeops_backup.py", "tradeops_agent/metrics.py": "tradeops_metrics.py",
+           "tradeops_agent/maintenance.py": "tradeops_maintenance.py"}
 
 
 def test_wheel_ships_exactly_the_module_utils_bytes(wheel):
@@ -31,6 +32,7 @@ def test_wheel_ships_exactly_the_module_utils_bytes(wheel):
         assert "tradeops-health = tradeops_agent.health:main_cli" in entry_points
         assert "tradeops-release = tradeops_agent.release:main_cli" in entry_points
         assert "tradeops-backup = tradeops_agent.backup:main_cli" in entry_points
+        assert "tradeops-maintenance = tradeops_agent.maintenance:main_cli" in entry_points
         metadata = z.read(f"{dist}/METADATA").decode()
     assert "Name: tradeops-agent" in metadata
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]

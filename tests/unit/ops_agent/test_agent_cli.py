@@ -132,3 +132,29 @@ def test_backup_cli_backs_up_and_verifies_sqlite_with_the_hosts_python(venv, tmp
     assert 'tradeops_backup_last_verified{set="agent"} 1' in prom
     unknown = run(command, "--config", config, "verify", "--backup-id", "20000101T000000Z-x")
     assert unknown.returncode == 2 and f"available: {result['backup_id']}" in unknown.stderr
+
+
+def test_maintenance_cli_runs_sqlite_upkeep_with_the_hosts_python(venv, tmp_path):
+    """tradeops-maintenance from the wheel on the hosts' interpreter: WAL on a real database, a missing one
+    skipped, the job metric written through the shared writer (tradeops_agent/metrics.py)."""
+    import sqlite3
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE fills (id INTEGER PRIMARY KEY, px REAL)")
+    conn.close()
+    config = tmp_path / "maintenance.json"
+    config.write_text(json.dumps({"host": "agent", "metrics_dir": str(tmp_path / "textfile"),
+                                  "sqlite": [{"name": "app", "path": str(db)},
+                                             {"name": "later", "path": str(tmp_path / "later.db")}]}))
+    command = venv / "bin" / "tradeops-maintenance"
+    assert run(command, "--help").returncode == 0
+    done = run(command, "--config", config, "--json", "sqlite", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [(d["name"], d["status"]) for d in json.loads(done.stdout)["databases"]] == [("app", "ok"),
+                                                                                        ("later", "skipped")]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    prom = (tmp_path / "textfile" / "tradeops_job.prom").read_text()
+    assert 'tradeops_job_last_success{task="maintenance-sqlite"} 1' in prom

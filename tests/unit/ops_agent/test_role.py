@@ -77,7 +77,7 @@ def test_role_installs_idempotently_on_this_machine(http_server, request):
     wheel = base / "agent" / "wheels" / f"tradeops_agent-{build_agent.DEFAULT_VERSION}-py3-none-any.whl"
     assert (venv / "tradeops-agent.sha256").read_text().strip() == hashlib.sha256(wheel.read_bytes()).hexdigest()
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
-    for command in ("tradeops-health", "tradeops-release", "tradeops-backup"):
+    for command in ("tradeops-health", "tradeops-release", "tradeops-backup", "tradeops-maintenance"):
         link = base / "bin" / command
         assert link.is_symlink() and os.readlink(link) == str(venv / "bin" / command)
     health = run(base / "bin" / "tradeops-health", "--url", f"{http_server}/health", "--json")
