@@ -1386,7 +1386,9 @@ def verify_backup(cfg: dict[str, Any], backup_id: str | None = None, scratch_res
 # --------------------------------------------------------------------------- offsite (S3, boto3)
 
 # Errors that retrying cannot fix (a missing object does not appear by asking again).
-_FATAL_S3 = {"404", "NoSuchKey", "NotFound", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+# A bare 403 is what S3 answers a HEAD signed with a wrong secret (a HEAD reply has no body to name the cause).
+_FATAL_S3 = {"403", "Forbidden", "404", "NoSuchKey", "NotFound", "AccessDenied", "InvalidAccessKeyId",
+             "SignatureDoesNotMatch",
              "NoSuchBucket", "InvalidBucketName", "AllAccessDisabled", "InvalidArgument", "InvalidStorageClass",
              "KMS.NotFoundException"}
 
@@ -1440,13 +1442,26 @@ class S3Store:
     def key(self, backup_id: str, rel: str) -> str:
         return f"{self.base}/{backup_id}/{rel}"
 
-    def _explain(self, exc: Exception) -> str:
+    def _explain(self, exc: Exception, diagnose: bool = True) -> str:
         if isinstance(exc, self.ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("403", "Forbidden") and diagnose:
+                # a HEAD reply has no body: one listing call names the cause (wrong key id, wrong secret, policy)
+                try:
+                    self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.base}/", MaxKeys=1)
+                except self.ClientError as listed:
+                    return "403 Forbidden; listing the bucket says " + self._explain(listed, diagnose=False)
+                except (self.BotoCoreError, OSError):
+                    pass
             hint = {
-                "InvalidAccessKeyId": "check offsite.access_key_id / the credentials",
-                "SignatureDoesNotMatch": "check offsite.secret_access_key_file / the credentials",
+                "InvalidAccessKeyId": "the endpoint does not know this key id: check offsite.access_key_id "
+                                      "(role variable backup_s3_access_key_id)",
+                "SignatureDoesNotMatch": "the secret does not belong to the key id: check the secret in "
+                                         "offsite.secret_access_key_file (role variable backup_s3_secret_access_key)",
                 "AccessDenied": "the credentials may not write this bucket/prefix",
+                "403": "refused: check offsite.access_key_id and offsite.secret_access_key_file (wrong secret?), "
+                       "and that these credentials may use this bucket/prefix",
+                "Forbidden": "refused: check offsite.access_key_id and offsite.secret_access_key_file",
                 "NoSuchBucket": "create the bucket or fix offsite.bucket",
             }.get(code, "")
             text = f"{code}: {exc.response.get('Error', {}).get('Message', '')}" + (f" ({hint})" if hint else "")

@@ -175,3 +175,68 @@ def test_restore_with_confirm(hosts):
             "print(urllib.request.urlopen('http://127.0.0.1:8000/api/health/readiness',timeout=5).read().decode())")
     ready = json.loads(app1.check_output(f"python3 -c {shlex.quote(code)}"))
     assert ready["status"] == "ready", ready
+
+
+CRON_FILE = "/etc/cron.d/tradeops-backup"
+CRON_LOCK = "/run/lock/tradeops-backup.lock"
+CRON_ENV = "env -i SHELL=/bin/sh PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TIMERS = ("tradeops-backup.timer", "tradeops-backup-restore-test.timer")
+
+
+def scheduler(name: str) -> subprocess.CompletedProcess:
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY),
+           str(PROJECT / "molecule" / "backup" / "scheduler.yml"), "-e", f"backup_scheduler={name}"]
+    return run(cmd)
+
+
+def cron_lines(db1) -> list[list[str]]:
+    """The job lines of the cron file: [minute, hour, dom, month, dow, user, command]."""
+    lines = db1.file(CRON_FILE).content_string.splitlines()
+    jobs = [line for line in lines if line.strip() and not line.startswith("#") and "=" not in line.split()[0]]
+    return [line.split(None, 6) for line in jobs]
+
+
+def test_cron_scheduler_runs_backups_without_overlap_and_switches_back(hosts):
+    db1 = hosts["db1"]
+    proc = scheduler("cron")
+    assert proc.returncode == 0, proc.text[-3000:]
+    again = scheduler("cron")
+    assert again.returncode == 0 and "changed=0" in again.text, again.text[-3000:]  # idempotent
+    for unit in TIMERS:
+        out = db1.check_output(f"systemctl show {unit} -p LoadState -p ActiveState")
+        assert "LoadState=not-found" in out and "ActiveState=inactive" in out, out
+        assert not db1.file(f"/etc/systemd/system/{unit}").exists
+    cron = db1.file(CRON_FILE)
+    assert cron.user == "root" and cron.mode == 0o644
+    assert db1.service("cron").is_running and db1.service("cron").is_enabled
+    jobs = cron_lines(db1)
+    print(jobs)
+    assert [j[:6] for j in jobs] == [["15", "2", "*", "*", "*", "root"], ["30", "4", "*", "*", "0", "root"]]
+    backup_cmd, verify_cmd = jobs[0][6], jobs[1][6]
+    assert backup_cmd.endswith(f"--config {CONFIG} backup --verify") and verify_cmd.endswith(f"{CONFIG} verify")
+
+    # Another run holds the lock: the line's command exits 75 and makes nothing.
+    before = [b["backup_id"] for b in backups(db1)]
+    busy = db1.run(f"flock {CRON_LOCK} {CRON_ENV} /bin/sh -c {shlex.quote(backup_cmd)}")
+    assert busy.rc == 75, (busy.rc, busy.stdout, busy.stderr)
+    assert [b["backup_id"] for b in backups(db1)] == before
+
+    # The line's command, run as cron runs it (its shell and PATH only), makes a verified backup;
+    # its output is in the journal under the line's tag.
+    mark = db1.check_output("date -u '+%Y-%m-%d %H:%M:%S'")
+    ran = db1.run(f"{CRON_ENV} /bin/sh -c {shlex.quote(backup_cmd)}")
+    assert ran.rc == 0, (ran.rc, ran.stdout, ran.stderr)
+    newest = next(b for b in backups(db1) if b["complete"])
+    assert newest["backup_id"] not in before and newest["verified"], newest
+    journal = db1.check_output(f"journalctl -t tradeops-backup --since '{mark} UTC' --no-pager -o cat")
+    assert f"backup {newest['backup_id']}:" in journal, journal
+    checked = db1.run(f"{CRON_ENV} /bin/sh -c {shlex.quote(verify_cmd)}")
+    assert checked.rc == 0, (checked.rc, checked.stdout, checked.stderr)
+
+    # Back to systemd: the cron file is removed, the timers are back.
+    proc = scheduler("systemd")
+    assert proc.returncode == 0, proc.text[-3000:]
+    assert not db1.file(CRON_FILE).exists
+    for unit in TIMERS:
+        out = db1.check_output(f"systemctl show {unit} -p ActiveState -p UnitFileState")
+        assert "ActiveState=active" in out and "UnitFileState=enabled" in out, out

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -538,6 +539,142 @@ def test_offsite_upload_verify_outage_and_catch_up(made, sources, s3_endpoint, t
     fetched = tb.S3Store(fresh).fetch(first, Path(fresh["backup_root"]))
     assert fetched == Path(fresh["backup_root"]) / first
     assert tb.verify_backup(fresh, first, offsite=False, max_age_hours=24)["status"] == "passed"
+
+
+# -- wrong credentials ---------------------------------------------------------------------
+
+MOTO_POLICY = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}'
+
+
+@pytest.fixture(scope="module")
+def s3_with_auth() -> Iterator[dict[str, str]]:
+    """moto in server mode (its own process) that checks signatures after four set-up calls: a bucket and an
+    IAM user with an access key; every later request must be signed with that key's secret."""
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "moto_server did not start"
+                time.sleep(0.1)
+        boot = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "boot",
+                "aws_secret_access_key": "boot"}
+        boto3.client("s3", **boot).create_bucket(Bucket="tradeops-auth")
+        iam = boto3.client("iam", **boot)
+        iam.create_user(UserName="backup")
+        iam.put_user_policy(UserName="backup", PolicyName="all", PolicyDocument=MOTO_POLICY)
+        key = iam.create_access_key(UserName="backup")["AccessKey"]
+        yield {"endpoint": endpoint, "key_id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _metrics(path: Path) -> dict[str, float]:
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r'^tradeops_backup_(\w+)\{set="[^"]+"\} (\S+)$',
+                                                               path.read_text(), re.MULTILINE)}
+
+
+@pytest.mark.parametrize("wrong", ["secret", "key_id"])
+def test_wrong_s3_credentials_keep_the_local_backup_and_never_print_the_secret(sources, s3_with_auth, tmp_path,
+                                                                               capsys, wrong):
+    """Exit 1 (the local backup is made and kept, its offsite copy is not), the error names the setting to fix,
+    the secret is in no output, the metric records the failure; with the right secret the next run uploads it."""
+    bad_secret = "wr0ng-S3-secret-" + "x" * 24
+    secret_file = tmp_path / "s3.secret"
+    key_id = s3_with_auth["key_id"]
+    if wrong == "secret":
+        _secret_file(secret_file, bad_secret)
+    else:
+        _secret_file(secret_file, s3_with_auth["secret"])
+        key_id = "AKIANOSUCHKEY0000000"
+    metrics = tmp_path / "textfile"
+    raw = {"backup_root": str(tmp_path / "root"), "set": "creds", "metrics_dir": str(metrics),
+           "sqlite": [{"name": "app", "path": str(sources["sqlite"])}],
+           "offsite": {"bucket": "tradeops-auth", "endpoint_url": s3_with_auth["endpoint"], "access_key_id": key_id,
+                       "secret_access_key_file": str(secret_file), "attempts": 3, "backoff": 0.01}}
+    config = tmp_path / "backup.json"
+    config.write_text(json.dumps(raw))
+    for as_json in (True, False):
+        assert tb.main_cli(["--config", str(config), *(["--json"] if as_json else []), "backup", "--no-prune"]) == 1
+        out = capsys.readouterr()
+        printed = out.out + out.err
+        assert bad_secret not in printed and s3_with_auth["secret"] not in printed
+        if wrong == "secret":
+            assert "SignatureDoesNotMatch" in printed, printed
+            assert "check the secret in offsite.secret_access_key_file (role variable backup_s3_secret_access_key)" \
+                in printed, printed
+        else:
+            assert "InvalidAccessKeyId" in printed, printed
+            assert "check offsite.access_key_id (role variable backup_s3_access_key_id)" in printed, printed
+        assert "failed after 1 attempt(s)" in printed, printed  # not retried: retrying cannot fix credentials
+    backups = tb.list_backups(tmp_path / "root")
+    assert len(backups) == 2 and all(b["complete"] and b["offsite"] == "failed" for b in backups)
+    values = _metrics(metrics / "tradeops_backup.prom")
+    assert values["last_run_success"] == 0 and values["offsite_pending"] == 2
+    assert values["last_failure_timestamp_seconds"] > 0
+    assert "last_success_timestamp_seconds" not in values
+    # the offsite comparison of a verification says the same, without the secret
+    assert tb.main_cli(["--config", str(config), "verify", "--no-scratch"]) == 3
+    out = capsys.readouterr()
+    assert "offsite" in out.out and bad_secret not in out.out + out.err
+    # fixed credentials: the next run uploads what is missing
+    _secret_file(secret_file, s3_with_auth["secret"])
+    raw["offsite"]["access_key_id"] = s3_with_auth["key_id"]
+    config.write_text(json.dumps(raw))
+    assert tb.main_cli(["--config", str(config), "--json", "upload"]) == 0
+    uploaded = json.loads(capsys.readouterr().out)["uploaded"]
+    assert sorted(u["backup_id"] for u in uploaded) == sorted(b["backup_id"] for b in backups)
+
+
+def test_wrong_database_passwords_fail_the_run_clearly_and_keep_earlier_backups(sources, tmp_path, capsys):
+    """A wrong PostgreSQL or Redis password: exit 2, the item and the cause named, the password in no output,
+    nothing left of the failed run, the earlier backup untouched, the metric records the failure."""
+    metrics = tmp_path / "textfile"
+    good = {"backup_root": str(tmp_path / "root"), "set": "creds", "metrics_dir": str(metrics),
+            "postgresql": [{"name": "appdb", "dbname": DB, "host": "127.0.0.1", "port": sources["pg"].port,
+                            "user": "postgres", "password_file": sources["pg_password_file"]}],
+            "redis": [{"name": "cache", "host": "127.0.0.1", "port": sources["redis"].port,
+                       "password_file": sources["redis_password_file"]}]}
+    config = tmp_path / "backup.json"
+    config.write_text(json.dumps(good))
+    assert tb.main_cli(["--config", str(config), "backup"]) == 0
+    earlier = tb.list_backups(tmp_path / "root")
+    assert len(earlier) == 1
+    capsys.readouterr()
+    for kind, expected in (("postgresql", "postgresql item 'appdb': "),
+                           ("redis", "redis item 'cache': ")):
+        wrong = f"wr0ng-{kind}-pw-{os.getpid()}"
+        bad = json.loads(json.dumps(good))
+        bad[kind][0]["password_file"] = _secret_file(tmp_path / f"{kind}.pw", wrong)
+        config.write_text(json.dumps(bad))
+        assert tb.main_cli(["--config", str(config), "--json", "backup"]) == 2
+        out = capsys.readouterr()
+        assert out.out == "" and wrong not in out.err, out
+        assert out.err.startswith("tradeops-backup: error: backup of set 'creds' failed: " + expected), out.err
+        assert re.search(r"password authentication failed|WRONGPASS", out.err), out.err
+        assert tb.list_backups(tmp_path / "root") == earlier
+        assert sorted(p.name for p in (tmp_path / "root").iterdir()) == [".lock", earlier[0]["backup_id"]]
+        values = _metrics(metrics / "tradeops_backup.prom")
+        assert values["last_run_success"] == 0
+        assert values["last_failure_timestamp_seconds"] > values["last_success_timestamp_seconds"]
+    assert tb.verify_backup(tb.load_config(good), earlier[0]["backup_id"], max_age_hours=1)["status"] == "passed"
+
+
+def test_unknown_backup_id_lists_the_available_ones(made, tmp_path, capsys):
+    cfg, directory = copy_backup(made, tmp_path)
+    config = tmp_path / "backup.json"
+    config.write_text(json.dumps(cfg))
+    for command in (["restore", "--backup-id", "nope", "--confirm"], ["verify", "--backup-id", "nope"]):
+        assert tb.main_cli(["--config", str(config), *command]) == 2
+        assert f"unknown backup_id 'nope'; available: {directory.name}" in capsys.readouterr().err
 
 
 # -- CLI -----------------------------------------------------------------------------------

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Backup benchmark (issue 5) on its own two-host lab: db1 (PostgreSQL, Redis, the backups) and
+mon1 (the lab S3: moto in server mode).
+
+Starts its own lab (LAB_ID=bench-backup, never the main lab), converges it with site.yml (only
+the roles the backups need), generates a PostgreSQL table of about --size-mb MiB in the refapp
+database server-side (generate_series), then times RUNS repetitions of, on db1:
+
+  pg_dump /dev/null   raw ``pg_dump -Fc`` of the same database, same login, to /dev/null (the baseline)
+  pg_dump file        raw ``pg_dump -Fc`` to a file beside the backups (the baseline plus the disk write)
+  backup              ``tradeops-backup backup --no-upload --no-prune`` (dump in an exported snapshot,
+                      exact row counts in it, sha256 of every file, Redis BGSAVE, encrypted tar of the
+                      PostgreSQL config, manifest)
+  upload              ``tradeops-backup upload --backup-id B`` to the lab S3 (multipart, checked)
+  verify              ``tradeops-backup verify --backup-id B`` (what the backup_verify module runs:
+                      checksums, scratch restore into a temporary database, counts compared,
+                      Redis RDB loaded into a throw-away server, offsite copy compared)
+  pg_restore          raw ``pg_restore`` of the backup's dump into a new database (the RTO baseline)
+  restore.yml         ``ansible-playbook restore.yml -e confirm_restore=true`` wall time (the RTO:
+                      emergency backup of the current state, restore of every item, counts compared)
+
+Prints medians, the ratios against the baselines measured in the same run (issue 5's target:
+backup <= 2x raw pg_dump) and the upload throughput. Never asserts times.
+
+    tests/bench/backup_bench.py [--size-mb 1024] [--runs 3] [--keep-lab]
+
+Exit codes: 0 figures printed; 1 a step failed (its output is printed); 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+LAB_ID = "bench-backup"
+PREFIX = f"tradeops-{LAB_ID}"
+LAB_ENV = {"LAB_ID": LAB_ID, "LAB_PUBLISH": "0", "LAB_HOSTS": "db1 mon1"}
+DB1, MON1 = f"{PREFIX}-db1", f"{PREFIX}-mon1"
+CONFIG = "/etc/tradeops/backup.json"
+TOOL = f"/usr/local/bin/tradeops-backup --config {CONFIG}"
+PW_FILE = "/etc/tradeops/backup.d/postgresql-refapp.pw"
+# The tool's own login (the lab's backup role), over TCP like the tool.
+PG_ENV = f"PGPASSWORD=$(cat {PW_FILE}) PGHOST=127.0.0.1 PGUSER=tradeops_backup PGDATABASE=refapp"
+SITE_TAGS = "common,ops_agent,postgresql,redis,s3_lab,backup"
+# ~131 bytes per row in the heap and the primary key: rows for one MiB.
+ROWS_PER_MB = 8000
+
+
+class StepFailed(Exception):
+    pass
+
+
+def sh(cmd: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          check=False)
+    if check and proc.returncode != 0:
+        raise StepFailed(f"{shlex.join(cmd)[:300]} exited {proc.returncode}:\n{proc.stdout[-3000:]}"
+                         f"\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def on_db1(script: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(["docker", "exec", DB1, "bash", "-c", f"set -euo pipefail; {script}"], check=check)
+
+
+def timed(func: Callable[..., subprocess.CompletedProcess], *args: Any, **kwargs: Any
+          ) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.monotonic()
+    out = func(*args, **kwargs)
+    return time.monotonic() - t0, out
+
+
+def write_inventory(tmp: Path) -> Path:
+    inv = tmp / "inventory"
+    inv.mkdir()
+    (inv / "hosts.yml").write_text(json.dumps({"all": {
+        "vars": {"ansible_connection": "community.docker.docker", "ansible_user": "root",
+                 "ansible_python_interpreter": "/usr/bin/python3"},
+        "children": {"db": {"hosts": {"db1": {"ansible_host": DB1}}},
+                     "monitoring": {"hosts": {"mon1": {"ansible_host": MON1}}},
+                     "linux": {"children": {"db": {}, "monitoring": {}}}}}}))
+    (inv / "group_vars").symlink_to(ROOT / "inventory" / "lab" / "group_vars")
+    return inv
+
+
+def generate(size_mb: int) -> dict[str, int]:
+    """A table of about ``size_mb`` MiB in refapp, owned by refapp, made server-side."""
+    rows = size_mb * ROWS_PER_MB
+    sql = (
+        "DROP TABLE IF EXISTS bench_ticks; "
+        "CREATE TABLE bench_ticks (id bigint PRIMARY KEY, ts timestamptz NOT NULL, symbol text NOT NULL, "
+        "price numeric(12,4) NOT NULL, qty integer NOT NULL, venue text NOT NULL); "
+        "ALTER TABLE bench_ticks OWNER TO refapp; "
+        "INSERT INTO bench_ticks SELECT g, timestamptz '2026-01-02 14:30:00+00' + g * interval '1 ms', "
+        "'SYM' || (g % 4999), round((random() * 1000)::numeric, 4), (random() * 10000)::int, "
+        "md5(g::text) FROM generate_series(1, :rows) g; "
+        "VACUUM ANALYZE bench_ticks;")
+    on_db1(f"echo {shlex.quote(sql)} | runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -v rows={rows} -d refapp")
+    size = int(on_db1("runuser -u postgres -- psql -X -A -t -d refapp -c "
+                      "\"SELECT pg_database_size('refapp')\"").stdout)
+    return {"rows": rows, "bytes": size}
+
+
+def delete_offsite(backup_id: str) -> None:
+    """Drop one backup's objects from the lab S3 (moto holds them in memory)."""
+    code = ("import boto3,sys\n"
+            "s3=boto3.client('s3',endpoint_url='http://127.0.0.1:5000',region_name='us-east-1',"
+            "aws_access_key_id='x',aws_secret_access_key='x')\n"
+            "r=s3.list_objects_v2(Bucket='tradeops-backups',Prefix='tradeops/db/'+sys.argv[1]+'/')\n"
+            "objs=[{'Key':o['Key']} for o in r.get('Contents',[])]\n"
+            "objs and s3.delete_objects(Bucket='tradeops-backups',Delete={'Objects':objs})\n")
+    sh(["docker", "exec", MON1, "/opt/s3-lab/venv/bin/python", "-c", code, backup_id])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mb", type=int, default=1024, help="size of the generated database in MiB (1024)")
+    ap.add_argument("--runs", type=int, default=3, help="timed repetitions of each step; medians are printed (3)")
+    ap.add_argument("--keep-lab", action="store_true", help="leave the bench lab running")
+    args = ap.parse_args()
+    if args.size_mb < 1 or args.runs < 1:
+        ap.error("--size-mb and --runs must be at least 1")
+    tmp = Path(tempfile.mkdtemp(prefix="tradeops-bench-backup-"))
+    inv = write_inventory(tmp)
+    env = {"ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(tmp / "facts"),
+           "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+
+    def play(*a: str) -> subprocess.CompletedProcess:
+        return sh([str(VENV_BIN / "ansible-playbook"), "-i", str(inv), *a], env)
+
+    times: dict[str, list[float]] = {}
+
+    def note(step: str, seconds: float) -> None:
+        times.setdefault(step, []).append(seconds)
+
+    try:
+        sh([str(ROOT / "scripts" / "lab.sh"), "up"], LAB_ENV)
+        t_site, _ = timed(play, "playbooks/site.yml", "-t", SITE_TAGS)
+        t0 = time.monotonic()
+        data = generate(args.size_mb)
+        t_gen = time.monotonic() - t0
+        print(f"backup benchmark: lab db1 + mon1 converged in {t_site:.0f} s; generated {data['rows']} rows, "
+              f"database refapp {data['bytes'] / 2**20:.0f} MiB in {t_gen:.0f} s; {args.runs} runs", flush=True)
+        on_db1(f"{PG_ENV} pg_dump -Fc --no-password > /dev/null")  # warm the page cache
+        sizes = []
+        for run in range(args.runs):
+            note("pg_dump /dev/null", timed(on_db1, f"{PG_ENV} pg_dump -Fc --no-password > /dev/null")[0])
+            note("pg_dump file", timed(on_db1, f"{PG_ENV} pg_dump -Fc --no-password -f /var/backups/bench.dump"
+                                       " && sync -f /var/backups/bench.dump")[0])
+            dump_bytes = int(on_db1("stat -c %s /var/backups/bench.dump; rm -f /var/backups/bench.dump").stdout)
+            took, proc = timed(on_db1, f"{TOOL} --json backup --no-upload --no-prune")
+            note("backup", took)
+            result = json.loads(proc.stdout)
+            backup_id = result["backup_id"]
+            sizes.append(result["bytes"])
+            note("upload", timed(on_db1, f"{TOOL} --json upload --backup-id {backup_id}")[0])
+            took, proc = timed(on_db1, f"{TOOL} --json verify --backup-id {backup_id}", check=False)
+            report = json.loads(proc.stdout or "{}")
+            if proc.returncode != 0 or report.get("status") != "passed":
+                raise StepFailed(f"verify of {backup_id} did not pass: {report.get('message')} {proc.stderr[-1000:]}")
+            note("verify", took)
+            delete_offsite(backup_id)  # moto holds objects in memory; restore.yml uses the local copy
+            root = json.loads(on_db1(f"cat {CONFIG}").stdout)["backup_root"]
+            dump = f"{root}/{backup_id}/postgresql/refapp.dump"
+            note("pg_restore", timed(on_db1, f"{PG_ENV} createdb --no-password bench_restore && "
+                                     f"{PG_ENV} pg_restore --no-password --exit-on-error -d bench_restore {dump} && "
+                                     f"{PG_ENV} dropdb --no-password bench_restore")[0])
+            note("restore.yml", timed(play, "playbooks/restore.yml", "-e", "confirm_restore=true",
+                                      "-e", f"backup_id={backup_id}")[0])
+            # keep the disk flat: the backups of this run (and restore.yml's emergency backup) go
+            for b in json.loads(on_db1(f"{TOOL} --json list").stdout):
+                on_db1(f"rm -rf {shlex.quote(root)}/{b['backup_id']}")
+            print(f"  run {run + 1}: " + "  ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
+    except StepFailed as exc:
+        print(f"bench: a step failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep_lab:
+            sh([str(ROOT / "scripts" / "lab.sh"), "down"], LAB_ENV, check=False)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med["pg_dump /dev/null"]
+    size = statistics.median(sizes)
+    print(f"backup benchmark: database {data['bytes'] / 2**20:.0f} MiB, pg_dump -Fc {dump_bytes / 2**20:.0f} MiB, "
+          f"backup {size / 2**20:.0f} MiB; median of {args.runs} runs")
+    for step in ("pg_dump /dev/null", "pg_dump file", "backup", "upload", "verify", "pg_restore", "restore.yml"):
+        extra = ""
+        if step in ("pg_dump file", "backup"):
+            extra = f"   {med[step] / base:4.2f}x raw pg_dump to /dev/null"
+        elif step == "upload":
+            extra = f"   {size / 2**20 / med[step]:6.1f} MiB/s to the lab S3"
+        elif step == "restore.yml":
+            extra = f"   {med[step] / med['pg_restore']:4.2f}x raw pg_restore (RTO)"
+        print(f"  {step:18s} {med[step]:7.2f} s{extra}")
+    ratio = med["backup"] / base
+    print(f"  target backup <= 2.0x raw pg_dump: {ratio:.2f}x {'met' if ratio <= 2.0 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
