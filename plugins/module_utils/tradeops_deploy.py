@@ -645,7 +645,7 @@ class Deployer:
                 self.ledger.append(store.record(
                     "summary", run=self.params.get("action") or "deploy", version=self.result.get("version"),
                     release=self.result.get("release"), outcome=outcome, duration_s=round(elapsed, 3),
-                    reason=failure[:1000] if failure else None, previous=before, current=current,
+                    reason=failure[:1000] if failure else self.params.get("reason"), previous=before, current=current,
                     rolled_back_to=self.result.get("rolled_back_to"), lock_owner=lock.get("owner"),
                     lock_host=lock.get("host"), lock_pid=lock.get("pid"), timings=timings))
             except OSError as exc:

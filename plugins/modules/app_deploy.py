@@ -70,7 +70,9 @@ options:
     description: C(rollback), the release id to go to (C(<version>-<YYYYmmddTHHMMSSZ>)).
     type: str
   reason:
-    description: C(rollback), why; recorded in the ledger (default C(manual rollback)).
+    description:
+      - Why; recorded in the ledger on the summary line of a run that succeeds (e.g. a deploy window override).
+      - C(rollback), also on its switch line (default C(manual rollback)).
     type: str
   wheelhouse:
     description: C(deploy), the directory on the host with the app wheel and its dependency wheels (as M(app_release)).

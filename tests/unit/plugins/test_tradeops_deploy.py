@@ -443,6 +443,7 @@ def test_rollback_action_gates_the_target_with_its_version_and_switches_forward_
     assert readiness["data"]["json_value"] == "1.0"
     assert actions(back["ledger_entries"]) == ["rollback", "summary:rolled-back"]
     assert back["ledger_entries"][0]["reason"] == "errors after 2.0"
+    assert back["ledger_entries"][1]["reason"] == "errors after 2.0"  # summary too (deploy window override reason)
 
     # 2.0 no longer works on this host: a rollback to it fails its gate, 1.0 serves again
     app.systemd.env["TINYSVC_BROKEN"] = "2.0"
