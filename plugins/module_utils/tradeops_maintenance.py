@@ -8,6 +8,7 @@ Standard library only. Shipped to hosts as ``tradeops_agent/maintenance.py`` in 
     tradeops-maintenance --config /etc/tradeops/maintenance.json sqlite
     tradeops-maintenance --config /etc/tradeops/maintenance.json cleanup [--dry-run]
     tradeops-maintenance --config /etc/tradeops/maintenance.json --json report --period daily
+    tradeops-maintenance --config /etc/tradeops/maintenance.json check    # validate only
 
 ``sqlite``: for each configured database, on the live file (never a copy): ``PRAGMA journal_mode=WAL``,
 ``PRAGMA integrity_check``, then ``ANALYZE``, ``VACUUM`` and a WAL checkpoint, all under a busy timeout so the
@@ -603,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-metrics", action="store_true", help="do not write the job metric")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="only validate the configuration (exit 0 valid, 2 invalid); writes nothing")
     sub.add_parser("sqlite", help="WAL mode, integrity_check, ANALYZE, VACUUM on each configured database")
     c = sub.add_parser("cleanup", help="remove files older than max_age_days under the configured directories")
     c.add_argument("--dry-run", action="store_true", help="only list what would be removed")
@@ -635,6 +637,9 @@ def main_cli(argv: Sequence[str] | None = None) -> int:
     except MaintenanceError as exc:
         print(f"{TOOL}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if args.command == "check":
+        print(json.dumps(cfg, indent=2, sort_keys=True) if args.json else f"{args.config}: valid")
+        return EXIT_OK
     task = f"maintenance-{args.command}" + (f"-{args.period}" if args.command == "report" else "")
     try:
         if args.command == "sqlite":

@@ -388,4 +388,8 @@ def test_cli_exit_codes_and_job_metric(tmp_path, capsys):
     assert tm.main_cli(["--config", str(tmp_path / "missing.json"), "sqlite"]) == 2
     assert "cannot read the configuration" in capsys.readouterr().err
     assert tm.main_cli(["--config", str(config), "frobnicate"]) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"cleanup": [{"path": "/etc"}]}))
+    assert tm.main_cli(["--config", str(bad), "check"]) == 2 and "refusing" in capsys.readouterr().err
+    assert tm.main_cli(["--config", str(config), "check"]) == 0
     assert tm.main_cli(["--help"]) == 0
