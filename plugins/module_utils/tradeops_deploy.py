@@ -16,6 +16,14 @@ Ledger: the lock is taken and released without a ledger line of its own (breakin
 is still recorded). The store writes its usual lines (create, activate, mark, rollback, prune), and a
 run that changed anything ends with one ``summary`` line (the run, its outcome, the lock holder and
 the timings). A re-deploy that changes nothing writes nothing to the ledger.
+
+Metrics (option ``metrics_dir``): a deploy or rollback that writes a summary line also publishes its
+outcome for node_exporter's textfile collector through the one shared writer (``tradeops_metrics``),
+in ``<metrics_dir>/tradeops_deploy.prom``: ``tradeops_deploy_last_outcome{app, outcome}`` (1 for the
+run's outcome among ``success``, ``failed``, ``rolled_back``, 0 for the other two),
+``tradeops_deploy_last_timestamp_seconds{app}`` and ``tradeops_deploy_last_duration_seconds{app}``.
+The Prometheus rule DeployFailed reads the first. A metric that cannot be written is a warning, never
+a failed deploy.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ try:
         HealthSpec,
         evaluate,
     )
+    from ansible.module_utils.tradeops_metrics import update_textfile
     from ansible.module_utils.tradeops_release import (
         DEFAULT_STALE_AFTER,
         ReleaseError,
@@ -55,6 +64,7 @@ except ImportError:  # on a host without Ansible: the module_utils files side by
         HealthSpec,
         evaluate,
     )
+    from tradeops_metrics import update_textfile  # type: ignore[no-redef]
     from tradeops_release import (  # type: ignore[no-redef]
         DEFAULT_STALE_AFTER,
         ReleaseError,
@@ -75,6 +85,40 @@ DEFAULT_MIGRATE_TIMEOUT = 600
 QUICK_DEADLINE = 10.0  # one pass of the checks: is the serving release healthy as it is?
 TAIL_LINES = 15
 NOT_STARTED = "not-started"
+METRICS_STEM = "tradeops_deploy"
+METRICS = {
+    "last_outcome": "Outcome of the last deploy or rollback that changed the application: 1 for it "
+                    "(success, failed or rolled_back), 0 for the others.",
+    "last_timestamp_seconds": "When the last deploy or rollback that changed the application ended (Unix time).",
+    "last_duration_seconds": "How long the last deploy or rollback that changed the application took.",
+}
+METRIC_OUTCOMES = ("success", "failed", "rolled_back")
+
+
+def metric_outcome(action: str, outcome: str | None, failed: bool) -> str:
+    """The metric's outcome of a deploy or rollback run: ``rolled_back`` when a deploy's gate failed
+    and the previous release serves again (the run failed, yet a healthy release serves), else
+    ``failed`` when the run failed (a rollback that failed included), ``rolled_back`` for a
+    rollback that succeeded (a deliberate one too: an older release serves), else ``success``."""
+    if outcome == "rolled-back" and (failed or action == "rollback"):
+        return "rolled_back"
+    if failed or outcome in ("failed", "rollback-failed"):
+        return "failed"
+    return "rolled_back" if action == "rollback" else "success"
+
+
+MetricSeries = list[tuple[dict[str, str], dict[str, float]]]
+
+
+def deploy_metric_series(app: str, outcome: str, ended: float, duration: float) -> MetricSeries:
+    """The series ``update_textfile`` merges for one run: every outcome (one at 1), then the times."""
+    if outcome not in METRIC_OUTCOMES:
+        raise ValueError(f"deploy metric outcome {outcome!r}: one of {', '.join(METRIC_OUTCOMES)}")
+    series: MetricSeries = [
+        ({"app": app, "outcome": name}, {"last_outcome": 1.0 if name == outcome else 0.0})
+        for name in METRIC_OUTCOMES]
+    series.append(({"app": app}, {"last_timestamp_seconds": ended, "last_duration_seconds": duration}))
+    return series
 
 
 class DeployFailed(Exception):
@@ -650,6 +694,7 @@ class Deployer:
                     lock_host=lock.get("host"), lock_pid=lock.get("pid"), timings=timings))
             except OSError as exc:
                 self.warnings.append(f"could not write the summary line to {store.ledger_path}: {exc}")
+            self.write_metrics(failure is not None, elapsed)
         if locked:
             try:
                 store.unlock(**self.lock_args(), record=False)
@@ -657,6 +702,26 @@ class Deployer:
                 self.warnings.append(f"could not release the deploy lock {store.lock_path}: {exc}")
         self.result["ledger_entries"] = self.ledger
         self.result["warnings"] = self.warnings
+
+    def write_metrics(self, failed: bool, elapsed: float) -> None:
+        """Publish this deploy's or rollback's outcome under ``metrics_dir`` (before the lock is
+        released, so two runs publish in the order they ran). Off without ``metrics_dir``; a
+        failure to write is a warning."""
+        p = self.params
+        action = p.get("action") or "deploy"
+        directory = p.get("metrics_dir")
+        if not directory or action not in ("deploy", "rollback"):
+            return
+        app = p.get("metrics_app") or os.path.basename(os.path.normpath(self.store.path))
+        outcome = metric_outcome(action, self.result.get("outcome"), failed)
+        try:
+            path = update_textfile(directory, METRICS_STEM, METRICS,
+                                   deploy_metric_series(app, outcome, time.time(), elapsed))
+        except (OSError, ValueError) as exc:
+            self.warnings.append(f"could not write the deploy metrics under metrics_dir={directory}: {exc}; the "
+                                 f"{action} itself is unaffected (check that the directory is writable by root)")
+            return
+        self.result["metrics"] = {"path": str(path), "app": app, "outcome": outcome}
 
 
 def run_deploy(store: ReleaseStore, params: dict[str, Any], *, systemd: Systemd | None = None,

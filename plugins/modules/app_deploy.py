@@ -231,6 +231,19 @@ options:
     description: Longest pause between attempts of a gate.
     type: float
     default: 2
+  metrics_dir:
+    description:
+      - node_exporter's textfile collector directory. A C(deploy) or C(rollback) that changes anything writes its
+        outcome to C(tradeops_deploy.prom) there, through the shared metrics writer
+        (C(tradeops_deploy_last_outcome{app,outcome}) with outcome C(success), C(failed) or C(rolled_back);
+        C(tradeops_deploy_last_timestamp_seconds{app}); C(tradeops_deploy_last_duration_seconds{app})).
+      - A successful C(rollback) is C(rolled_back) too (the previous release serves), so the DeployFailed alert
+        stays until the next successful deploy.
+      - Unset (the default), no metrics. A metrics file that cannot be written is a warning, never a failure.
+    type: path
+  metrics_app:
+    description: The C(app) label of the metrics (default the last component of O(path), e.g. C(refapp)).
+    type: str
 notes:
   - Runs as root on the target. The logic lives in C(module_utils/tradeops_deploy.py) over
     C(tradeops_release.py) and C(tradeops_health.py) (standard library only).
@@ -399,6 +412,11 @@ candidates:
   description: Releases to choose from when a rollback cannot proceed.
   returned: failure of rollback
   type: list
+metrics:
+  description: The metrics written (path of the file, app label, outcome), with O(metrics_dir).
+  returned: when metrics were written
+  type: dict
+  sample: {path: /var/lib/prometheus/node-exporter/tradeops_deploy.prom, app: refapp, outcome: success}
 msg:
   description: What happened, in one sentence (on failure, the failing checks and what serves now).
   returned: always
@@ -447,6 +465,8 @@ def argument_spec() -> dict:
         retries=dict(type="int", default=1000),
         delay=dict(type="float", default=0.5),
         max_delay=dict(type="float", default=2.0),
+        metrics_dir=dict(type="path"),
+        metrics_app=dict(type="str"),
         **lock_argument_spec(),
     )
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,14 @@ from typing import Any
 import app_deploy
 import pytest
 import yaml
-from ansible.module_utils.tradeops_deploy import PHASES, CommandResult, Systemd, run_deploy
+from ansible.module_utils.tradeops_deploy import (
+    PHASES,
+    CommandResult,
+    Systemd,
+    deploy_metric_series,
+    metric_outcome,
+    run_deploy,
+)
 from ansible.module_utils.tradeops_release import ReleaseStore
 from plugin_testlib import HOST_PYTHON, free_port, make_wheel, tree_snapshot
 
@@ -272,6 +281,17 @@ def ok(result: dict[str, Any]) -> dict[str, Any]:
 
 def actions(entries: list[dict[str, Any]]) -> list[str]:
     return [e["action"] + (f":{e['outcome']}" if e["action"] in ("mark", "summary") else "") for e in entries]
+
+
+def prom_values(path: Path) -> dict[str, float]:
+    """``name{labels}`` -> value of a textfile (comments skipped)."""
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines}
+
+
+def last_outcome(values: dict[str, float], app: str = "tiny") -> dict[str, float]:
+    prefix = f'tradeops_deploy_last_outcome{{app="{app}",outcome="'
+    return {k[len(prefix):-2]: v for k, v in values.items() if k.startswith(prefix)}
 
 
 # -- deploy ------------------------------------------------------------------------------
@@ -548,8 +568,88 @@ def test_module_utils_import_on_the_hosts_python_without_ansible():
 
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import tradeops_deploy as td; "
-        "assert 'ansible' not in sys.modules; print(td.ReleaseStore.__module__, td.evaluate.__module__)"
+        "assert 'ansible' not in sys.modules; "
+        "print(td.ReleaseStore.__module__, td.evaluate.__module__, td.update_textfile.__module__)"
     )
     out = subprocess.run([HOST_PYTHON, "-I", "-c", code, os.path.dirname(td.__file__)], capture_output=True,
                          text=True, check=True)  # fmt: skip
-    assert out.stdout.split() == ["tradeops_release", "tradeops_health"]
+    assert out.stdout.split() == ["tradeops_release", "tradeops_health", "tradeops_metrics"]
+
+
+# -- metrics -----------------------------------------------------------------------------
+
+
+def test_every_deploy_and_rollback_publishes_its_outcome_for_the_textfile_collector(make_app, tmp_path):
+    """success, a failed gate rolled back, a manual rollback, a failed migration: one outcome at 1 each
+    time, with the run's end time and duration; a no-op re-deploy and check mode leave the file alone; the
+    file is valid for Prometheus (promtool check metrics) and another app's series in it are kept."""
+    app, metrics = make_app(), tmp_path / "textfile"
+    prom = metrics / "tradeops_deploy.prom"
+    before = time.time()
+    first = ok(app.deploy("1.0", metrics_dir=str(metrics)))
+    assert first["metrics"] == {"path": str(prom), "app": "tiny", "outcome": "success"}
+    values = prom_values(prom)
+    assert last_outcome(values) == {"success": 1, "failed": 0, "rolled_back": 0}
+    assert before <= values['tradeops_deploy_last_timestamp_seconds{app="tiny"}'] <= time.time()
+    assert abs(values['tradeops_deploy_last_duration_seconds{app="tiny"}'] - first["elapsed"]) < 0.01
+    promtool = shutil.which("promtool")
+    if promtool:  # Debian's prometheus package (the rules tests need it too)
+        check = subprocess.run([promtool, "check", "metrics"], input=prom.read_text(), capture_output=True, text=True,
+                               check=False)  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+
+    text = prom.read_bytes()
+    assert "metrics" not in ok(app.deploy("1.0", metrics_dir=str(metrics)))  # unchanged: not a new deploy
+    assert "metrics" not in ok(app.deploy("1.1", metrics_dir=str(metrics), check_mode=True))
+    assert prom.read_bytes() == text
+
+    failed = app.deploy("2.0", modes={"tiny-api.service": "unready"}, metrics_dir=str(metrics))
+    assert failed["failed"] and failed["outcome"] == "rolled-back" and failed["metrics"]["outcome"] == "rolled_back"
+    assert last_outcome(prom_values(prom)) == {"success": 0, "failed": 0, "rolled_back": 1}
+
+    ok(app.deploy("1.1", metrics_dir=str(metrics)))
+    assert last_outcome(prom_values(prom)) == {"success": 1, "failed": 0, "rolled_back": 0}
+    back = ok(app.run(action="rollback", reason="errors after 1.1", metrics_dir=str(metrics)))
+    assert back["outcome"] == "rolled-back" and back["metrics"]["outcome"] == "rolled_back"
+    assert last_outcome(prom_values(prom)) == {"success": 0, "failed": 0, "rolled_back": 1}
+
+    # another application on the host, named explicitly: its series sit beside tiny's
+    other = make_app("other-web.service")
+    ok(other.deploy("5.0", metrics_dir=str(metrics), metrics_app="other"))
+    broken = app.deploy("3.0", migration_fails=True, metrics_dir=str(metrics))
+    assert broken["failed"] and broken["metrics"]["outcome"] == "failed"
+    values = prom_values(prom)
+    assert last_outcome(values) == {"success": 0, "failed": 1, "rolled_back": 0}
+    assert last_outcome(values, "other") == {"success": 1, "failed": 0, "rolled_back": 0}
+    assert actions(app.ledger())[-1] == "summary:failed"
+
+
+def test_metrics_that_cannot_be_written_are_a_warning_and_the_deploy_succeeds(make_app, tmp_path):
+    app = make_app()
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    result = ok(app.deploy("1.0", metrics_dir=str(blocker / "textfile")))
+    assert result["outcome"] == "deployed" and "metrics" not in result
+    assert any("could not write the deploy metrics under metrics_dir=" in w for w in result["warnings"])
+    assert not app.lock_file().exists() and actions(app.ledger())[-1] == "summary:deployed"
+
+
+@pytest.mark.parametrize(("action", "outcome", "failed", "expected"), [
+    ("deploy", "deployed", False, "success"),
+    ("deploy", "rolled-back", True, "rolled_back"),
+    ("deploy", "rollback-failed", True, "failed"),
+    ("deploy", "failed", True, "failed"),
+    ("deploy", None, True, "failed"),
+    ("rollback", "rolled-back", False, "rolled_back"),
+    ("rollback", "switched-forward", True, "failed"),
+    ("rollback", "restarted", False, "rolled_back"),
+])  # fmt: skip
+def test_metric_outcome_of_each_run_outcome(action, outcome, failed, expected):
+    assert metric_outcome(action, outcome, failed) == expected
+
+
+def test_deploy_metric_series_refuses_an_unknown_outcome():
+    series = deploy_metric_series("refapp", "success", 1.5, 2.0)
+    assert [labels.get("outcome") for labels, _ in series] == ["success", "failed", "rolled_back", None]
+    with pytest.raises(ValueError, match="one of success, failed, rolled_back"):
+        deploy_metric_series("refapp", "rolled-back", 1.5, 2.0)
