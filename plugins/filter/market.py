@@ -36,7 +36,8 @@ description:
     C(local_time), C(phase_start), C(phase_end).
   - Other filters of this file - C(market_next_open), C(market_next_close),
     C(market_boundaries) (the next N phase changes), C(market_window) (session, next open and
-    close, when the next deploy window opens).
+    close, C(refused) and the next window outside the C(refuse) phases, C(window_opens) and
+    C(window_closes)).
   - Exchanges NYSE (XNYS), NASDAQ (XNAS), NSE (XNSE).
 positional: _input, exchange
 options:
@@ -64,7 +65,7 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except market.MarketCalendarError as exc:
-        raise AnsibleFilterError(f"market calendar: {exc}") from exc
+        raise AnsibleFilterError(f"market calendar: {exc}") from None
 
 
 def market_session(t: Any, exchange: str, tz: str | None = None, closures_file: str | None = None) -> dict[str, Any]:
@@ -85,8 +86,9 @@ def market_boundaries(t: Any, exchange: str, count: int = 10, tz: str | None = N
                          market.calendar(exchange, closures_file).boundaries(_time(t), int(count), tz)])
 
 
-def market_window(t: Any, exchange: str, tz: str | None = None, closures_file: str | None = None) -> dict[str, Any]:
-    return _run(market.window_report, exchange, _time(t), closures_file, tz)
+def market_window(t: Any, exchange: str, tz: str | None = None, closures_file: str | None = None,
+                  refuse: Any = ("regular",)) -> dict[str, Any]:
+    return _run(market.window_report, exchange, _time(t), closures_file, tz, refuse)
 
 
 class FilterModule:

@@ -544,8 +544,16 @@ def _calendar(exchange: str, closures_file: str | None, _mtime: int | None) -> M
 
 
 def window_report(exchange: Any, when: Any = None, closures_file: str | None = None,
-                  tz: str | None = None) -> dict[str, Any]:
-    """Everything a deploy window guard says: session, local time, the next window and close."""
+                  tz: str | None = None, refuse: Any = (REGULAR,)) -> dict[str, Any]:
+    """Everything a deploy window guard says: the session now, its local time, the next open and
+    close, and the next window outside the ``refuse`` phases (``window_opens`` is the instant
+    itself when it is already outside them; ``window_closes`` when a refused phase starts again)."""
+    refused = set(refuse or ())
+    unknown = refused - set(PHASES)
+    if unknown:
+        raise MarketCalendarError(f"refused phase(s) {', '.join(sorted(unknown))}: use {', '.join(PHASES)}")
+    if refused >= set(PHASES):
+        raise MarketCalendarError("every phase is refused: there is never a window")
     cal = calendar(exchange, closures_file)
     instant = resolve_now(None) if when in (None, "") else parse_time(when, tz)
     session = cal.session(instant)
@@ -553,7 +561,22 @@ def window_report(exchange: Any, when: Any = None, closures_file: str | None = N
     report["utc"] = instant.astimezone(dt.UTC).isoformat()
     report["next_open"] = cal.next_open(instant).isoformat()
     report["next_close"] = cal.next_close(instant).isoformat()
-    # The next deploy window: now when not in the regular session, else its close.
-    report["window_opens"] = (cal.next_close(instant) if session.is_open else instant.astimezone(cal.zone)).isoformat()
+    report["refused"] = session.phase in refused
+    opens = instant.astimezone(cal.zone) if not report["refused"] else None
+    closes = None
+    at = instant
+    for _ in range(64):  # phase changes of several weeks, far more than any refused stretch
+        edge = cal.boundaries(at, 1)[0]
+        if opens is None and edge.after not in refused:
+            opens = edge.time
+        elif opens is not None and edge.after in refused:
+            closes = edge.time
+            break
+        at = edge.time
+    if opens is None or closes is None:  # pragma: no cover - only with refused phases covering weeks
+        raise MarketCalendarError(f"{cal.exchange.name}: no window outside {', '.join(sorted(refused))} "
+                                  f"within 64 phase changes of {report['utc']}")
+    report["window_opens"] = opens.isoformat()
+    report["window_closes"] = closes.isoformat()
     report["years"] = list(cal.exchange.years)
     return report

@@ -29,7 +29,8 @@ description:
   - C(t is market_open('NYSE')) is true during the regular session (09:30-16:00 New York,
     13:00 on early-close days; NSE 09:15-15:30 Kolkata), false on weekends, holidays and
     outside the regular hours. Also C(d is market_trading_day('NSE')) for a local date
-    (YYYY-MM-DD) or an instant's local date.
+    (YYYY-MM-DD) or an instant's local date, and C(name is market_exchange) for a known
+    exchange name.
 positional: _input, exchange
 options:
   _input:
@@ -53,7 +54,7 @@ def market_open(t: Any, exchange: str, tz: str | None = None, closures_file: str
     try:
         return market.calendar(exchange, closures_file).is_open(when, tz)
     except market.MarketCalendarError as exc:
-        raise AnsibleFilterError(f"market calendar: {exc}") from exc
+        raise AnsibleFilterError(f"market calendar: {exc}") from None
 
 
 def market_trading_day(day: Any, exchange: str, tz: str | None = None, closures_file: str | None = None) -> bool:
@@ -71,11 +72,21 @@ def market_trading_day(day: Any, exchange: str, tz: str | None = None, closures_
             local_day = cal.local(market.resolve_now() if day in (None, "", "now") else day, tz).date()
         return cal.day(local_day).regular is not None
     except market.MarketCalendarError as exc:
-        raise AnsibleFilterError(f"market calendar: {exc}") from exc
+        raise AnsibleFilterError(f"market calendar: {exc}") from None
+
+
+def market_exchange(name: Any) -> bool:
+    """A known exchange name or MIC alias (NYSE/XNYS, NASDAQ/XNAS, NSE/XNSE), case-insensitive."""
+    try:
+        market.get_exchange(name)
+    except market.MarketCalendarError:
+        return False
+    return True
 
 
 class TestModule:
     """Market calendar tests."""
 
     def tests(self) -> dict[str, Any]:
-        return {"market_open": market_open, "market_trading_day": market_trading_day}
+        return {"market_open": market_open, "market_trading_day": market_trading_day,
+                "market_exchange": market_exchange}
