@@ -215,6 +215,8 @@ def test_filters_and_tests() -> None:
     assert TESTS["market_trading_day"]("2026-11-26", "NYSE") is False
     assert TESTS["market_trading_day"](dt.date(2025, 10, 21), "NSE") is False
     assert TESTS["market_trading_day"]("2026-11-26T20:00:00Z", "NSE") is True
+    assert TESTS["market_exchange"]("xnse") is True
+    assert TESTS["market_exchange"]("LSE") is False and TESTS["market_exchange"](None) is False
 
 
 @pytest.mark.parametrize(("call", "message"), [
@@ -428,3 +430,29 @@ def test_boundaries_change_the_phase(exchange: str, data: st.DataObject, count: 
     opens = [e.time for e in edges if e.after == "regular"]
     if opens:
         assert opens[0] == cal.next_open(t)
+
+
+@pytest.mark.parametrize("exchange", ["NYSE", "NSE"])
+@PROPS
+@given(data=st.data(), refuse=st.sampled_from([("regular",), ("pre_market", "regular"), ("pre_open", "regular"),
+                                               ("regular", "after_hours")]))
+def test_window_is_outside_the_refused_phases(exchange: str, data: st.DataObject, refuse: tuple[str, ...]) -> None:
+    cal = market.calendar(exchange)
+    t = data.draw(instants(exchange))
+    report = market.window_report(exchange, t, refuse=refuse)
+    opens = dt.datetime.fromisoformat(report["window_opens"])
+    closes = dt.datetime.fromisoformat(report["window_closes"])
+    assert report["refused"] == (cal.session(t).phase in refuse)
+    assert t <= opens < closes
+    assert (opens == t) != report["refused"]
+    assert cal.session(opens).phase not in refuse and cal.session(closes - SECOND).phase not in refuse
+    assert cal.session(closes).phase in refuse
+    if report["refused"]:
+        assert cal.session(opens - SECOND).phase in refuse
+
+
+def test_window_report_bad_refused_phases() -> None:
+    with pytest.raises(market.MarketCalendarError, match=r"refused phase\(s\) lunch"):
+        market.window_report("NYSE", "2026-11-25T15:00:00Z", refuse=["lunch"])
+    with pytest.raises(market.MarketCalendarError, match="every phase is refused"):
+        market.window_report("NYSE", "2026-11-25T15:00:00Z", refuse=list(market.PHASES))
