@@ -1,0 +1,121 @@
+"""Role prometheus' preflight under ansible-playbook: bad thresholds, routes, receivers and rules fail
+before the role changes anything, with a message that names the variable; the defaults and the
+monitoring scenario's settings pass.
+
+The preflight tasks run on localhost (nothing else of the role: they only assert); the platform
+facts they read are given as the play's ``ansible_facts``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+PLAY = """\
+- name: Preflight of role {role}
+  hosts: localhost
+  gather_facts: false
+  connection: local
+  vars:
+    ansible_facts: {{os_family: Debian, service_mgr: systemd, distribution: Debian}}
+  tasks:
+    - name: Preflight
+      ansible.builtin.include_role:
+        name: {role}
+        tasks_from: preflight
+"""
+
+
+def run_preflight(tmp_path: Path, role: str, extra: dict) -> tuple[int, list[str], list[str]]:
+    """(rc, messages of the failed tasks, names of the tasks that ran)."""
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY.format(role=role))
+    playbook = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)) or "ansible-playbook"
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_INJECT_FACT_VARS": "false",
+           "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOCALHOST_WARNING": "false",
+           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
+    proc = subprocess.run([playbook, "-i", "localhost,", str(play), "-e", json.dumps(extra)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, check=False)  # fmt: skip
+    report = json.loads(proc.stdout[proc.stdout.index("{"):])
+    messages, ran = [], []
+    for task in report["plays"][0]["tasks"]:
+        result = task["hosts"].get("localhost", {})
+        ran.append(task["task"]["name"])
+        for item in result.get("results", [result]):
+            if item.get("failed") or item.get("evaluated_to") is False:
+                messages.append(" ".join(str(item.get("msg", "")).split()))
+    return proc.returncode, messages, ran
+
+
+def test_defaults_pass(tmp_path):
+    rc, messages, _ = run_preflight(tmp_path, "prometheus", {})
+    assert rc == 0 and messages == []
+
+
+def test_the_monitoring_scenarios_settings_pass(tmp_path):
+    scenario = yaml.safe_load((ROOT / "molecule" / "monitoring" / "host_vars" / "mon1.yml").read_text())
+    rc, messages, _ = run_preflight(tmp_path, "prometheus", scenario)
+    assert rc == 0 and messages == []
+
+
+BAD = [
+    ({"prometheus_alert_cpu_thresholds": [{"percent": 0, "severity": "warning"}]}, "prometheus_alert_cpu_thresholds"),
+    ({"prometheus_alert_memory_thresholds": [{"percent": "85%", "severity": "warning"}]},
+     "prometheus_alert_memory_thresholds"),
+    ({"prometheus_alert_disk_thresholds": [{"percent": 120, "severity": "warning"}]},
+     "prometheus_alert_disk_thresholds"),
+    ({"prometheus_alert_disk_thresholds": [{"percent": 90, "severity": "page"}]}, "prometheus_alert_disk_thresholds"),
+    ({"prometheus_alert_disk_thresholds": {"percent": 90, "severity": "warning"}}, "prometheus_alert_disk_thresholds"),
+    ({"prometheus_alert_latency_thresholds": [{"ms": 0, "severity": "warning"}]},
+     "prometheus_alert_latency_thresholds"),
+    ({"prometheus_alert_latency_thresholds": [{"seconds": 1, "severity": "warning"}]},
+     "prometheus_alert_latency_thresholds"),
+    ({"prometheus_alert_error_rate_percent": 0}, "prometheus_alert_error_rate_percent"),
+    ({"prometheus_alert_backup_max_age_hours": -1}, "prometheus_alert_backup_max_age_hours"),
+    ({"prometheus_evaluation_interval_seconds": 0}, "prometheus_evaluation_interval_seconds"),
+    ({"prometheus_scrape_interval_seconds": "15s"}, "prometheus_scrape_interval_seconds"),
+    ({"prometheus_alert_consecutive_breaches": 0}, "prometheus_alert_consecutive_breaches"),
+    ({"prometheus_alertmanager_group_wait": "soon"}, "prometheus_alertmanager_group_wait"),
+    ({"prometheus_alertmanager_repeat_interval": "0m"}, "prometheus_alertmanager_repeat_interval"),
+    ({"prometheus_alertmanager_critical_receivers": ["pagerduty"]}, "prometheus_alertmanager_critical_receivers"),
+    ({"prometheus_alertmanager_warning_receivers": "slack"}, "prometheus_alertmanager_warning_receivers"),
+    ({"prometheus_alertmanager_slack_url": "hooks.slack.com/services/T0/B0/x"}, "prometheus_alertmanager_slack_url"),
+    ({"prometheus_alertmanager_email_to": "oncall@example.test", "prometheus_alertmanager_smtp_smarthost":
+      "smtp.example.test", "prometheus_alertmanager_smtp_from": "am@example.test"},
+     "prometheus_alertmanager_smtp_smarthost"),
+    ({"prometheus_alertmanager_email_to": "oncall", "prometheus_alertmanager_smtp_smarthost": "smtp.example.test:25",
+      "prometheus_alertmanager_smtp_from": "am@example.test"}, "prometheus_alertmanager_email_to"),
+    ({"prometheus_alertmanager_email_to": "oncall@example.test", "prometheus_alertmanager_smtp_smarthost":
+      "smtp.example.test:587", "prometheus_alertmanager_smtp_from": "am@example.test",
+      "prometheus_alertmanager_smtp_auth_username": "am"}, "prometheus_alertmanager_smtp_auth_password"),
+    ({"prometheus_extra_rules": [{"expr": "up == 0"}]}, "prometheus_extra_rules"),
+    ({"prometheus_extra_rules": [{"alert": "Queue too long", "expr": "q > 1"}]}, "prometheus_extra_rules"),
+]
+
+
+@pytest.mark.parametrize(("extra", "variable"), BAD, ids=[f"{i}-{v}" for i, (_, v) in enumerate(BAD)])
+def test_bad_input_fails_in_preflight_naming_the_variable(tmp_path, extra, variable):
+    rc, messages, ran = run_preflight(tmp_path, "prometheus", extra)
+    assert rc != 0 and messages, ran
+    assert any(variable in m for m in messages), messages
+
+
+def test_secrets_are_not_in_the_failure(tmp_path):
+    """A malformed webhook URL (it holds a token) and an SMTP password are never printed."""
+    token = "T000/B000/XXXXsecretXXXX"
+    extra = {"prometheus_alertmanager_slack_url": f"hooks.slack.com/services/{token}",
+             "prometheus_alertmanager_email_to": "oncall@example.test",
+             "prometheus_alertmanager_smtp_smarthost": "smtp.example.test",
+             "prometheus_alertmanager_smtp_from": "am@example.test",
+             "prometheus_alertmanager_smtp_auth_username": "am",
+             "prometheus_alertmanager_smtp_auth_password": "pw-XXXXsecretXXXX"}
+    rc, messages, _ = run_preflight(tmp_path, "prometheus", extra)
+    assert rc != 0 and messages
+    assert not any("XXXXsecretXXXX" in m for m in messages), messages
