@@ -15,15 +15,12 @@ import os
 import sys
 from typing import Any
 
-try:
-    from ansible.errors import AnsibleFilterError
-except ImportError:  # pragma: no cover - used without ansible in tools
-    AnsibleFilterError = ValueError  # type: ignore[misc,assignment]
+from ansible.errors import AnsibleFilterError
 
-try:
+try:  # the unit tests register plugins/module_utils as ansible.module_utils (tests/unit/conftest.py)
     from ansible.module_utils import tradeops_market as market
-except ImportError:  # pragma: no cover - ansible.cfg's module_utils path not registered (plain Python)
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "module_utils"))
+except ImportError:  # Ansible loads controller plugins without its module_utils path: load it beside us
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
     import tradeops_market as market  # type: ignore[no-redef]
 
 DOCUMENTATION = """
@@ -57,10 +54,6 @@ options:
 """
 
 
-def _time(t: Any) -> Any:
-    return market.resolve_now() if t in (None, "", "now") else t
-
-
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
@@ -69,26 +62,26 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def market_session(t: Any, exchange: str, tz: str | None = None, closures_file: str | None = None) -> dict[str, Any]:
-    return _run(lambda: market.calendar(exchange, closures_file).session(_time(t), tz).as_dict())
+    return _run(lambda: market.calendar(exchange, closures_file).session(market.resolve_when(t), tz).as_dict())
 
 
 def market_next_open(t: Any, exchange: str, tz: str | None = None, closures_file: str | None = None) -> str:
-    return _run(lambda: market.calendar(exchange, closures_file).next_open(_time(t), tz).isoformat())
+    return _run(lambda: market.calendar(exchange, closures_file).next_open(market.resolve_when(t), tz).isoformat())
 
 
 def market_next_close(t: Any, exchange: str, tz: str | None = None, closures_file: str | None = None) -> str:
-    return _run(lambda: market.calendar(exchange, closures_file).next_close(_time(t), tz).isoformat())
+    return _run(lambda: market.calendar(exchange, closures_file).next_close(market.resolve_when(t), tz).isoformat())
 
 
 def market_boundaries(t: Any, exchange: str, count: int = 10, tz: str | None = None,
                       closures_file: str | None = None) -> list[dict[str, Any]]:
     return _run(lambda: [b.as_dict() for b in
-                         market.calendar(exchange, closures_file).boundaries(_time(t), int(count), tz)])
+                         market.calendar(exchange, closures_file).boundaries(market.resolve_when(t), int(count), tz)])
 
 
 def market_window(t: Any, exchange: str, tz: str | None = None, closures_file: str | None = None,
                   refuse: Any = ("regular",)) -> dict[str, Any]:
-    return _run(market.window_report, exchange, _time(t), closures_file, tz, refuse)
+    return _run(market.window_report, exchange, market.resolve_when(t), closures_file, tz, refuse)
 
 
 class FilterModule:

@@ -316,6 +316,11 @@ def resolve_now(now: Any = None) -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def resolve_when(value: Any) -> Any:
+    """``now``, empty or None: the injected clock (``resolve_now``); anything else as given."""
+    return resolve_now() if value is None or (isinstance(value, str) and value.strip() in ("", "now")) else value
+
+
 # --------------------------------------------------------------------------- the calendar
 
 
@@ -480,23 +485,21 @@ class MarketCalendar:
         raise MarketCalendarError(f"{self.exchange.name}: no regular session within {MAX_SCAN_DAYS} days "
                                   f"of {start.isoformat()}: check the declared closures")
 
-    def next_open(self, when: Any, tz: str | None = None) -> dt.datetime:
-        """Start of the first regular session that begins strictly after ``when``."""
+    def _next_regular(self, when: Any, tz: str | None, edge: str) -> dt.datetime:
         local = self.local(when, tz)
         for day in self._days_from(local.date()):
             regular = day.regular
-            if regular is not None and regular.start > local:
-                return regular.start
+            if regular is not None and getattr(regular, edge) > local:
+                return getattr(regular, edge)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def next_open(self, when: Any, tz: str | None = None) -> dt.datetime:
+        """Start of the first regular session that begins strictly after ``when``."""
+        return self._next_regular(when, tz, "start")
 
     def next_close(self, when: Any, tz: str | None = None) -> dt.datetime:
         """End of the regular session in progress at ``when``, else of the next one."""
-        local = self.local(when, tz)
-        for day in self._days_from(local.date()):
-            regular = day.regular
-            if regular is not None and regular.end > local:
-                return regular.end
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._next_regular(when, tz, "end")
 
     def boundaries(self, when: Any, count: int = 10, tz: str | None = None) -> list[Boundary]:
         """The next ``count`` phase changes strictly after ``when`` (for timers and hooks)."""
@@ -555,7 +558,7 @@ def window_report(exchange: Any, when: Any = None, closures_file: str | None = N
     if refused >= set(PHASES):
         raise MarketCalendarError("every phase is refused: there is never a window")
     cal = calendar(exchange, closures_file)
-    instant = resolve_now(None) if when in (None, "") else parse_time(when, tz)
+    instant = parse_time(resolve_when(when), tz)
     session = cal.session(instant)
     report = session.as_dict()
     report["utc"] = instant.astimezone(dt.UTC).isoformat()

@@ -11,15 +11,12 @@ import os
 import sys
 from typing import Any
 
-try:
-    from ansible.errors import AnsibleFilterError
-except ImportError:  # pragma: no cover - used without ansible in tools
-    AnsibleFilterError = ValueError  # type: ignore[misc,assignment]
+from ansible.errors import AnsibleFilterError
 
-try:
+try:  # the unit tests register plugins/module_utils as ansible.module_utils (tests/unit/conftest.py)
     from ansible.module_utils import tradeops_market as market
-except ImportError:  # pragma: no cover - ansible.cfg's module_utils path not registered (plain Python)
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "module_utils"))
+except ImportError:  # Ansible loads controller plugins without its module_utils path: load it beside us
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
     import tradeops_market as market  # type: ignore[no-redef]
 
 DOCUMENTATION = """
@@ -50,7 +47,7 @@ options:
 
 
 def market_open(t: Any, exchange: str, tz: str | None = None, closures_file: str | None = None) -> bool:
-    when = market.resolve_now() if t in (None, "", "now") else t
+    when = market.resolve_when(t)
     try:
         return market.calendar(exchange, closures_file).is_open(when, tz)
     except market.MarketCalendarError as exc:
@@ -69,7 +66,7 @@ def market_trading_day(day: Any, exchange: str, tz: str | None = None, closures_
             except ValueError as exc:
                 raise market.MarketCalendarError(f"date {day!r} is not YYYY-MM-DD") from exc
         else:
-            local_day = cal.local(market.resolve_now() if day in (None, "", "now") else day, tz).date()
+            local_day = cal.local(market.resolve_when(day), tz).date()
         return cal.day(local_day).regular is not None
     except market.MarketCalendarError as exc:
         raise AnsibleFilterError(f"market calendar: {exc}") from None
