@@ -15,7 +15,8 @@ database server-side (generate_series), then times RUNS repetitions of, on db1:
   verify              ``tradeops-backup verify --backup-id B`` (what the backup_verify module runs:
                       checksums, scratch restore into a temporary database, counts compared,
                       Redis RDB loaded into a throw-away server, offsite copy compared)
-  pg_restore          raw ``pg_restore`` of the backup's dump into a new database (the RTO baseline)
+  pg_restore          raw ``pg_restore`` of the backup's dump into a new database owned by refapp, as the
+                      tool restores (the RTO baseline)
   restore.yml         ``ansible-playbook restore.yml -e confirm_restore=true`` wall time (the RTO:
                       emergency backup of the current state, restore of every item, counts compared)
 
@@ -173,7 +174,7 @@ def main() -> int:
             delete_offsite(backup_id)  # moto holds objects in memory; restore.yml uses the local copy
             root = json.loads(on_db1(f"cat {CONFIG}").stdout)["backup_root"]
             dump = f"{root}/{backup_id}/postgresql/refapp.dump"
-            note("pg_restore", timed(on_db1, f"{PG_ENV} createdb --no-password bench_restore && "
+            note("pg_restore", timed(on_db1, f"{PG_ENV} createdb --no-password --owner=refapp bench_restore && "
                                      f"{PG_ENV} pg_restore --no-password --exit-on-error -d bench_restore {dump} && "
                                      f"{PG_ENV} dropdb --no-password bench_restore")[0])
             note("restore.yml", timed(play, "playbooks/restore.yml", "-e", "confirm_restore=true",
