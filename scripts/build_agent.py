@@ -47,7 +47,8 @@ PACKAGE = "tradeops_agent"
 DIST_NAME = "tradeops-agent"
 # Module in the wheel -> its single source in plugins/module_utils.
 SHIPPED = {"health.py": "tradeops_health.py", "release.py": "tradeops_release.py", "backup.py": "tradeops_backup.py",
-           "metrics.py": "tradeops_metrics.py", "maintenance.py": "tradeops_maintenance.py"}
+           "metrics.py": "tradeops_metrics.py", "maintenance.py": "tradeops_maintenance.py",
+           "schedule.py": "tradeops_schedule.py"}
 # Wheels carry no build time: with a fixed SOURCE_DATE_EPOCH the same inputs give the same bytes.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the oldest time a zip file can hold
 _VERSION_LINE = re.compile(r'^__version__ = "[^"\n]*"$', re.MULTILINE)

@@ -34,7 +34,9 @@ description:
   - Other filters of this file - C(market_next_open), C(market_next_close),
     C(market_boundaries) (the next N phase changes), C(market_window) (session, next open and
     close, C(refused) and the next window outside the C(refuse) phases, C(window_opens) and
-    C(window_closes)).
+    C(window_closes)), C(market_calendar_document) (C(exchange | market_calendar_document(years))):
+    the non-trading weekdays and early closes of the years as the JSON document hosts read,
+    role schedule's trading-day calendar).
   - Exchanges NYSE (XNYS), NASDAQ (XNAS), NSE (XNSE).
 positional: _input, exchange
 options:
@@ -84,6 +86,11 @@ def market_window(t: Any, exchange: str, tz: str | None = None, closures_file: s
     return _run(market.window_report, exchange, market.resolve_when(t), closures_file, tz, refuse)
 
 
+def market_calendar_document(exchange: str, years: Any = None, closures_file: str | None = None,
+                             now: Any = None) -> dict[str, Any]:
+    return _run(market.calendar_document, exchange, years, closures_file or None, market.resolve_when(now))
+
+
 class FilterModule:
     """Market calendar filters."""
 
@@ -94,4 +101,5 @@ class FilterModule:
             "market_next_close": market_next_close,
             "market_boundaries": market_boundaries,
             "market_window": market_window,
+            "market_calendar_document": market_calendar_document,
         }

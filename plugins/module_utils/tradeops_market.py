@@ -583,3 +583,38 @@ def window_report(exchange: Any, when: Any = None, closures_file: str | None = N
     report["window_closes"] = closes.isoformat()
     report["years"] = list(cal.exchange.years)
     return report
+
+
+CALENDAR_DOCUMENT_FORMAT = 1
+
+
+def calendar_document(exchange: Any, years: Any = None, closures_file: str | None = None,
+                      now: Any = None) -> dict[str, Any]:
+    """The exchange's non-trading weekdays and early closes of ``years`` ([first, last]; default: this
+    year and the next one the calendar covers) as the JSON document hosts read without a market library
+    (``tradeops_schedule.load_calendar``; role schedule renders it)."""
+    cal = calendar(exchange, closures_file)
+    first_covered, last_covered = cal.exchange.years
+    if years in (None, "", []):
+        this_year = resolve_now(now).astimezone(cal.zone).year
+        years = [this_year, min(this_year + 1, last_covered)]
+    if (not isinstance(years, (list, tuple)) or len(years) != 2
+            or not all(isinstance(y, int) and not isinstance(y, bool) for y in years) or years[0] > years[1]):
+        raise MarketCalendarError(f"years {years!r} must be [first, last] (integers, first <= last)")
+    closed: dict[str, str] = {}
+    early: dict[str, str] = {}
+    day = dt.date(years[0], 1, 1)
+    cal._check_year(day)
+    cal._check_year(dt.date(years[1], 12, 31))
+    while day.year <= years[1]:
+        if day.weekday() < 5:
+            info = cal.day(day)
+            regular = info.regular
+            if regular is None:
+                closed[day.isoformat()] = info.reason
+            elif info.reason:
+                early[day.isoformat()] = regular.end.strftime("%H:%M")
+        day += dt.timedelta(days=1)
+    return {"format": CALENDAR_DOCUMENT_FORMAT, "exchange": cal.exchange.name, "zone": cal.exchange.zone,
+            "years": [years[0], years[1]], "covered": [first_covered, last_covered],
+            "closed": closed, "early_close": early}

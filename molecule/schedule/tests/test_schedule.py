@@ -1,0 +1,177 @@
+"""schedule scenario: the application's jobs on app1 as timers in the NYSE's zone (issue 7).
+
+Expectations are computed on the controller with the project's own libraries (tradeops_market for the
+exchange's zone and trading days, tradeops_schedule.next_elapse for the calendar events) and compared with what
+systemd on the host says. The host's clock is never changed: the trading-day checker takes injected dates.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import ansible.module_utils
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+MODULE_UTILS = str(ROOT / "plugins" / "module_utils")
+if MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(MODULE_UTILS)
+
+from ansible.module_utils import tradeops_market as market  # noqa: E402
+from ansible.module_utils import tradeops_schedule as schedule  # noqa: E402
+
+INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+HOST_VARS = Path(__file__).resolve().parents[1] / "host_vars" / "app1.yml"
+PREFIX = "tradeops-job"
+TOOL = "/opt/tradeops-agent/venv/bin/python -m tradeops_agent.schedule"
+CALENDAR = "/etc/tradeops/market-calendar.json"
+METRICS = "/var/lib/prometheus/node-exporter/tradeops_job.prom"
+LEDGER = "/opt/refapp/ledger.jsonl"
+
+testinfra_hosts = ["ansible://app1"]
+
+
+def jobs() -> list[dict]:
+    return yaml.safe_load(HOST_VARS.read_text())["schedule_jobs"]
+
+
+def journal(host, unit: str) -> str:
+    return host.run(f"journalctl --no-pager -n 40 -u {unit}").stdout
+
+
+def host_now(host) -> dt.datetime:
+    return dt.datetime.fromtimestamp(int(host.check_output("date +%s")), dt.UTC)
+
+
+def test_timers_installed_enabled_and_waiting(host):
+    for job in jobs():
+        timer = host.service(f"{PREFIX}-{job['name']}.timer")
+        assert timer.is_enabled, journal(host, f"{PREFIX}-{job['name']}.timer")
+        assert timer.is_running, journal(host, f"{PREFIX}-{job['name']}.timer")
+        props = timer.systemd_properties
+        zone = job.get("time_zone") or market.get_exchange("NYSE").zone
+        assert props["TimersCalendar"].find(zone) >= 0, props["TimersCalendar"]
+
+
+def test_next_elapse_equals_the_library(host):
+    """systemd's NextElapseUSecRealtime == next_elapse(on_calendar, now) in the exchange's zone."""
+    before = host_now(host)
+    listed = json.loads(host.check_output("systemctl list-timers --all --output=json"))
+    after = host_now(host)
+    by_unit = {t["unit"]: t for t in listed}
+    nyse_zone = market.get_exchange("NYSE").zone
+    for job in jobs():
+        unit = f"{PREFIX}-{job['name']}.timer"
+        zone = job.get("time_zone") or nyse_zone
+        expected = schedule.next_elapse(job["on_calendar"], before, zone)
+        if expected <= after:  # it elapsed while we listed: systemd already shows the one after
+            expected = schedule.next_elapse(job["on_calendar"], expected, zone)
+        got = dt.datetime.fromtimestamp(by_unit[unit]["next"] / 1e6, dt.UTC)
+        assert got == expected, f"{unit}: systemd {got.isoformat()} != library {expected.isoformat()}"
+
+
+def test_daily_scan_runs_at_0630_new_york_in_winter_and_summer():
+    winter = schedule.next_elapse("Mon..Fri *-*-* 06:30:00", dt.datetime(2026, 1, 5, tzinfo=dt.UTC),
+                                  "America/New_York")
+    summer = schedule.next_elapse("Mon..Fri *-*-* 06:30:00", dt.datetime(2026, 7, 6, tzinfo=dt.UTC),
+                                  "America/New_York")
+    assert winter.astimezone(dt.UTC).hour == 11 and summer.astimezone(dt.UTC).hour == 10
+
+
+def test_calendar_on_the_host_is_the_library_s(host):
+    doc = json.loads(host.file(CALENDAR).content_string)
+    assert host.file(CALENDAR).mode == 0o644
+    expected = market.calendar_document("NYSE", doc["years"])
+    assert doc == expected
+
+
+@pytest.mark.parametrize(("day", "code"), [("2026-11-26", 1), ("2026-11-27", 0), ("2026-11-28", 1),
+                                          ("2026-12-25", 1), ("2026-12-24", 0), ("2026-07-03", 1)])
+def test_trading_days_only_condition_at_injected_dates(host, day, code):
+    """The daily-scan's ExecCondition, as its user, at injected dates: exit 1 refuses, 0 passes."""
+    expected = market.calendar("NYSE").day(dt.date.fromisoformat(day)).regular is not None
+    assert code == (0 if expected else 1)
+    unit = host.file(f"/etc/systemd/system/{PREFIX}-daily-scan.service").content_string
+    condition = re.search(r"^ExecCondition=(.*)$", unit, re.MULTILINE).group(1)
+    run = host.run(f"runuser -u refapp -- {condition} --date {day}")
+    assert run.rc == code, run.stdout + run.stderr
+    assert ("is a NYSE trading day" if code == 0 else "is not a NYSE trading day") in run.stdout
+
+
+def test_condition_errors_fail_never_skip(host):
+    assert host.run(f"{TOOL} check-day --calendar {CALENDAR} --date 2031-01-02").rc == 255
+    assert host.run(f"{TOOL} check-day --calendar /nonexistent.json").rc == 255
+
+
+def test_trading_days_only_job_today_follows_the_calendar(host):
+    """Started now (the real clock): runs on a NYSE trading day, is skipped (not failed) on any other day."""
+    unit = f"{PREFIX}-daily-scan.service"
+    before = host.check_output("journalctl -u %s -o cat --no-pager | wc -l", unit)
+    host.run_expect([0], f"systemctl start {unit}")
+    today = host_now(host).astimezone(market.get_exchange("NYSE").tzinfo).date()
+    trading = market.calendar("NYSE").day(today).regular is not None
+    props = host.service(unit).systemd_properties
+    assert props["ActiveState"] == "inactive", journal(host, unit)
+    new = host.check_output("journalctl -u %s -o cat --no-pager | tail -n +%s", unit, int(before) + 1)
+    if trading:
+        assert props["Result"] == "success" and '"job":"daily-scan"' in new, new
+    else:
+        assert props["Result"] == "exec-condition", new
+        assert f"{today.isoformat()} is not a NYSE trading day" in new, new
+        assert '"job":"daily-scan"' not in new, new
+
+
+def test_two_concurrent_starts_run_once(host):
+    host.run_expect([0], "truncate -s 0 /var/lib/schedule-test/runs")
+    unit = f"{PREFIX}-slow.service"
+    host.run_expect([0], f"systemctl start --no-block {unit}")
+    time.sleep(1)
+    host.run_expect([0], f"systemctl start --no-block {unit}")
+    host.run_expect([0], f"systemctl start --no-block {unit}")
+    deadline = time.monotonic() + 30
+    while host.service(unit).systemd_properties["ActiveState"] != "inactive" and time.monotonic() < deadline:
+        time.sleep(1)
+    runs = host.file("/var/lib/schedule-test/runs").content_string.split()
+    assert len(runs) == 1, runs
+    metric = host.file(METRICS).content_string
+    assert 'tradeops_job_last_success{task="slow"} 1' in metric, metric
+
+
+def test_failing_job_sets_the_metric_to_zero(host):
+    unit = f"{PREFIX}-fails.service"
+    run = host.run(f"systemctl start {unit}")
+    assert run.rc != 0
+    metric = host.file(METRICS).content_string
+    assert 'tradeops_job_last_success{task="fails"} 0' in metric, metric + journal(host, unit)
+    assert re.search(r'tradeops_job_last_run_timestamp_seconds\{task="fails"\} \d', metric), metric
+    assert "tradeops_job_last_success=0" in journal(host, unit)
+
+
+def test_units_are_hardened(host):
+    out = host.run(f"systemd-analyze security --offline=yes --threshold=20 {PREFIX}-daily-scan.service")
+    score = float(re.search(r"Overall exposure level for \S+: (\d+\.\d)", out.stdout).group(1))
+    assert score <= 2.0, out.stdout
+
+
+def test_override_reason_lands_in_the_ledger(host):
+    lines = [json.loads(line) for line in host.file(LEDGER).content_string.splitlines() if line.strip()]
+    reasons = [rec.get("reason", "") for rec in lines if rec.get("version") == "2.0.0" or "2.0.0" in str(rec)]
+    assert any("override: molecule schedule hotfix in session" in r for r in reasons), lines[-3:]
+    assert any("during the NYSE regular session" in r for r in reasons), lines[-3:]
+
+
+def test_guard_refuses_an_in_session_deploy_before_anything_changes(host):
+    before = host.file(LEDGER).content_string
+    cmd = ["ansible-playbook", "-i", str(INVENTORY), str(ROOT / "playbooks" / "deploy.yml"), "-l", "app1",
+           "-e", "app_version=3.0.0", "-e", "market_guard_now=2026-11-25T11:00:00-05:00"]
+    run = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, timeout=300)
+    assert run.returncode != 0, run.stdout[-2000:]
+    assert "deploy refused: NYSE is in its regular session" in run.stdout, run.stdout[-2000:]
+    assert host.file(LEDGER).content_string == before
+    assert "3.0.0" not in host.check_output("readlink /opt/refapp/current")
