@@ -221,13 +221,14 @@ def as_owner_of(path: Path) -> Iterator[None]:
     if os.geteuid() != 0 or st.st_uid == 0:
         yield
         return
+    uid, gid = os.geteuid(), os.getegid()
     os.setegid(st.st_gid)
     os.seteuid(st.st_uid)
     try:
         yield
     finally:
-        os.seteuid(0)
-        os.setegid(0)
+        os.seteuid(uid)
+        os.setegid(gid)
 
 
 def _size(path: Path) -> int:
@@ -563,7 +564,7 @@ def make_report(cfg: dict[str, Any], period: str, now: dt.datetime | None = None
             report["prometheus"] = prometheus_figures(cfg["prometheus"], period, now.timestamp(), get)
             fired = report["prometheus"]["alerts_fired"]
             if fired:
-                problems.append("alerts fired: " + ", ".join(a["alertname"] for a in fired))
+                problems.append("alerts fired: " + ", ".join(sorted({a["alertname"] for a in fired})))
         except CannotCheck as exc:
             report["prometheus"] = {"url": cfg["prometheus"]["url"], "error": str(exc)}
             unreadable.append(str(exc))

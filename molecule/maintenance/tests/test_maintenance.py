@@ -150,7 +150,7 @@ def test_report_jobs_write_reports_with_real_prometheus_figures(hosts):
         assert 0 < prom["availability_percent"]["liveness"] <= 100
         assert report["health"]["status"] == "healthy", report["health"]
         assert report["host_facts"]["hostname"] and "## Prometheus" in markdown and "| CPU |" in markdown
-        assert host.file(f"{base}.json").mode == 0o640
+        assert host.file(f"{base}.json").mode == 0o640 and host.file(f"{base}.json").group == "adm"
 
 
 def test_job_metric_is_scraped_by_prometheus(hosts):

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -393,3 +394,26 @@ def test_cli_exit_codes_and_job_metric(tmp_path, capsys):
     assert tm.main_cli(["--config", str(bad), "check"]) == 2 and "refusing" in capsys.readouterr().err
     assert tm.main_cli(["--config", str(config), "check"]) == 0
     assert tm.main_cli(["--help"]) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to a database's owner needs root")
+def test_as_root_the_work_is_done_as_the_database_owner():
+    """Files SQLite creates next to the database (-wal, -shm) belong to its owner, not to root."""
+    with tempfile.TemporaryDirectory() as top:  # pytest's own tmp_path is 0700 root: not traversable by the owner
+        os.chmod(top, 0o755)  # noqa: S103 - traversable by the database owner, like an app directory
+        data = Path(top) / "data"
+        data.mkdir()
+        _as_owner_checks(data)
+
+
+def _as_owner_checks(data: Path) -> None:
+    db = _db(data / "app.db", rows=10)
+    for path in (data, db):
+        os.chown(path, 65534, 65534)
+    with tm.as_owner_of(db):
+        assert (os.geteuid(), os.getegid()) == (65534, 65534)
+        (data / "made-inside").touch()
+    assert (os.geteuid(), os.getegid()) == (0, 0)
+    assert (data / "made-inside").stat().st_uid == 65534
+    assert tm.maintain_sqlite(db)["status"] == "ok"
+    assert {p.name: p.stat().st_uid for p in data.iterdir()} == {"app.db": 65534, "made-inside": 65534}
