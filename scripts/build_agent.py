@@ -7,7 +7,7 @@
 Copies files/ops_agent to a temporary directory, adds the host-side logic from
 plugins/module_utils (tradeops_health.py -> tradeops_agent/health.py, tradeops_release.py
 -> tradeops_agent/release.py, tradeops_backup.py -> tradeops_agent/backup.py, tradeops_metrics.py ->
-tradeops_agent/metrics.py: one source of
+tradeops_agent/metrics.py, tradeops_maintenance.py and tradeops_schedule.py likewise: one source of
 truth, the repository holds no copy), stamps
 the version into tradeops_agent/__init__.py and builds the wheel offline with
 ``python -m pip wheel --no-deps --no-build-isolation --no-index`` (setuptools and wheel
