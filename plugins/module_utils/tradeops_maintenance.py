@@ -235,6 +235,26 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def execute_patiently(conn: sqlite3.Connection, sql: str, deadline: float) -> list[Any]:
+    """``sql``'s rows, retried until ``deadline`` (monotonic) while the database is busy. The busy timeout alone
+    is not enough on a live database: where waiting could deadlock (this connection reads while the app's
+    holds the write lock, e.g. during the switch to WAL) SQLite answers SQLITE_BUSY at once."""
+    pause = 0.02
+    while True:
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
 def maintain_sqlite(path: str | Path, busy_timeout_ms: int = 30000, vacuum: bool = True) -> dict[str, Any]:
     """WAL mode, integrity check, ANALYZE, VACUUM and a WAL checkpoint on the live database ``path``.
 
@@ -256,27 +276,30 @@ def maintain_sqlite(path: str | Path, busy_timeout_ms: int = 30000, vacuum: bool
     try:
         with as_owner_of(path):
             conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None)
+            deadline = time.monotonic() + busy_timeout_ms / 1000
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-                result["journal_mode"] = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                rows = [r[0] for r in conn.execute("PRAGMA integrity_check(100)").fetchall()]
+                result["journal_mode"] = execute_patiently(conn, "PRAGMA journal_mode = WAL", deadline)[0][0]
+                rows = [r[0] for r in execute_patiently(conn, "PRAGMA integrity_check(100)", deadline)]
                 result["integrity"] = rows
                 if rows != ["ok"]:
                     result.update(status=FAILED, detail=f"integrity_check: {'; '.join(rows[:5])}")
                 else:
-                    conn.execute("ANALYZE")
+                    deadline = time.monotonic() + busy_timeout_ms / 1000
+                    execute_patiently(conn, "ANALYZE", deadline)
                     if vacuum:
-                        conn.execute("VACUUM")
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                        execute_patiently(conn, "VACUUM", deadline)
+                    execute_patiently(conn, "PRAGMA wal_checkpoint(TRUNCATE)", deadline)
                     result["detail"] = "WAL on, integrity ok, analyzed" + (", vacuumed" if vacuum else "")
             finally:
                 conn.close()
     except sqlite3.DatabaseError as exc:
-        text = str(exc)
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text or "unable" in text):
-            result.update(status=CANNOT_CHECK, detail=f"{text} (waited {busy_timeout_ms} ms)")
+        if _busy(exc):
+            result.update(status=CANNOT_CHECK, detail=f"{exc} (waited {busy_timeout_ms} ms)")
+        elif isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+            result.update(status=CANNOT_CHECK, detail=str(exc))
         else:
-            result.update(status=FAILED, detail=text)
+            result.update(status=FAILED, detail=str(exc))
     except OSError as exc:
         result.update(status=CANNOT_CHECK, detail=f"{exc.strerror or exc}")
     result["size_after"] = _size(path) if path.exists() else None
