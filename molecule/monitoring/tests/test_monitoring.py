@@ -31,7 +31,8 @@ APP_UNIT = "refapp-web"
 SMTP_LOG = "/var/tmp/tradeops-smtp.jsonl"  # noqa: S108 - on the lab host, written by the test's SMTP sink
 HOOK_PY = "/var/tmp/tradeops-hook.py"  # noqa: S108 - on the lab host
 SMTP_PY = "/var/tmp/tradeops-smtp-sink.py"  # noqa: S108 - on the lab host
-FILL_DIR = "/mnt/tradeops-disk-test"
+# Not under /mnt, /media, /run...: Debian's node_exporter excludes those mount points.
+FILL_DIR = "/srv/tradeops-disk-test"
 ROOT = "/opt/refapp"
 # An SMTP server that keeps every message as a JSON line (Debian 12's Python 3.11 still has smtpd).
 SMTP_SINK = r'''
@@ -238,6 +239,12 @@ def test_disk_full_fires_and_a_down_webhook_is_retried_until_it_is_back(hosts):
     am_pid = mon.check_output("systemctl show -P MainPID prometheus-alertmanager")
     requests_before = counter(mon, "alertmanager_notification_requests_failed_total", integration="slack")
     failed_before = counter(mon, "alertmanager_notifications_failed_total", integration="slack")
+    # node_exporter runs in its own mount namespace (PrivateMounts, ProtectSystem): it sees a disk
+    # mounted later only through mount propagation from a shared root, which systemd sets up at boot
+    # on a real host and Docker does not give the lab's containers. Make it so, as on a real host.
+    if "shared" not in app.check_output("findmnt -no PROPAGATION /"):
+        app.run_expect([0], "mount --make-rshared / && systemctl restart prometheus-node-exporter")
+        wait_for("node_exporter back", lambda: app.socket("tcp://9100").is_listening, 30, 1)
     app.run_expect([0], f"mkdir -p {FILL_DIR} && mount -t tmpfs -o size=16m tradeops-disk-test {FILL_DIR}")
     try:
         app.run_expect([0], f"fallocate -l 15900k {FILL_DIR}/fill")
