@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,7 +63,9 @@ def _writer(directory: str, index: int) -> None:
 
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
-    procs = [multiprocessing.Process(target=_writer, args=(str(tmp_path), i)) for i in range(4)]
+    # flock() locks belong to open file descriptions: each writer's own open() excludes the others,
+    # in threads as in processes.
+    procs = [threading.Thread(target=_writer, args=(str(tmp_path), i)) for i in range(4)]
     for proc in procs:
         proc.start()
     for proc in procs:
