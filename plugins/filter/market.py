@@ -34,7 +34,7 @@ description:
   - Other filters of this file - C(market_next_open), C(market_next_close),
     C(market_boundaries) (the next N phase changes), C(market_window) (session, next open and
     close, C(refused) and the next window outside the C(refuse) phases, C(window_opens) and
-    C(window_closes)), C(market_calendar_document) (C(exchange | market_calendar_document(years))):
+    C(window_closes)), C(market_calendar_document) (C(exchange | market_calendar_document(years)),
     the non-trading weekdays and early closes of the years as the JSON document hosts read,
     role schedule's trading-day calendar).
   - Exchanges NYSE (XNYS), NASDAQ (XNAS), NSE (XNSE).

@@ -127,6 +127,16 @@ def test_trading_days_only_job_today_follows_the_calendar(host):
         assert '"job":"daily-scan"' not in new, new
 
 
+@pytest.mark.parametrize("name", ["weekly-analysis", "health-check", "log-cleanup"])
+def test_application_jobs_run_in_their_sandbox(host, name):
+    """The reference app's own jobs succeed as refapp under the hardened unit (SQLite written), metric 1."""
+    unit = f"{PREFIX}-{name}.service"
+    run = host.run(f"systemctl start {unit}")
+    assert run.rc == 0, journal(host, unit)
+    assert host.service(unit).systemd_properties["Result"] == "success", journal(host, unit)
+    assert f'tradeops_job_last_success{{task="{name}"}} 1' in host.file(METRICS).content_string, journal(host, unit)
+
+
 def test_two_concurrent_starts_run_once(host):
     host.run_expect([0], "truncate -s 0 /var/lib/schedule-test/runs")
     unit = f"{PREFIX}-slow.service"
@@ -161,19 +171,31 @@ def test_units_are_hardened(host):
 
 def test_override_reason_lands_in_the_ledger(host):
     lines = [json.loads(line) for line in host.file(LEDGER).content_string.splitlines() if line.strip()]
-    reasons = [rec["reason"] or "" for rec in lines if rec.get("action") == "summary" and rec.get("version") == "2.0.0"]
+    reasons = [rec["reason"] or "" for rec in lines if rec.get("action") == "summary" and rec.get("version") == "1.0.0"]
     assert any("override: molecule schedule hotfix in session" in r for r in reasons), lines[-3:]
     assert any("during the NYSE regular session" in r for r in reasons), lines[-3:]
 
 
+def deploy(version: str, now: str) -> subprocess.CompletedProcess:
+    cmd = ["ansible-playbook", "-i", str(INVENTORY), str(ROOT / "playbooks" / "deploy.yml"), "-l", "app1",
+           "-e", f"app_version={version}", "-e", f"market_guard_now={now}"]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, timeout=600)
+
+
 def test_guard_refuses_an_in_session_deploy_before_anything_changes(host):
     before = host.file(LEDGER).content_string
-    cmd = ["ansible-playbook", "-i", str(INVENTORY), str(ROOT / "playbooks" / "deploy.yml"), "-l", "app1",
-           "-e", "app_version=3.0.0", "-e", "market_guard_now=2026-11-25T11:00:00-05:00"]
-    run = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT, timeout=300)
+    run = deploy("3.0.0", "2026-11-25T11:00:00-05:00")
     assert run.returncode != 0, run.stdout[-2000:]
     said = " ".join((run.stdout + run.stderr).split())
     assert "deploy refused: NYSE is in its regular session" in said, said[-2000:]
     assert "Next window: from 2026-11-25T16:00:00-05:00" in said, said[-2000:]
     assert host.file(LEDGER).content_string == before
     assert "3.0.0" not in host.check_output("readlink /opt/refapp/current")
+
+
+def test_guard_passes_outside_the_session(host):
+    """Saturday noon in New York: the guard lets the deploy through (1.0.0 again: nothing to change)."""
+    run = deploy("1.0.0", "2026-11-28T12:00:00-05:00")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "deploy refused" not in run.stdout
+    assert "1.0.0-" in host.check_output("readlink /opt/refapp/current")
