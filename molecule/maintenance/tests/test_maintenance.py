@@ -146,7 +146,12 @@ def test_report_jobs_write_reports_with_real_prometheus_figures(hosts):
                                                              "availability_percent", "alerts_fired", "error")}))
         assert "error" not in prom, prom
         for figure in ("cpu_percent", "memory_percent"):
-            assert 0 <= prom[figure]["avg"] <= prom[figure]["peak"] <= 100, (figure, prom[figure])
+            avg, peak = prom[figure]["avg"], prom[figure]["peak"]
+            if period == "monthly" and avg is None:
+                # a month is sampled every 10 min (aligned): a Prometheus minutes old may have no such point yet
+                assert peak is None
+                continue
+            assert 0 <= avg <= peak <= 100, (figure, prom[figure])
         assert 0 < prom["availability_percent"]["liveness"] <= 100
         assert report["health"]["status"] == "healthy", report["health"]
         assert report["host_facts"]["hostname"] and "## Prometheus" in markdown and "| CPU |" in markdown
