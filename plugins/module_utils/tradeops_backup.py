@@ -1405,6 +1405,7 @@ class S3Store:
             raise ConfigError("offsite is not configured")
         try:
             import boto3
+            from boto3.exceptions import Boto3Error
             from boto3.s3.transfer import TransferConfig
             from botocore.config import Config as BotoConfig
             from botocore.exceptions import BotoCoreError, ClientError
@@ -1412,7 +1413,7 @@ class S3Store:
             raise CannotCheck("boto3 is not installed: install python3-boto3 (Debian) next to tradeops-backup")\
                 from exc
         self.cfg, self.off, self.sleep = cfg, off, sleep
-        self.ClientError, self.BotoCoreError = ClientError, BotoCoreError
+        self.ClientError, self.BotoCoreError, self.Boto3Error = ClientError, BotoCoreError, Boto3Error
         secret = _read_secret_file(off["secret_access_key_file"], "offsite.secret_access_key_file") \
             if off.get("secret_access_key_file") else None
         self.secrets = [secret] if secret else []
@@ -1469,6 +1470,15 @@ class S3Store:
             text = f"{type(exc).__name__}: {exc}"
         return redact(text, self.secrets)
 
+    def _unwrap(self, exc: Exception) -> Exception:
+        """The S3 error inside boto3's transfer errors (upload_file raises S3UploadFailedError while handling the
+        ClientError of a multipart upload; download_file RetriesExceededError around the last error)."""
+        if isinstance(exc, self.Boto3Error):
+            inner = getattr(exc, "last_exception", None) or exc.__cause__ or exc.__context__
+            if isinstance(inner, Exception):
+                return inner
+        return exc
+
     def _fatal(self, exc: Exception) -> bool:
         return isinstance(exc, self.ClientError) and exc.response.get("Error", {}).get("Code") in _FATAL_S3
 
@@ -1478,7 +1488,8 @@ class S3Store:
         for attempt in range(1, attempts + 1):
             try:
                 return func()
-            except (self.ClientError, self.BotoCoreError, OSError, _Mismatch) as exc:
+            except (self.ClientError, self.BotoCoreError, self.Boto3Error, OSError, _Mismatch) as caught:
+                exc = self._unwrap(caught)
                 if self._fatal(exc) or attempt == attempts:
                     raise BackupError(f"{what} failed after {attempt} attempt(s): {self._explain(exc)}") from None
                 self.sleep(min(delay, float(self.off["max_backoff"])))

@@ -634,6 +634,32 @@ def test_wrong_s3_credentials_keep_the_local_backup_and_never_print_the_secret(s
     assert sorted(u["backup_id"] for u in uploaded) == sorted(b["backup_id"] for b in backups)
 
 
+def test_a_missing_bucket_during_a_multipart_upload_is_a_clear_partial_failure(sources, s3_endpoint, tmp_path,
+                                                                             monkeypatch, capsys):
+    """boto3 wraps the S3 error of a multipart upload (S3UploadFailedError): still exit 1 with the cause named,
+    not an internal error; the local backup is kept and uploaded once the bucket exists."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    metrics = tmp_path / "textfile"
+    config = tmp_path / "backup.json"
+    config.write_text(json.dumps({
+        "backup_root": str(tmp_path / "root"), "set": "nobucket", "metrics_dir": str(metrics),
+        "paths": [{"name": "data", "path": str(sources["data"])}],
+        "offsite": {"bucket": "tradeops-not-yet", "endpoint_url": s3_endpoint, "multipart_threshold_mb": 0.05,
+                    "attempts": 3, "backoff": 0.01}}))
+    assert tb.main_cli(["--config", str(config), "backup"]) == 1
+    out = capsys.readouterr()
+    assert "internal error" not in out.err and "S3UploadFailedError" not in out.out, out
+    assert "failed after 1 attempt(s): NoSuchBucket" in out.out and "create the bucket or fix offsite.bucket" \
+        in out.out, out.out
+    [made] = tb.list_backups(tmp_path / "root")
+    assert made["complete"] and made["offsite"] == "failed"
+    assert _metrics(metrics / "tradeops_backup.prom")["last_run_success"] == 0
+    _s3(s3_endpoint).create_bucket(Bucket="tradeops-not-yet")
+    assert tb.main_cli(["--config", str(config), "upload"]) == 0
+    assert f"{made['backup_id']}: uploaded" in capsys.readouterr().out
+
+
 def test_wrong_database_passwords_fail_the_run_clearly_and_keep_earlier_backups(sources, tmp_path, capsys):
     """A wrong PostgreSQL or Redis password: exit 2, the item and the cause named, the password in no output,
     nothing left of the failed run, the earlier backup untouched, the metric records the failure."""
