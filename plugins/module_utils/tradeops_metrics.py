@@ -14,7 +14,6 @@ the modules and as ``tradeops_agent/metrics.py`` in the ops agent wheel
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -77,13 +76,29 @@ def _atomic_write(path: Path, text: str, mode: int) -> None:
         raise
 
 
+def _load_state(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """The series and the HELP texts kept in the state file; anything unreadable counts as empty
+    (the file is rewritten whole by this writer, never merged with garbage)."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, {}
+    if not isinstance(loaded, dict):
+        return {}, {}
+    series = loaded.get("series") if isinstance(loaded.get("series"), dict) else loaded  # older files: series only
+    known = loaded.get("help") if isinstance(loaded.get("help"), dict) else {}
+    return ({k: v for k, v in series.items() if isinstance(v, dict) and _is_labels_key(k)},
+            {str(k): str(v) for k, v in known.items() if _NAME.match(str(k))})
+
+
 def update_textfile(directory: str | Path, stem: str, metrics: Mapping[str, str],
                     series: Iterable[tuple[Labels, Values]]) -> Path:
     """Merge ``series`` (pairs of labels and ``{metric: value}``; ``None`` leaves a value as it was)
     into ``<directory>/<stem>.prom`` and rewrite it atomically. Returns the file's path.
 
     ``metrics`` maps each metric (the part after ``<stem>_``) to its HELP text; a value for a
-    metric not in it is an error (a typo would otherwise publish nothing)."""
+    metric not in it is an error (a typo would otherwise publish nothing). Metrics that other
+    writers of the same file declared are kept (their HELP is remembered in the state file)."""
     if not _NAME.match(stem):
         raise ValueError(f"metric file stem {stem!r}: letters, digits and _ only")
     updates = [(dict(labels), dict(values)) for labels, values in series]
@@ -99,15 +114,15 @@ def update_textfile(directory: str | Path, stem: str, metrics: Mapping[str, str]
     state_path = directory / f".{stem}_state.json"
     with open(directory / f".{stem}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        state: dict[str, dict[str, float]] = {}
-        with contextlib.suppress(OSError, ValueError):
-            loaded = json.loads(state_path.read_text(encoding="utf-8"))
-            if isinstance(loaded, dict):
-                state = {k: v for k, v in loaded.items() if isinstance(v, dict) and _is_labels_key(k)}
+        state, known = _load_state(state_path)
         for labels, values in updates:
             current = state.setdefault(_series_key(labels), {})
             current.update({k: float(v) for k, v in values.items() if v is not None})
-        _atomic_write(state_path, json.dumps(state, indent=2, sort_keys=True) + "\n", 0o644)
+        # Every writer of a file may publish other metrics: keep the HELP of all of them, this
+        # writer's text winning, so none of another writer's series is dropped from the file.
+        known = {**metrics, **{k: v for k, v in sorted(known.items()) if k not in metrics}}
+        _atomic_write(state_path, json.dumps({"help": known, "series": state}, indent=2, sort_keys=True) + "\n",
+                      0o644)
         target = directory / f"{stem}.prom"
-        _atomic_write(target, render(stem, metrics, state), 0o644)
+        _atomic_write(target, render(stem, known, state), 0o644)
     return target

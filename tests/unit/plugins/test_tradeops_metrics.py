@@ -73,3 +73,13 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     text = (tmp_path / "tradeops_x.prom").read_text()
     for i in range(4):
         assert f'tradeops_x_duration_seconds{{app="w{i}"}} 19' in text
+
+
+def test_writers_declaring_different_metrics_keep_each_others_series(tmp_path: Path) -> None:
+    update_textfile(tmp_path, "tradeops_x", METRICS, [({"app": "a"}, {"last_outcome": 1})])
+    other = {"runs_total": "runs of the other writer"}
+    text = update_textfile(tmp_path, "tradeops_x", other, [({"app": "b"}, {"runs_total": 3})]).read_text()
+    assert 'tradeops_x_last_outcome{app="a"} 1' in text and 'tradeops_x_runs_total{app="b"} 3' in text
+    assert "# HELP tradeops_x_runs_total runs of the other writer" in text
+    text = update_textfile(tmp_path, "tradeops_x", METRICS, [({"app": "a"}, {"last_outcome": 0})]).read_text()
+    assert 'tradeops_x_last_outcome{app="a"} 0' in text and 'tradeops_x_runs_total{app="b"} 3' in text
