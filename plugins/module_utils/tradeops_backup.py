@@ -61,9 +61,9 @@ from pathlib import Path
 from typing import IO, Any
 
 try:
-    from ansible.module_utils.tradeops_metrics import update_textfile
+    from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, update_textfile
 except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py (scripts/build_agent.py)
-    from tradeops_agent.metrics import update_textfile  # type: ignore[no-redef]
+    from tradeops_agent.metrics import atomic_write, fsync_dir, update_textfile  # type: ignore[no-redef]
 
 __version__ = "0.1.0"
 TOOL = "tradeops-backup"
@@ -119,33 +119,6 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(CHUNK), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_dir(path: str | Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | Path, data: bytes | str, mode: int = 0o600) -> None:
-    """Write ``path`` through a temporary file and a rename: readers see the old or the new content."""
-    path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: str | Path, data: Any, mode: int = 0o600) -> None:
@@ -974,7 +947,7 @@ def run_backup(cfg: dict[str, Any], now: dt.datetime | None = None) -> dict[str,
             os.rename(partial, root / backup_id)
         except OSError as exc:
             raise BackupError(f"writing the manifest: {_disk_hint(exc, str(root))}") from exc
-        _fsync_dir(root)
+        fsync_dir(root)
         partial = None
         return manifest
     except BackupError as exc:

@@ -57,11 +57,9 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from ansible.module_utils.tradeops_metrics import _atomic_write as atomic_write
-    from ansible.module_utils.tradeops_metrics import escape_label, update_textfile
+    from ansible.module_utils.tradeops_metrics import atomic_write, escape_label, update_textfile
 except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py (scripts/build_agent.py)
-    from tradeops_agent.metrics import _atomic_write as atomic_write  # type: ignore[no-redef]
-    from tradeops_agent.metrics import escape_label, update_textfile  # type: ignore[no-redef]
+    from tradeops_agent.metrics import atomic_write, escape_label, update_textfile  # type: ignore[no-redef]
 try:
     from ansible.module_utils import tradeops_health as health
 except ImportError:  # in the ops agent wheel

@@ -62,11 +62,28 @@ def render(stem: str, metrics: Mapping[str, str], state: Mapping[str, Mapping[st
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str, mode: int) -> None:
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename in ``path`` durable (best effort: some filesystems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, data: bytes | str, mode: int = 0o600) -> None:
+    """Write ``path`` through a temporary file and a rename: readers see the old or the new content."""
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
@@ -74,6 +91,7 @@ def _atomic_write(path: Path, text: str, mode: int) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def _load_state(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
@@ -121,8 +139,8 @@ def update_textfile(directory: str | Path, stem: str, metrics: Mapping[str, str]
         # Every writer of a file may publish other metrics: keep the HELP of all of them, this
         # writer's text winning, so none of another writer's series is dropped from the file.
         known = {**metrics, **{k: v for k, v in sorted(known.items()) if k not in metrics}}
-        _atomic_write(state_path, json.dumps({"help": known, "series": state}, indent=2, sort_keys=True) + "\n",
+        atomic_write(state_path, json.dumps({"help": known, "series": state}, indent=2, sort_keys=True) + "\n",
                       0o644)
         target = directory / f"{stem}.prom"
-        _atomic_write(target, render(stem, known, state), 0o644)
+        atomic_write(target, render(stem, known, state), 0o644)
     return target
