@@ -18,51 +18,44 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
-PLAY = """\
-- name: Preflight of role {role}
-  hosts: localhost
-  gather_facts: false
-  connection: local
-  vars:
-    ansible_facts: {{os_family: Debian, service_mgr: systemd, distribution: Debian}}
-  tasks:
-    - name: Preflight
-      ansible.builtin.include_role:
-        name: {role}
-        tasks_from: preflight
-"""
+FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
 
 
-def run_preflight(tmp_path: Path, role: str, extra: dict) -> tuple[int, list[str], list[str]]:
-    """(rc, messages of the failed tasks, names of the tasks that ran)."""
-    play = tmp_path / "play.yml"
-    play.write_text(PLAY.format(role=role))
+def case_play(name: str, role: str, extra: dict) -> dict:
+    """One play per case: the role's preflight in a block whose rescue keeps the host for the next
+    case, so every case runs in ONE ansible-playbook (a second or more each otherwise)."""
+    include = {"name": "Preflight of the role",
+               "ansible.builtin.include_role": {"name": role, "tasks_from": "preflight"}}
+    return {"name": name, "hosts": "localhost", "gather_facts": False, "connection": "local",
+            "vars": {"ansible_facts": FACTS, **extra},
+            "tasks": [{"name": "Preflight", "block": [include],
+                       "rescue": [{"name": "Rescued", "ansible.builtin.meta": "noop"}]}]}
+
+
+def run_preflights(directory: Path, role: str, cases: dict[str, dict]) -> dict[str, tuple[bool, list[str], list[str]]]:
+    """{case: (failed, messages of the failed tasks, names of the tasks that ran)}."""
+    play = directory / "play.yml"
+    play.write_text(yaml.safe_dump([case_play(name, role, extra) for name, extra in cases.items()], sort_keys=False))
     playbook = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)) or "ansible-playbook"
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_INJECT_FACT_VARS": "false",
            "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOCALHOST_WARNING": "false",
            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
-    proc = subprocess.run([playbook, "-i", "localhost,", str(play), "-e", json.dumps(extra)], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, check=False)  # fmt: skip
+    proc = subprocess.run([playbook, "-i", "localhost,", str(play)], capture_output=True,
+                          text=True, env=env, cwd=directory, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(proc.stdout[proc.stdout.index("{"):])
-    messages, ran = [], []
-    for task in report["plays"][0]["tasks"]:
-        result = task["hosts"].get("localhost", {})
-        ran.append(task["task"]["name"])
-        for item in result.get("results", [result]):
-            if item.get("failed") or item.get("evaluated_to") is False:
-                messages.append(" ".join(str(item.get("msg", "")).split()))
-    return proc.returncode, messages, ran
-
-
-def test_defaults_pass(tmp_path):
-    rc, messages, _ = run_preflight(tmp_path, "prometheus", {})
-    assert rc == 0 and messages == []
-
-
-def test_the_monitoring_scenarios_settings_pass(tmp_path):
-    scenario = yaml.safe_load((ROOT / "molecule" / "monitoring" / "host_vars" / "mon1.yml").read_text())
-    rc, messages, _ = run_preflight(tmp_path, "prometheus", scenario)
-    assert rc == 0 and messages == []
+    results = {}
+    for played in report["plays"]:
+        messages, ran = [], []
+        for task in played["tasks"]:
+            result = task["hosts"].get("localhost", {})
+            ran.append(task["task"]["name"])
+            for item in result.get("results", [result]):
+                if item.get("failed") or item.get("evaluated_to") is False:
+                    messages.append(" ".join(str(item.get("msg", "")).split()))
+        results[played["play"]["name"]] = (bool(messages), messages, ran)
+    assert set(results) == set(cases), sorted(set(cases) - set(results))
+    return results
 
 
 BAD = [
@@ -100,22 +93,41 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("extra", "variable"), BAD, ids=[f"{i}-{v}" for i, (_, v) in enumerate(BAD)])
-def test_bad_input_fails_in_preflight_naming_the_variable(tmp_path, extra, variable):
-    rc, messages, ran = run_preflight(tmp_path, "prometheus", extra)
-    assert rc != 0 and messages, ran
+SECRET = "XXXXsecretXXXX"
+SECRETS_CASE = {"prometheus_alertmanager_slack_url": f"hooks.slack.com/services/T000/B000/{SECRET}",
+                "prometheus_alertmanager_email_to": "oncall@example.test",
+                "prometheus_alertmanager_smtp_smarthost": "smtp.example.test",
+                "prometheus_alertmanager_smtp_from": "am@example.test",
+                "prometheus_alertmanager_smtp_auth_username": "am",
+                "prometheus_alertmanager_smtp_auth_password": f"pw-{SECRET}"}
+IDS = [f"{i}-{v}" for i, (_, v) in enumerate(BAD)]
+
+
+@pytest.fixture(scope="module")
+def preflights(tmp_path_factory):
+    scenario = yaml.safe_load((ROOT / "molecule" / "monitoring" / "host_vars" / "mon1.yml").read_text())
+    cases = {"defaults": {}, "scenario": scenario, "secrets": SECRETS_CASE}
+    cases.update({case_id: extra for case_id, (extra, _) in zip(IDS, BAD, strict=True)})
+    return run_preflights(tmp_path_factory.mktemp("preflight"), "prometheus", cases)
+
+
+def test_defaults_pass(preflights):
+    assert preflights["defaults"][:2] == (False, [])
+
+
+def test_the_monitoring_scenarios_settings_pass(preflights):
+    assert preflights["scenario"][:2] == (False, [])
+
+
+@pytest.mark.parametrize(("case_id", "variable"), [(i, v) for i, (_, v) in zip(IDS, BAD, strict=True)], ids=IDS)
+def test_bad_input_fails_in_preflight_naming_the_variable(preflights, case_id, variable):
+    failed, messages, ran = preflights[case_id]
+    assert failed and messages, ran
     assert any(variable in m for m in messages), messages
 
 
-def test_secrets_are_not_in_the_failure(tmp_path):
+def test_secrets_are_not_in_the_failure(preflights):
     """A malformed webhook URL (it holds a token) and an SMTP password are never printed."""
-    token = "T000/B000/XXXXsecretXXXX"
-    extra = {"prometheus_alertmanager_slack_url": f"hooks.slack.com/services/{token}",
-             "prometheus_alertmanager_email_to": "oncall@example.test",
-             "prometheus_alertmanager_smtp_smarthost": "smtp.example.test",
-             "prometheus_alertmanager_smtp_from": "am@example.test",
-             "prometheus_alertmanager_smtp_auth_username": "am",
-             "prometheus_alertmanager_smtp_auth_password": "pw-XXXXsecretXXXX"}
-    rc, messages, _ = run_preflight(tmp_path, "prometheus", extra)
-    assert rc != 0 and messages
-    assert not any("XXXXsecretXXXX" in m for m in messages), messages
+    failed, messages, _ = preflights["secrets"]
+    assert failed and messages
+    assert not any(SECRET in m for m in messages), messages
