@@ -53,6 +53,13 @@ REGULAR = "regular"
 AFTER_HOURS = "after_hours"
 PHASES = (CLOSED, PRE_MARKET, PRE_OPEN, REGULAR, AFTER_HOURS)
 
+# Session events of a trading day (role schedule's jobs with ``at:``, the trading-service policy).
+SESSION_START = "session_start"  # the first phase begins (pre-market 04:00 ET, NSE pre-open 09:00)
+MARKET_OPEN = "market_open"
+MARKET_CLOSE = "market_close"  # early closes included
+SESSION_END = "session_end"  # the last phase ends (after-hours 20:00 ET, 17:00 on early-close days)
+EVENTS = (SESSION_START, MARKET_OPEN, MARKET_CLOSE, SESSION_END)
+
 # Longest run of days without a regular session that next_open/next_close walk through
 # before they give up (weekends + holidays + declared closures stay far below it).
 MAX_SCAN_DAYS = 370
@@ -446,6 +453,24 @@ class MarketCalendar:
             close, reason = self.exchange.early_close, f"early close: {name}"
         return Day(day, self._intervals(day, close), reason)
 
+    def events(self, day: dt.date) -> dict[str, dt.datetime]:
+        """The session events of a local date ({} when it has no session): ``session_start`` (the first
+        phase begins: pre-market, pre-open), ``market_open``, ``market_close`` (early closes included),
+        ``session_end`` (the last phase ends: after-hours)."""
+        info = self.day(day)
+        regular = info.regular
+        if regular is None:
+            return {}
+        return {SESSION_START: info.intervals[0].start, MARKET_OPEN: regular.start,
+                MARKET_CLOSE: regular.end, SESSION_END: info.intervals[-1].end}
+
+    def normal_events(self) -> dict[str, str]:
+        """Local HH:MM of the session events of an ordinary trading day."""
+        regular = next(p for p in self.exchange.phases if p[0] == REGULAR)
+        times = {SESSION_START: self.exchange.phases[0][1], MARKET_OPEN: regular[1], MARKET_CLOSE: regular[2],
+                 SESSION_END: self.exchange.phases[-1][2]}
+        return {name: t.strftime("%H:%M") for name, t in times.items()}
+
     def _intervals(self, day: dt.date, close: dt.time | None) -> tuple[Interval, ...]:
         def at(t: dt.time) -> dt.datetime:
             return dt.datetime.combine(day, t, tzinfo=self.zone)
@@ -615,6 +640,13 @@ def calendar_document(exchange: Any, years: Any = None, closures_file: str | Non
             elif info.reason:
                 early[day.isoformat()] = regular.end.strftime("%H:%M")
         day += dt.timedelta(days=1)
+    events = cal.normal_events()
+    exceptions: dict[str, dict[str, str]] = {}
+    for key in early:
+        day_events = {name: t.strftime("%H:%M") for name, t in cal.events(dt.date.fromisoformat(key)).items()}
+        exceptions[key] = {name: t for name, t in day_events.items() if t != events[name]}
+    times = {name: sorted({events[name]} | {e[name] for e in exceptions.values() if name in e}) for name in EVENTS}
     return {"format": CALENDAR_DOCUMENT_FORMAT, "exchange": cal.exchange.name, "zone": cal.exchange.zone,
             "years": [years[0], years[1]], "covered": [first_covered, last_covered],
-            "closed": closed, "early_close": early}
+            "closed": closed, "early_close": early,
+            "events": events, "event_exceptions": exceptions, "event_times": times}

@@ -7,6 +7,9 @@ Standard library only. Shipped to hosts as ``tradeops_agent/schedule.py`` in the
 
     ... check-calendar FILE                  (validate; role schedule's copy validate=)
     ... check-day --calendar /etc/tradeops/market-calendar.json [--date 2026-11-26 | --at ISO]
+    ... check-event --calendar FILE --event market_close [--at ISO]   (ExecCondition= of a job with at:)
+    ... session-policy --calendar FILE --unit refapp-engine.service [--at ISO] [--metrics-dir DIR]
+    ... held-metric --unit U --metrics-dir DIR [--started]      (the hold drop-in's ExecStartPost=/ExecStopPost=)
     ... record --task daily-scan --metrics-dir DIR      (ExecStopPost=+: reads $SERVICE_RESULT, $EXIT_STATUS)
     ... run --task X --lock FILE [--calendar F] [--user U] [--timeout S] [--metrics-dir D] -- CMD ARGS
 
@@ -19,6 +22,18 @@ never a guess.
 runs); 1 not a trading day (systemd skips the run, the unit is not failed, the reason is in the journal);
 255 error: unreadable or malformed calendar, a date outside its years, bad arguments (systemd marks the
 unit failed: a broken calendar never silently skips or runs the jobs).
+
+Session events (the calendar file's ``events``, computed on the controller by ``tradeops_market``):
+``session_start`` (pre-market / pre-open begins), ``market_open``, ``market_close`` (early closes included),
+``session_end`` (after-hours ends). A job with ``at: market_close`` has a timer at every time the close can
+have (13:00 and 16:00 New York); ``check-event`` (exit codes as ``check-day``) lets only the real one run.
+
+``session-policy`` (seed 003's watchdog rule: never restart a trading service automatically in session) runs
+at boot and at every open and close: inside the regular session it writes a runtime drop-in ``Restart=no`` for
+each ``trading: true`` unit (``/run/systemd/system/<unit>.d/``, gone at reboot, re-applied by the boot run);
+outside, it removes them and starts a unit that failed while held. A unit that stops abnormally while held
+sets ``tradeops_trading_restart_held{unit}`` to 1 (alert ``TradingServiceHeld``); its next start sets 0.
+Exit 0 applied; 2 bad arguments or calendar.
 
 ``record`` (the units' ``ExecStopPost=+``) writes ``tradeops_job_last_success{task=...}`` (1/0),
 ``tradeops_job_last_run_timestamp_seconds`` and ``tradeops_job_last_duration_seconds`` through the one
@@ -54,8 +69,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:
     from ansible.module_utils.tradeops_maintenance import record_job
-except ImportError:  # in the ops agent wheel: tradeops_agent/maintenance.py (scripts/build_agent.py)
+    from ansible.module_utils.tradeops_metrics import atomic_write, update_textfile
+except ImportError:  # in the ops agent wheel: tradeops_agent/{maintenance,metrics}.py (scripts/build_agent.py)
     from tradeops_agent.maintenance import record_job  # type: ignore[no-redef]
+    from tradeops_agent.metrics import atomic_write, update_textfile  # type: ignore[no-redef]
 
 TOOL = "tradeops-schedule"
 CALENDAR_FORMAT = 1
@@ -63,6 +80,14 @@ EXIT_TRADING, EXIT_NOT_TRADING, EXIT_CONDITION_ERROR = 0, 1, 255
 EXIT_OK, EXIT_ERROR, EXIT_CANNOT_RECORD, EXIT_TIMEOUT = 0, 2, 3, 124
 SKIPPED_RESULT = "exec-condition"  # $SERVICE_RESULT of a run the ExecCondition= refused
 _TIME = re.compile(r"^\d{2}:\d{2}$")
+# Session events (tradeops_market.EVENTS; the host has no market library, the calendar file carries their times).
+EVENTS = ("session_start", "market_open", "market_close", "session_end")
+EVENT_TOLERANCE_SEC = 300  # check-event: how late after the event a timer's run still counts as that event
+DROPIN_NAME = "50-tradeops-session.conf"
+HELD_STEM = "tradeops_trading"
+HELD_METRICS = {"restart_held": "1: this trading: true unit stopped abnormally during the regular session and is "
+                                "not restarted automatically (role schedule's session policy); operator action "
+                                "needed. 0 otherwise."}
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 
 
@@ -110,6 +135,18 @@ def validate_calendar(doc: Any, source: str = "calendar") -> dict[str, Any]:
                 raise ScheduleError(f"{source}: closed {day} must name the holiday (a string)")
             if key == "early_close" and (not isinstance(value, str) or not _TIME.match(value)):
                 raise ScheduleError(f"{source}: early_close {day}: {value!r} is not a local time HH:MM")
+    if "events" in doc:  # session events (role schedule since its jobs' at:); older files have none
+        events, exceptions = doc["events"], doc.get("event_exceptions", {})
+        if (not isinstance(events, dict) or set(events) != set(EVENTS)
+                or not all(isinstance(v, str) and _TIME.match(v) for v in events.values())):
+            raise ScheduleError(f"{source}: events must give HH:MM for each of {', '.join(EVENTS)}")
+        if not isinstance(exceptions, dict):
+            raise ScheduleError(f"{source}: event_exceptions must be an object keyed by date")
+        for day, table in exceptions.items():
+            _date(day, f"{source}: event_exceptions")
+            if (not isinstance(table, dict) or not set(table) <= set(EVENTS)
+                    or not all(isinstance(v, str) and _TIME.match(v) for v in table.values())):
+                raise ScheduleError(f"{source}: event_exceptions {day}: must map events to local times HH:MM")
     return doc
 
 
@@ -144,6 +181,120 @@ def exchange_today(doc: dict[str, Any], now: dt.datetime | None = None) -> dt.da
     """The date at the exchange now (its own zone, not the host's)."""
     instant = now or dt.datetime.now(dt.UTC)
     return instant.astimezone(ZoneInfo(doc["zone"])).date()
+
+
+# --------------------------------------------------------------------------- session events
+
+
+def day_events(doc: dict[str, Any], day: dt.date) -> dict[str, dt.datetime]:
+    """Exchange-local session events of ``day`` ({} when it is not a trading day)."""
+    if "events" not in doc:
+        raise ScheduleError(f"the {doc['exchange']} calendar file has no session events (written by an older "
+                            "role schedule): re-run role schedule")
+    if not trading_day(doc, day)[0]:
+        return {}
+    tz = ZoneInfo(doc["zone"])
+    times = {**doc["events"], **doc.get("event_exceptions", {}).get(day.isoformat(), {})}
+    return {name: dt.datetime.combine(day, dt.time.fromisoformat(t), tzinfo=tz) for name, t in times.items()}
+
+
+def check_event(doc: dict[str, Any], event: str, now: dt.datetime,
+                tolerance: float = EVENT_TOLERANCE_SEC) -> tuple[bool, str]:
+    """(is ``now`` the ``event`` of today's session, give or take ``tolerance`` seconds after it, why).
+
+    A job's timer fires at every time the event can have (16:00 and 13:00 for the NYSE close): this says
+    which firing is the real one today (13:00 on an early-close day, 16:00 otherwise)."""
+    if event not in EVENTS:
+        raise ScheduleError(f"unknown session event {event!r}: use one of {', '.join(EVENTS)}")
+    day = exchange_today(doc, now)
+    events = day_events(doc, day)
+    if not events:
+        return False, f"{day.isoformat()} is not a {doc['exchange']} trading day ({trading_day(doc, day)[1]})"
+    at = events[event]
+    late = (now - at).total_seconds()
+    when = at.strftime("%H:%M")
+    if 0 <= late <= tolerance or -1 <= late < 0:  # a timer may fire a hair early (AccuracySec=1s)
+        return True, f"{event} of {day.isoformat()} at {when} {doc['zone']}"
+    return False, f"not the {event} of {day.isoformat()}: it is at {when} {doc['zone']}"
+
+
+def in_regular_session(doc: dict[str, Any], now: dt.datetime) -> tuple[bool, str]:
+    """(is ``now`` within today's regular session, a description)."""
+    day = exchange_today(doc, now)
+    events = day_events(doc, day)
+    local = now.astimezone(ZoneInfo(doc["zone"])).strftime("%H:%M:%S")
+    if not events:
+        return False, f"{day.isoformat()} {local}: no {doc['exchange']} session ({trading_day(doc, day)[1]})"
+    inside = events["market_open"] <= now < events["market_close"]
+    span = f"{events['market_open']:%H:%M}-{events['market_close']:%H:%M}"
+    return inside, (f"{day.isoformat()} {local} {doc['zone']}: "
+                    f"{'inside' if inside else 'outside'} the {doc['exchange']} regular session {span}")
+
+
+def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def dropin_text(unit: str, tool: str, metrics_dir: str | None, exchange: str) -> str:
+    """The runtime drop-in that holds a trading unit's automatic restart during the regular session."""
+    lines = [f"# Written by {TOOL} session-policy in the {exchange} regular session; removed at the close.",
+             "# Restart=no: a crash in session leaves the unit down for an operator (alert TradingServiceHeld)",
+             "# instead of restarting a trading process in the middle of the session.",
+             "[Service]", "Restart=no"]
+    if metrics_dir:
+        lines += [f"ExecStartPost=+{tool} held-metric --unit {unit} --metrics-dir {metrics_dir} --started",
+                  f"ExecStopPost=+{tool} held-metric --unit {unit} --metrics-dir {metrics_dir}"]
+    return "\n".join(lines) + "\n"
+
+
+def set_held_metric(metrics_dir: str | None, units: Sequence[str], held: bool) -> None:
+    if metrics_dir and units:
+        update_textfile(metrics_dir, HELD_STEM, HELD_METRICS, [({"unit": u}, {"restart_held": int(held)})
+                                                               for u in units])
+
+
+def session_policy(doc: dict[str, Any], units: Sequence[str], now: dt.datetime, dropin_dir: str | Path,
+                   tool: str, metrics_dir: str | None = None,
+                   systemctl: Callable[..., subprocess.CompletedProcess[str]] = _systemctl,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Hold (regular session) or release (any other time) the automatic restart of the trading units.
+
+    Hold: a runtime drop-in ``Restart=no`` per unit, then ``daemon-reload`` if a file changed. Release: the
+    drop-ins removed, ``daemon-reload``, and a unit that failed while held is started now (the restart
+    that was held back), its metric reset. Idempotent: nothing is reloaded when nothing changed."""
+    inside, why = in_regular_session(doc, now)
+    changed: list[str] = []
+    started: list[str] = []
+    for unit in units:
+        path = Path(dropin_dir) / f"{unit}.d" / DROPIN_NAME
+        if inside:
+            text = dropin_text(unit, tool, metrics_dir, doc["exchange"])
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, text, 0o644)
+                changed.append(unit)
+        elif path.exists():
+            path.unlink()
+            changed.append(unit)
+    if changed:
+        result = systemctl("daemon-reload")
+        if result.returncode != 0:
+            raise ScheduleError(f"systemctl daemon-reload failed: {result.stderr.strip()}")
+    if not inside:
+        for unit in units:
+            state = systemctl("show", "-P", "ActiveState", unit).stdout.strip()
+            if state == "failed":
+                log(f"{unit}: failed while its restart was held; restarting it now that the session is over")
+                result = systemctl("start", unit)
+                if result.returncode == 0:
+                    started.append(unit)
+                else:
+                    log(f"{unit}: start failed: {result.stderr.strip()}")
+        set_held_metric(metrics_dir, units, False)
+    action = "held" if inside else "released"
+    log(f"session policy: {why}; automatic restart {action} for {', '.join(units) or 'no unit'}"
+        + (f" (changed: {', '.join(changed)})" if changed else " (unchanged)"))
+    return {"regular_session": inside, "why": why, "action": action, "changed": changed, "started": started}
 
 
 # --------------------------------------------------------------------------- calendar events (subset)
@@ -326,6 +477,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--unit", help="the service (for the run's duration); default: the task's")
     r.add_argument("--result", default=os.environ.get("SERVICE_RESULT", ""), help="default: $SERVICE_RESULT")
     r.add_argument("--exit-status", default=os.environ.get("EXIT_STATUS", ""), help="default: $EXIT_STATUS")
+    e = sub.add_parser("check-event", help="exit 0 when now is the session event of today (a job's at:), 1 not")
+    e.add_argument("--calendar", required=True, help="JSON calendar rendered by role schedule")
+    e.add_argument("--event", required=True, choices=EVENTS)
+    e.add_argument("--at", help="this ISO 8601 instant (with offset) instead of now")
+    e.add_argument("--tolerance", type=float, default=EVENT_TOLERANCE_SEC,
+                   help=f"seconds after the event that still count as it (default {EVENT_TOLERANCE_SEC})")
+    p = sub.add_parser("session-policy", help="hold (regular session) or release the trading units' restart")
+    p.add_argument("--calendar", required=True, help="JSON calendar rendered by role schedule")
+    p.add_argument("--unit", action="append", default=[], help="a trading: true unit (repeat)")
+    p.add_argument("--at", help="this ISO 8601 instant (with offset) instead of now")
+    p.add_argument("--dropin-dir", default="/run/systemd/system", help="runtime unit directory")
+    p.add_argument("--metrics-dir", help="node_exporter textfile directory (tradeops_trading_restart_held)")
+    h = sub.add_parser("held-metric", help="tradeops_trading_restart_held of a unit (its drop-in's ExecStopPost=)")
+    h.add_argument("--unit", required=True)
+    h.add_argument("--metrics-dir", required=True)
+    h.add_argument("--started", action="store_true", help="the unit started: 0")
+    h.add_argument("--result", default=os.environ.get("SERVICE_RESULT", ""), help="default: $SERVICE_RESULT")
     j = sub.add_parser("run", help="run a job once (cron): lock, trading day, command, metric")
     j.add_argument("--task", required=True)
     j.add_argument("--lock", required=True, help="lock file; a run while it is held is skipped")
@@ -337,20 +505,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _instant(at: str | None) -> dt.datetime:
+    """``--at`` (an ISO 8601 time with its offset), else the real clock."""
+    if not at:
+        return dt.datetime.now(dt.UTC)
+    try:
+        instant = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ScheduleError(f"--at {at!r} is not an ISO 8601 time") from exc
+    if instant.tzinfo is None:
+        raise ScheduleError(f"--at {at!r} has no offset: add one (e.g. Z or -05:00)")
+    return instant
+
+
 def _check_day(args: argparse.Namespace) -> int:
     doc = load_calendar(args.calendar)
-    if args.date:
-        day = _date(args.date, "--date")
-    elif args.at:
-        try:
-            instant = dt.datetime.fromisoformat(args.at.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise ScheduleError(f"--at {args.at!r} is not an ISO 8601 time") from exc
-        if instant.tzinfo is None:
-            raise ScheduleError(f"--at {args.at!r} has no offset: add one (e.g. Z or -05:00)")
-        day = exchange_today(doc, instant)
-    else:
-        day = exchange_today(doc)
+    day = _date(args.date, "--date") if args.date else exchange_today(doc, _instant(args.at))
     trading, why = trading_day(doc, day)
     what = "a" if trading else "not a"
     print(f"{day.isoformat()} is {what} {doc['exchange']} trading day" + (f" ({why})" if why else ""))
@@ -360,7 +530,7 @@ def _check_day(args: argparse.Namespace) -> int:
 def main_cli(argv: Sequence[str] | None = None) -> int:
     """``python -m tradeops_agent.schedule``; returns the exit code (see the module's docstring)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    is_check = bool(args_list) and args_list[0] == "check-day"
+    is_check = bool(args_list) and args_list[0] in ("check-day", "check-event")
     try:
         args = build_parser().parse_args(args_list)
     except SystemExit as exc:
@@ -370,6 +540,25 @@ def main_cli(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-day":
             return _check_day(args)
+        if args.command == "check-event":
+            ok, why = check_event(load_calendar(args.calendar), args.event, _instant(args.at), args.tolerance)
+            print(("" if ok else "skipped: ") + why)
+            return EXIT_TRADING if ok else EXIT_NOT_TRADING
+        if args.command == "session-policy":
+            tool = f"{sys.executable} -m tradeops_agent.schedule"
+            session_policy(load_calendar(args.calendar), args.unit, _instant(args.at), args.dropin_dir, tool,
+                           args.metrics_dir)
+            return EXIT_OK
+        if args.command == "held-metric":
+            held = not args.started and args.result not in ("", "success")
+            try:
+                set_held_metric(args.metrics_dir, [args.unit], held)
+            except (OSError, ValueError) as exc:
+                print(f"{TOOL}: could not write the metric to {args.metrics_dir}: {exc}", file=sys.stderr)
+                return EXIT_CANNOT_RECORD
+            print(f"{args.unit}: tradeops_trading_restart_held={int(held)}"
+                  + (f" ({args.result}: not restarted during the regular session)" if held else ""))
+            return EXIT_OK
         if args.command == "check-calendar":
             doc = load_calendar(args.calendar)
             print(f"{args.calendar}: valid, {doc['exchange']} {doc['years'][0]}-{doc['years'][1]}, "
@@ -395,7 +584,7 @@ def main_cli(argv: Sequence[str] | None = None) -> int:
         return run_job(args.task, command, args.lock, args.calendar, args.user, args.timeout, args.metrics_dir)
     except ScheduleError as exc:
         print(f"{TOOL}: error: {exc}", file=sys.stderr)
-        return EXIT_CONDITION_ERROR if args.command == "check-day" else EXIT_ERROR
+        return EXIT_CONDITION_ERROR if is_check else EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from ansible.module_utils import tradeops_market as market
@@ -259,3 +260,131 @@ def test_run_bad_input(tmp_path, capsys):
     assert ts.main_cli(["run", "--task", "x", "--lock", str(tmp_path / "l"), "--", "/no/such/cmd"]) == 127
     err = capsys.readouterr()
     assert "no command given" in err.err and "does not exist" in err.err
+
+
+# --------------------------------------------------------------------------- session events and policy
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def test_document_session_events_and_early_close_exceptions(nyse_doc):
+    assert nyse_doc["events"] == {"session_start": "04:00", "market_open": "09:30", "market_close": "16:00",
+                                  "session_end": "20:00"}
+    assert nyse_doc["event_exceptions"]["2026-11-27"] == {"market_close": "13:00", "session_end": "17:00"}
+    assert nyse_doc["event_times"]["market_close"] == ["13:00", "16:00"]
+    assert nyse_doc["event_times"]["market_open"] == ["09:30"]
+    nse = market.calendar_document("NSE", [2026, 2026])
+    assert nse["events"] == {"session_start": "09:00", "market_open": "09:15", "market_close": "15:30",
+                             "session_end": "15:30"}
+
+
+_instants = st.datetimes(min_value=dt.datetime(2026, 1, 1, 6), max_value=dt.datetime(2027, 12, 30),
+                         timezones=st.just(dt.UTC))
+
+
+@settings(max_examples=300, deadline=None)
+@given(when=_instants)
+def test_host_regular_session_equals_the_controller_library(nyse_doc, when):
+    """The host decides from the calendar file alone what the market library decides on the controller."""
+    inside, _ = ts.in_regular_session(nyse_doc, when)
+    assert inside == market.calendar("NYSE").session(when).is_open
+
+
+@settings(max_examples=200, deadline=None)
+@given(day=st.dates(min_value=dt.date(2026, 1, 1), max_value=dt.date(2027, 12, 31)),
+       event=st.sampled_from(ts.EVENTS))
+def test_exactly_one_timer_firing_is_the_event(nyse_doc, day, event):
+    """Of the times a job's timer fires on a day (every time the event can have), check-event lets the one
+    at the library's event time through and no other; on a non-trading day none."""
+    tz = ZoneInfo(NY)
+    expected = market.calendar("NYSE").events(day).get(event)
+    passed = []
+    for hhmm in nyse_doc["event_times"][event]:
+        firing = dt.datetime.combine(day, dt.time.fromisoformat(hhmm), tzinfo=tz)
+        if firing.astimezone(dt.UTC).astimezone(tz).replace(tzinfo=None) != firing.replace(tzinfo=None):
+            continue  # no such local time (a DST gap)
+        if ts.check_event(nyse_doc, event, firing.astimezone(dt.UTC))[0]:
+            passed.append(firing)
+    assert passed == ([expected] if expected else [])
+
+
+@pytest.mark.parametrize(("at", "code", "text"), [
+    ("2026-11-27T18:00:30Z", 0, "market_close of 2026-11-27 at 13:00"),  # early close, 13:00:30 New York
+    ("2026-11-27T21:00:00Z", 1, "not the market_close of 2026-11-27: it is at 13:00"),
+    ("2026-11-26T21:00:00Z", 1, "not a NYSE trading day (Thanksgiving Day)"),
+    ("2026-07-06T20:04:00Z", 0, "market_close of 2026-07-06 at 16:00"),  # summer: 16:04 EDT, within 300 s
+    ("2026-07-06T20:06:00Z", 1, "not the market_close"),
+])
+def test_check_event_cli(calendar_file, capsys, at, code, text):
+    rc = ts.main_cli(["check-event", "--calendar", str(calendar_file), "--event", "market_close", "--at", at])
+    assert rc == code and text in capsys.readouterr().out
+
+
+def test_check_event_errors_exit_255(calendar_file, tmp_path, nyse_doc, capsys):
+    assert ts.main_cli(["check-event", "--calendar", str(calendar_file), "--event", "lunch"]) == 255
+    old = {k: v for k, v in nyse_doc.items() if k not in ("events", "event_exceptions", "event_times")}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    assert ts.main_cli(["check-event", "--calendar", str(path), "--event", "market_open"]) == 255
+    assert "no session events" in capsys.readouterr().err
+    bad = dict(nyse_doc, events={**nyse_doc["events"], "market_open": "9h30"})
+    path.write_text(json.dumps(bad))
+    assert ts.main_cli(["check-event", "--calendar", str(path), "--event", "market_open"]) == 255
+    assert "events must give HH:MM" in capsys.readouterr().err
+
+
+class FakeSystemd:
+    """systemctl as the policy calls it: daemon-reload, show -P ActiveState, start."""
+
+    def __init__(self, states: dict[str, str]):
+        self.states = states
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        self.calls.append(args)
+        out = self.states.get(args[-1], "") if args[0] == "show" else ""
+        if args[0] == "start":
+            self.states[args[1]] = "active"
+        return subprocess.CompletedProcess(["systemctl", *args], 0, out + "\n", "")
+
+
+def test_session_policy_holds_in_session_and_releases_after(tmp_path, nyse_doc):
+    units = ["refapp-engine.service"]
+    systemd = FakeSystemd({"refapp-engine.service": "active"})
+    run = lambda at: ts.session_policy(nyse_doc, units, ts._instant(at), tmp_path / "run", "TOOL",  # noqa: E731
+                                       str(tmp_path / "metrics"), systemctl=systemd, log=lambda _m: None)
+    dropin = tmp_path / "run" / "refapp-engine.service.d" / ts.DROPIN_NAME
+
+    held = run("2026-11-25T15:00:00Z")  # 10:00 New York
+    assert held["action"] == "held" and held["changed"] == units and ("daemon-reload",) in systemd.calls
+    text = dropin.read_text()
+    assert "Restart=no" in text and "ExecStopPost=+TOOL held-metric --unit refapp-engine.service" in text
+    systemd.calls.clear()
+    assert run("2026-11-25T16:00:00Z")["changed"] == [] and systemd.calls == []  # idempotent, no reload
+
+    systemd.states["refapp-engine.service"] = "failed"  # crashed in session: stays down
+    released = run("2026-11-25T21:00:01Z")  # 16:00:01, after the close
+    assert released["action"] == "released" and not dropin.exists()
+    assert released["started"] == units and ("start", "refapp-engine.service") in systemd.calls
+    prom = (tmp_path / "metrics" / "tradeops_trading.prom").read_text()
+    assert 'tradeops_trading_restart_held{unit="refapp-engine.service"} 0' in prom
+
+    # An early-close day: still held at 12:59, released at 13:00; a holiday: never held.
+    assert run("2026-11-27T17:59:00Z")["action"] == "held"
+    assert run("2026-11-27T18:00:00Z")["action"] == "released"
+    assert run("2026-11-26T15:00:00Z")["action"] == "released"
+
+
+@pytest.mark.parametrize(("args", "value"), [
+    (["--result", "signal"], 1), (["--result", "exit-code"], 1), (["--result", "success"], 0), (["--started"], 0),
+])
+def test_held_metric_cli(tmp_path, args, value):
+    assert ts.main_cli(["held-metric", "--unit", "e.service", "--metrics-dir", str(tmp_path), *args]) == 0
+    prom = (tmp_path / "tradeops_trading.prom").read_text()
+    assert f'tradeops_trading_restart_held{{unit="e.service"}} {value}' in prom
+
+
+def test_session_policy_cli_bad_calendar(tmp_path, capsys):
+    rc = ts.main_cli(["session-policy", "--calendar", str(tmp_path / "missing.json"), "--unit", "x.service"])
+    assert rc == 2 and "cannot be read" in capsys.readouterr().err
