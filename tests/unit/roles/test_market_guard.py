@@ -78,12 +78,12 @@ def case_play(name: str, case_vars: dict[str, Any]) -> dict[str, Any]:
     seen = {"name": "What the deploy would see", "run_once": True,
             "ansible.builtin.debug": {"msg": "{{ {'result': market_guard_result, 'reason': market_guard_ledger_reason,"
                                              " 'hosts': ansible_play_hosts} }}"}}
+    forget = {"name": "Forget the guard's facts of the previous case",
+              "ansible.builtin.set_fact": {"market_guard_result": UNSET, "market_guard_ledger_reason": UNSET}}
+    guard = {"name": "Guard", "ansible.builtin.import_role": {"name": "market_guard"}}
+    keep = {"name": "Keep both hosts for the next case", "ansible.builtin.meta": "clear_host_errors"}
     return {"name": name, "hosts": "app", "gather_facts": False, "vars": case_vars,
-            "tasks": [{"name": "Forget the guard's facts of the previous case",
-                       "ansible.builtin.set_fact": {"market_guard_result": UNSET, "market_guard_ledger_reason": UNSET}},
-                      {"name": "Case", "block": [{"name": "Guard", "ansible.builtin.import_role": {"name": "market_guard"}},
-                                                 seen],
-                       "rescue": [{"name": "Keep both hosts for the next case", "ansible.builtin.meta": "clear_host_errors"}]}]}
+            "tasks": [forget, {"name": "Case", "block": [guard, seen], "rescue": [keep]}]}
 
 
 def flat(text: str) -> str:
