@@ -28,6 +28,9 @@ Session events (the calendar file's ``events``, computed on the controller by ``
 ``session_end`` (after-hours ends). A job with ``at: market_close`` has a timer at every time the close can
 have (13:00 and 16:00 New York); ``check-event`` (exit codes as ``check-day``) lets only the real one run.
 
+The clock of ``check-day``, ``check-event`` and ``session-policy`` is ``--at``, else ``$TRADEOPS_MARKET_NOW``
+(tests: ``systemctl set-environment`` reaches the units' conditions), else the real one.
+
 ``session-policy`` (seed 003's watchdog rule: never restart a trading service automatically in session) runs
 at boot and at every open and close: inside the regular session it writes a runtime drop-in ``Restart=no`` for
 each ``trading: true`` unit (``/run/systemd/system/<unit>.d/``, gone at reboot, re-applied by the boot run);
@@ -232,7 +235,10 @@ def in_regular_session(doc: dict[str, Any], now: dt.datetime) -> tuple[bool, str
 
 
 def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=60, check=False)
+    try:
+        return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ScheduleError(f"systemctl {' '.join(args)}: {exc}") from exc
 
 
 def dropin_text(unit: str, tool: str, metrics_dir: str | None, exchange: str) -> str:
@@ -276,6 +282,11 @@ def session_policy(doc: dict[str, Any], units: Sequence[str], now: dt.datetime, 
         elif path.exists():
             path.unlink()
             changed.append(unit)
+    for stale in sorted(Path(dropin_dir).glob(f"*.d/{DROPIN_NAME}")):
+        unit = stale.parent.name[:-2]
+        if unit not in units:  # no longer a trading unit: its restart is not held any more
+            stale.unlink()
+            changed.append(unit)
     if changed:
         result = systemctl("daemon-reload")
         if result.returncode != 0:
@@ -285,7 +296,8 @@ def session_policy(doc: dict[str, Any], units: Sequence[str], now: dt.datetime, 
             state = systemctl("show", "-P", "ActiveState", unit).stdout.strip()
             if state == "failed":
                 log(f"{unit}: failed while its restart was held; restarting it now that the session is over")
-                result = systemctl("start", unit)
+                # --no-block: at boot this service is ordered before the units; waiting would deadlock.
+                result = systemctl("start", "--no-block", unit)
                 if result.returncode == 0:
                     started.append(unit)
                 else:
@@ -505,16 +517,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NOW_ENV = "TRADEOPS_MARKET_NOW"  # as tradeops_market: the injectable clock (tests); never the host's clock
+
+
 def _instant(at: str | None) -> dt.datetime:
-    """``--at`` (an ISO 8601 time with its offset), else the real clock."""
+    """``--at`` (an ISO 8601 time with its offset), else ``$TRADEOPS_MARKET_NOW``, else the real clock."""
+    at = at or os.environ.get(NOW_ENV, "")
     if not at:
         return dt.datetime.now(dt.UTC)
     try:
         instant = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ScheduleError(f"--at {at!r} is not an ISO 8601 time") from exc
+        raise ScheduleError(f"--at or ${NOW_ENV} {at!r} is not an ISO 8601 time") from exc
     if instant.tzinfo is None:
-        raise ScheduleError(f"--at {at!r} has no offset: add one (e.g. Z or -05:00)")
+        raise ScheduleError(f"--at or ${NOW_ENV} {at!r} has no offset: add one (e.g. Z or -05:00)")
     return instant
 
 

@@ -6,12 +6,14 @@ systemd on the host says. The host's clock is never changed: the trading-day che
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import ansible.module_utils
@@ -33,6 +35,9 @@ TOOL = "/opt/tradeops-agent/venv/bin/python -m tradeops_agent.schedule"
 CALENDAR = "/etc/tradeops/market-calendar.json"
 METRICS = "/var/lib/prometheus/node-exporter/tradeops_job.prom"
 LEDGER = "/opt/refapp/ledger.jsonl"
+POLICY = "tradeops-session-policy"
+WEB = "refapp-web.service"
+HELD = "/var/lib/prometheus/node-exporter/tradeops_trading.prom"
 
 testinfra_hosts = ["ansible://app1"]
 
@@ -66,14 +71,38 @@ def test_next_elapse_equals_the_library(host):
     after = host_now(host)
     by_unit = {t["unit"]: t for t in listed}
     nyse_zone = market.get_exchange("NYSE").zone
-    for job in jobs():
-        unit = f"{PREFIX}-{job['name']}.timer"
-        zone = job.get("time_zone") or nyse_zone
-        expected = schedule.next_elapse(job["on_calendar"], before, zone)
+    for unit, calendars, zone in timer_calendars():
+        def first(after: dt.datetime, calendars: list[str] = calendars, zone: str = zone) -> dt.datetime:
+            return min(schedule.next_elapse(c, after, zone) for c in calendars)
+        expected = first(before)
         if expected <= after:  # it elapsed while we listed: systemd already shows the one after
-            expected = schedule.next_elapse(job["on_calendar"], expected, zone)
+            expected = first(expected)
         got = dt.datetime.fromtimestamp(by_unit[unit]["next"] / 1e6, dt.UTC)
         assert got == expected, f"{unit}: systemd {got.isoformat()} != library {expected.isoformat()}"
+    assert nyse_zone == "America/New_York"
+
+
+def timer_calendars() -> list[tuple[str, list[str], str]]:
+    """(timer, calendar events without zone, zone) of every timer the role installs, from the scenario's
+    variables and the market library's session events (not from the host's units)."""
+    nyse = market.calendar("NYSE")
+    zone = nyse.exchange.zone
+    times = market.calendar_document("NYSE")["event_times"]
+    window_day, window_time = yaml.safe_load(HOST_VARS.read_text())["schedule_maintenance_window"].split()
+    out = []
+    session_jobs = [{"name": "session-start", "at": "session_start"}, {"name": "session-stop", "at": "session_end"}]
+    for job in [*jobs(), *session_jobs]:
+        at = job.get("at")
+        if at == "maintenance_window":
+            calendars = [f"{window_day} *-*-* {window_time}:00"]
+        elif at:
+            calendars = [f"Mon..Fri *-*-* {t}:00" for t in times[at]]
+        else:
+            calendars = [job["on_calendar"]]
+        out.append((f"{PREFIX}-{job['name']}.timer", calendars, job.get("time_zone") or zone))
+    out.append((f"{POLICY}.timer", [f"Mon..Fri *-*-* {t}:00" for t in times["market_open"] + times["market_close"]],
+                zone))
+    return out
 
 
 def test_daily_scan_runs_at_0630_new_york_in_winter_and_summer():
@@ -163,10 +192,109 @@ def test_failing_job_sets_the_metric_to_zero(host):
     assert "tradeops_job_last_success=0" in journal(host, unit)
 
 
-def test_units_are_hardened(host):
-    out = host.run(f"systemd-analyze security --offline=yes --threshold=20 {PREFIX}-daily-scan.service")
+@pytest.mark.parametrize("unit", [f"{PREFIX}-daily-scan.service", f"{PREFIX}-session-stop.service",
+                                  f"{POLICY}.service"])
+def test_units_are_hardened(host, unit):
+    out = host.run(f"systemd-analyze security --offline=yes --threshold=20 {unit}")
     score = float(re.search(r"Overall exposure level for \S+: (\d+\.\d)", out.stdout).group(1))
     assert score <= 2.0, out.stdout
+
+
+# --------------------------------------------------------------------------- trading hours (seed 003)
+
+
+@contextlib.contextmanager
+def injected_clock(host, when: str) -> Iterator[None]:
+    """TRADEOPS_MARKET_NOW in systemd's manager environment: every unit started meanwhile (the jobs'
+    conditions, the session policy) sees this instant. The host's clock is not touched."""
+    host.run_expect([0], f"systemctl set-environment TRADEOPS_MARKET_NOW={when}")
+    try:
+        yield
+    finally:
+        host.run_expect([0], "systemctl unset-environment TRADEOPS_MARKET_NOW")
+
+
+def start(host, unit: str) -> dict:
+    host.run(f"systemctl start {unit}")
+    return host.service(unit).systemd_properties
+
+
+def test_policy_and_session_units_installed(host):
+    assert host.service(f"{POLICY}.service").is_enabled  # at boot: /run's drop-ins do not survive a reboot
+    assert host.service(f"{POLICY}.timer").is_running
+    for name in ("session-start", "session-stop", "eod-close", "weekly-restart"):
+        assert host.service(f"{PREFIX}-{name}.timer").is_running, journal(host, f"{PREFIX}-{name}.timer")
+
+
+def test_close_job_runs_at_the_real_close_only(host):
+    """eod-close's timer fires at 13:00 and 16:00 New York: on the early close of 2026-11-27 the 13:00 firing
+    runs it and the 16:00 one is skipped with the reason; on a normal day the other way round."""
+    unit = f"{PREFIX}-eod-close.service"
+    cases = [("2026-11-27T13:00:02-05:00", "success", "market_close of 2026-11-27 at 13:00"),
+             ("2026-11-27T16:00:02-05:00", "exec-condition", "not the market_close of 2026-11-27: it is at 13:00"),
+             ("2026-11-25T16:00:02-05:00", "success", "market_close of 2026-11-25 at 16:00"),
+             ("2026-11-26T16:00:02-05:00", "exec-condition", "not a NYSE trading day (Thanksgiving Day)")]
+    for when, result, said in cases:
+        with injected_clock(host, when):
+            props = start(host, unit)
+        assert props["Result"] == result, (when, journal(host, unit))
+        assert said in journal(host, unit), (when, journal(host, unit))
+
+
+def test_session_units_stop_after_hours_and_start_at_the_pre_market(host):
+    stop, begin = f"{PREFIX}-session-stop.service", f"{PREFIX}-session-start.service"
+    try:
+        with injected_clock(host, "2026-11-25T20:00:03-05:00"):  # after-hours end of a normal day
+            assert start(host, stop)["Result"] == "success", journal(host, stop)
+        assert not host.service(WEB).is_running
+        with injected_clock(host, "2026-11-26T04:00:03-05:00"):  # Thanksgiving: no pre-market
+            assert start(host, begin)["Result"] == "exec-condition", journal(host, begin)
+        assert not host.service(WEB).is_running
+        with injected_clock(host, "2026-11-27T04:00:03-05:00"):  # the next trading day's pre-market
+            assert start(host, begin)["Result"] == "success", journal(host, begin)
+        assert host.service(WEB).is_running, journal(host, WEB)
+    finally:
+        host.run("systemctl start refapp-web.service")
+
+
+def kill_and_wait(host, seconds: float = 10) -> dict:
+    """kill -9 of the web service's main process, then its state after systemd's restart delay (2 s) and more."""
+    before = host.service(WEB).systemd_properties
+    host.run_expect([0], f"kill -9 {before['MainPID']}")
+    deadline = time.monotonic() + seconds
+    props = host.service(WEB).systemd_properties
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        props = host.service(WEB).systemd_properties
+    return {"before": before, "after": props}
+
+
+def test_trading_service_not_restarted_in_session_but_alerted(host):
+    policy = f"{POLICY}.service"
+    try:
+        with injected_clock(host, "2026-11-25T10:15:00-05:00"):
+            assert start(host, policy)["Result"] == "success", journal(host, policy)
+        assert host.service(WEB).systemd_properties["Restart"] == "no"
+        seen = kill_and_wait(host)
+        assert seen["after"]["ActiveState"] == "failed", seen["after"]["ActiveState"]
+        assert seen["after"]["NRestarts"] == seen["before"]["NRestarts"]
+        assert f'tradeops_trading_restart_held{{unit="{WEB}"}} 1' in host.file(HELD).content_string
+
+        with injected_clock(host, "2026-11-25T16:00:02-05:00"):  # the close: released, the held unit started
+            assert start(host, policy)["Result"] == "success", journal(host, policy)
+        assert "failed while its restart was held; restarting it" in journal(host, policy)
+        deadline = time.monotonic() + 30  # queued by the policy (--no-block), started once it has finished
+        while not host.service(WEB).is_running and time.monotonic() < deadline:
+            time.sleep(1)
+        assert host.service(WEB).is_running, journal(host, WEB)
+        assert host.service(WEB).systemd_properties["Restart"] == "on-failure"
+        assert f'tradeops_trading_restart_held{{unit="{WEB}"}} 0' in host.file(HELD).content_string
+
+        seen = kill_and_wait(host, 15)  # outside the session systemd restarts it
+        assert seen["after"]["ActiveState"] == "active", journal(host, WEB)
+        assert int(seen["after"]["NRestarts"]) == int(seen["before"]["NRestarts"]) + 1
+    finally:
+        host.run("systemctl start refapp-web.service")
 
 
 def test_override_reason_lands_in_the_ledger(host):

@@ -107,6 +107,11 @@ CASES = [
      "ScheduledJobFailed", [{"instance": "app1", "job": "node", "task": "screener", "severity": "warning"}]),
     ("job succeeded", [('tradeops_job_last_success{instance="app1",job="node",task="screener"}', "1x60")], "15s", "5m",
      "ScheduledJobFailed", []),
+    ("trading service held", [('tradeops_trading_restart_held{instance="app1",job="node",unit="refapp-engine.service"}',
+                               "0 1x60")], "15s", "1m", "TradingServiceHeld",
+     [{"instance": "app1", "job": "node", "unit": "refapp-engine.service", "severity": "critical"}]),
+    ("trading service not held", [('tradeops_trading_restart_held{instance="app1",job="node",unit="e.service"}',
+                                   "1 0x60")], "15s", "5m", "TradingServiceHeld", []),
 ]
 
 

@@ -345,7 +345,7 @@ class FakeSystemd:
         self.calls.append(args)
         out = self.states.get(args[-1], "") if args[0] == "show" else ""
         if args[0] == "start":
-            self.states[args[1]] = "active"
+            self.states[args[-1]] = "active"
         return subprocess.CompletedProcess(["systemctl", *args], 0, out + "\n", "")
 
 
@@ -366,7 +366,7 @@ def test_session_policy_holds_in_session_and_releases_after(tmp_path, nyse_doc):
     systemd.states["refapp-engine.service"] = "failed"  # crashed in session: stays down
     released = run("2026-11-25T21:00:01Z")  # 16:00:01, after the close
     assert released["action"] == "released" and not dropin.exists()
-    assert released["started"] == units and ("start", "refapp-engine.service") in systemd.calls
+    assert released["started"] == units and ("start", "--no-block", "refapp-engine.service") in systemd.calls
     prom = (tmp_path / "metrics" / "tradeops_trading.prom").read_text()
     assert 'tradeops_trading_restart_held{unit="refapp-engine.service"} 0' in prom
 
@@ -374,6 +374,12 @@ def test_session_policy_holds_in_session_and_releases_after(tmp_path, nyse_doc):
     assert run("2026-11-27T17:59:00Z")["action"] == "held"
     assert run("2026-11-27T18:00:00Z")["action"] == "released"
     assert run("2026-11-26T15:00:00Z")["action"] == "released"
+
+    # A unit no longer listed loses its hold at the next run, in session too.
+    assert run("2026-11-25T15:00:00Z")["changed"] == units and dropin.exists()
+    gone = ts.session_policy(nyse_doc, [], ts._instant("2026-11-25T15:00:01Z"), tmp_path / "run", "TOOL",
+                             None, systemctl=systemd, log=lambda _m: None)
+    assert gone["changed"] == units and not dropin.exists()
 
 
 @pytest.mark.parametrize(("args", "value"), [
