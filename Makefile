@@ -28,10 +28,22 @@ docker: ## a running Docker engine (installs docker.io when root on Debian)
 
 bootstrap: venv docker ## venv + Docker engine
 
-lint: venv ## yamllint, ansible-lint (production profile), ruff, argument-spec/defaults parity
+lint: venv ## yamllint, ansible-lint (production profile), ruff, argument specs, secret scanner (in parallel)
+	@$(MAKE) --no-print-directory -j$(LINT_JOBS) --output-sync=target $(LINTERS)
+
+# The linters are independent: ansible-lint (the long one, ~1 core) runs beside the others.
+LINTERS := lint-yaml lint-python lint-specs lint-secrets lint-ansible
+LINT_JOBS ?= $(words $(LINTERS))
+.PHONY: $(LINTERS)
+lint-yaml:
 	yamllint --strict .
+lint-python:
 	ruff check .
+lint-specs:
 	scripts/check_argument_specs.py
+lint-secrets: ## detect-secrets over every file git lists, against the audited .secrets.baseline
+	scripts/check_secrets.py
+lint-ansible:
 	ansible-lint --profile production
 
 servers: ## PostgreSQL/Redis binaries for the unit tests (installs them when root on Debian)
@@ -56,10 +68,18 @@ lab-status: ## list the lab containers
 
 molecule: bootstrap lab-image ## every molecule scenario
 	@[ -n "$(SCENARIOS)" ] || { echo "no molecule scenario found" >&2; exit 1; }
-	@for s in $(SCENARIOS); do \
-	  echo "=== molecule test -s $$s"; \
-	  molecule test -s $$s || exit 1; \
-	done
+	@total=0; summary=""; \
+	for s in $(SCENARIOS); do \
+	  echo "=== molecule test -s $$s"; start=$$(date +%s); \
+	  rc=0; molecule test -s $$s || rc=$$?; \
+	  took=$$(( $$(date +%s) - start )); total=$$(( total + took )); \
+	  if [ "$$rc" != 0 ]; then \
+	    echo "=== molecule test -s $$s: FAILED (exit $$rc) after $$took s"; \
+	    echo "=== molecule summary:$$summary $$s=FAILED($${took}s); total $$total s"; exit 1; \
+	  fi; \
+	  echo "=== molecule test -s $$s: passed in $$took s"; summary="$$summary $$s=$${took}s"; \
+	done; \
+	echo "=== molecule summary: $(words $(SCENARIOS)) scenarios passed in $$total s:$$summary"
 
 test: check molecule ## everything CI runs: lint, unit, every molecule scenario
 
