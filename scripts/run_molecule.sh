@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Run molecule scenarios, MOLECULE_JOBS at a time (default 2), and report each one's time.
+#   scripts/run_molecule.sh [scenario ...]        (default: every molecule/*/molecule.yml)
+# Scenarios never share anything on the hosts side: each has its own lab containers and
+# network (LAB_ID per scenario, .config/molecule/create.yml), so they can run side by side;
+# the controller's build caches are written atomically (scripts/build_*.py). Each scenario's
+# output goes to .cache/molecule-logs/<name>.log: printed whole when it fails, its last lines
+# when it passes. Longest scenarios start first (times of the previous run, when known), so
+# the lanes end together. Exit 1 when any scenario failed (all of them still run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${MOLECULE_JOBS:-2}
+LOGS=.cache/molecule-logs
+TIMES=.cache/molecule-times
+mkdir -p "$LOGS"
+if [ $# -gt 0 ]; then
+  scenarios=("$@")
+else
+  mapfile -t scenarios < <(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)
+fi
+[ ${#scenarios[@]} -gt 0 ] || { echo "run_molecule: no molecule scenario found" >&2; exit 1; }
+# Longest first: previous times (seconds) when known, else a scenario of unknown length first.
+order=$(for s in "${scenarios[@]}"; do
+  t=$(awk -v s="$s" '$1 == s {print $2}' "$TIMES" 2>/dev/null | tail -1)
+  echo "${t:-99999} $s"
+done | sort -rn | awk '{print $2}')
+
+run_one() {
+  local s=$1 start rc elapsed log=$LOGS/$1.log
+  start=$(date +%s)
+  echo "=== molecule test -s $s: started ($(date -u +%H:%M:%S))"
+  if molecule test -s "$s" >"$log" 2>&1; then rc=0; else rc=$?; fi
+  elapsed=$(( $(date +%s) - start ))
+  echo "$s $elapsed $rc" >>"$LOGS/.results"
+  if [ "$rc" -eq 0 ]; then
+    { echo "=== molecule test -s $s: passed in $elapsed s"; grep -E '(passed|failed)( in|,)' "$log" | tail -3; } | sed "s/^/[$s] /"
+  else
+    { echo "=== molecule test -s $s: FAILED (exit $rc) in $elapsed s, its whole output:"; cat "$log"; } | sed "s/^/[$s] /"
+  fi
+  return 0
+}
+export -f run_one
+export LOGS
+rm -f "$LOGS/.results"
+start=$(date +%s)
+echo "$order" | xargs -P "$JOBS" -I{} bash -c 'run_one "$@"' _ {}
+total=$(( $(date +%s) - start ))
+
+echo "=== molecule: $JOBS at a time, $total s in all"
+failed=0
+while read -r s elapsed rc; do
+  printf '  %-14s %5s s  %s\n' "$s" "$elapsed" "$([ "$rc" -eq 0 ] && echo passed || echo "FAILED (exit $rc)")"
+  [ "$rc" -eq 0 ] || failed=$((failed + 1))
+done < <(sort -k2 -rn "$LOGS/.results")
+awk '{print $1, $2}' "$LOGS/.results" >"$TIMES"
+ran=$(wc -l <"$LOGS/.results")
+[ "$ran" -eq ${#scenarios[@]} ] || { echo "run_molecule: $ran of ${#scenarios[@]} scenarios reported" >&2; exit 1; }
+[ "$failed" -eq 0 ] || { echo "run_molecule: $failed scenario(s) failed" >&2; exit 1; }
