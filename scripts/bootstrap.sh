@@ -90,8 +90,11 @@ ensure_servers() {
   # initdb/pg_ctl and redis-server for throwaway test servers; systemd-analyze
   # scores rendered units offline (no running systemd needed); promtool (Debian's
   # prometheus) runs the alert rules' unit tests.
+  # node/npm + a C++ toolchain: scripts/check_powershell.py installs tree-sitter-powershell
+  # (compiled by node-gyp) from npm into .cache/npm to parse the .ps1 files.
   if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null \
-     && command -v systemd-analyze >/dev/null && command -v promtool >/dev/null; then
+     && command -v systemd-analyze >/dev/null && command -v promtool >/dev/null \
+     && command -v node >/dev/null && command -v npm >/dev/null && command -v g++ >/dev/null && command -v make >/dev/null; then
     return 0
   fi
   [ "$(id -u)" = 0 ] && [ -r /etc/debian_version ] || \
@@ -99,7 +102,8 @@ ensure_servers() {
   say "installing postgresql and redis-server from Debian (binaries for the unit tests)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends postgresql redis-server systemd prometheus >&2 \
+  apt-get install -y -qq --no-install-recommends postgresql redis-server systemd prometheus \
+    nodejs npm node-gyp g++ make >&2 \
     || die "apt-get install postgresql redis-server failed: see the lines above."
 }
 

@@ -80,10 +80,21 @@ def ensure_parser(cache: Path) -> None:
         return
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
-            raise CannotCheck(f"{tool} is not installed: apt-get install nodejs npm (scripts/bootstrap.sh servers does)")
+            raise CannotCheck(
+                f"{tool} is not installed: apt-get install nodejs npm (scripts/bootstrap.sh servers does)"
+            )
     cache.mkdir(parents=True, exist_ok=True)
-    cmd = ["npm", "install", "--prefix", str(cache), "--no-audit", "--no-fund", "--no-save", "--loglevel=error",
-           *(f"{p}@{v}" for p, v in PACKAGES.items())]
+    cmd = [
+        "npm",
+        "install",
+        "--prefix",
+        str(cache),
+        "--no-audit",
+        "--no-fund",
+        "--no-save",
+        "--loglevel=error",
+        *(f"{p}@{v}" for p, v in PACKAGES.items()),
+    ]
     print(f"check_powershell: installing {' '.join(cmd[-2:])} into {cache}", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode != 0 or not all(installed_version(cache, p) == v for p, v in PACKAGES.items()):
@@ -110,8 +121,15 @@ def parse(files: list[Path], cache: Path) -> list[dict]:
     runner = cache / "check_powershell_runner.js"
     if not runner.is_file() or runner.read_text() != RUNNER:
         runner.write_text(RUNNER)
-    proc = subprocess.run(["node", str(runner)], input=json.dumps([str(f) for f in files]), capture_output=True,
-                          text=True, timeout=300, check=False, env={**os.environ, "NODE_PATH": str(cache / "node_modules")})
+    proc = subprocess.run(
+        ["node", str(runner)],
+        input=json.dumps([str(f) for f in files]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "NODE_PATH": str(cache / "node_modules")},
+    )
     if proc.returncode != 0:
         raise CannotCheck(f"the parser failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout)
@@ -119,10 +137,13 @@ def parse(files: list[Path], cache: Path) -> list[dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Parse PowerShell scripts with tree-sitter-powershell and report every syntax error as file:line:column. "
-                    "Exit 0 all parse, 1 syntax errors found, 2 could not check.")
+        description="Parse PowerShell scripts with tree-sitter-powershell and report every syntax error as "
+        "file:line:column. Exit 0 all parse, 1 syntax errors found, 2 could not check."
+    )
     parser.add_argument("paths", nargs="*", type=Path, help="files or directories (default: the repository)")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"npm install prefix (default {DEFAULT_CACHE})")
+    parser.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help=f"npm install prefix (default {DEFAULT_CACHE})"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
