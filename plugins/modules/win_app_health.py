@@ -16,8 +16,8 @@ description:
     C(healthy), C(degraded) or C(unhealthy) (the worst check).
   - Retries with a doubling pause inside one overall O(deadline), and stops as soon as the result is O(min_status) or
     better. The task fails when the final result is worse than O(min_status); its message names the failing checks.
-  - Returns the same keys as M(app_health) (C(status checks failed_checks attempts elapsed)); a service check is named
-    C(service:<name>) with kind C(service) where M(app_health) has C(unit:<name>) with kind C(systemd).
+  - Returns the same keys as M(app_health) (C(status checks failed_checks attempts elapsed)); a service check is
+    named C(service:<name>) with kind C(service) where M(app_health) has C(unit:<name>) with kind C(systemd).
 author:
   - tradeops contributors
 attributes:
@@ -86,7 +86,8 @@ options:
     elements: str
     default: []
   thresholds:
-    description: Resources to check; a resource not named is not checked. Over warning is degraded, over critical unhealthy.
+    description: Resources to check; a resource not named is not checked. Over warning is degraded, over critical
+      unhealthy.
     type: dict
     suboptions:
       memory:
@@ -162,7 +163,8 @@ status:
   type: str
   sample: healthy
 checks:
-  description: One entry per check with name, kind (http, service, tcp, memory, disk), status, detail, duration and data.
+  description: One entry per check with name, kind (http, service, tcp, memory, disk), status, detail, duration
+    and data.
   returned: always
   type: list
   elements: dict

@@ -11,15 +11,18 @@ module: win_app_release
 short_description: Create, activate, roll back, mark and prune releases on Windows, with the Linux ledger format
 version_added: "0.1.0"
 description:
-  - Windows twin of M(app_release). Releases live in C(<path>\releases\<version>-<UTC yyyyMMddTHHmmssZ>), each with its
-    own virtualenv installed offline (C(pip install --no-index --find-links <wheelhouse>)) from a wheelhouse already on the host.
-  - C(<path>\current) is a junction. The first activation creates it; later switches rewrite its reparse data in place
-    with one C(FSCTL_SET_REPARSE_POINT), so the junction always points at the old or the new release, never at nothing.
+  - Windows twin of M(app_release). Releases live in C(<path>\releases\<version>-<UTC yyyyMMddTHHmmssZ>), each with
+    its own virtualenv installed offline (C(pip install --no-index --find-links <wheelhouse>)) from a wheelhouse
+    already on the host.
+  - C(<path>\current) is a junction. The first activation creates it; later switches rewrite its reparse data in
+    place with one C(FSCTL_SET_REPARSE_POINT), so the junction always points at the old or the new release, never at
+    nothing.
   - Every action appends one JSON line to C(<path>\ledger.jsonl) with the fields of the Linux ledger
-    (C(time action user host version release wheelhouse_sha256 outcome duration_s reason previous)); release order is the
-    order of the ledger's C(create) lines; status is the latest C(mark) of a release.
-  - The deploy lock C(<path>\deploy.lock) holds its holder as JSON (C(owner host pid time epoch reason)); it is created
-    exclusively, refused while held, reported stale after O(lock_stale_after) seconds or when its process is gone.
+    (C(time action user host version release wheelhouse_sha256 outcome duration_s reason previous)); release order is
+    the order of the ledger's C(create) lines; status is the latest C(mark) of a release.
+  - The deploy lock C(<path>\deploy.lock) holds its holder as JSON (C(owner host pid time epoch reason)); it is
+    created exclusively, refused while held, reported stale after O(lock_stale_after) seconds or when its process is
+    gone.
 author:
   - tradeops contributors
 attributes:

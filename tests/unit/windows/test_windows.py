@@ -36,12 +36,14 @@ if not Path(ANSIBLE_PLAYBOOK).exists():
 
 # Test values standing in for the vault: each must appear nowhere in clear where it must not.
 SECRETS = {
-    "vault_ansible_password": "T3st-ansible-Pw-0001",
-    "vault_windows_app_service_account_password": "T3st-account-Pw-0002",
-    "vault_windows_app_redis_password": "T3st-redis-Pw-000003",
-    "vault_windows_schedule_s3_secret_access_key": "T3st-s3-secret-000004",
+    "vault_ansible_password": "T3st-ansible-Pw-0001",  # pragma: allowlist secret
+    "vault_windows_app_service_account_password": "T3st-account-Pw-0002",  # pragma: allowlist secret
+    "vault_windows_app_redis_password": "T3st-redis-Pw-000003",  # pragma: allowlist secret
+    "vault_windows_schedule_s3_secret_access_key": "T3st-s3-secret-000004",  # pragma: allowlist secret
 }
 WINDOWS_ROOT = "C:\\TradingEngine"
+# Seed 002's published Redis password: the role must refuse it.
+SEED_REDIS_PASSWORD = "trading_engine_redis_2025"  # pragma: allowlist secret
 
 
 def _env() -> dict[str, str]:
@@ -121,7 +123,7 @@ def preflight_cases(tmp: Path) -> tuple[dict[str, dict[str, Any]], dict[str, tup
         "app_localsystem": ("windows_app", {"windows_app_service_account": "LocalSystem"}),
         "app_no_account_password": ("windows_app", {"windows_app_service_account_password": ""}),
         "app_secret_in_config": ("windows_app", {"windows_app_config": {"cache": {"password": "x"}}}),
-        "app_seed_redis_password": ("windows_app", {"windows_app_redis_password": "trading_engine_redis_2025"}),
+        "app_seed_redis_password": ("windows_app", {"windows_app_redis_password": SEED_REDIS_PASSWORD}),
         "app_redis_public_bind": ("windows_app", {"windows_app_redis_bind": "0.0.0.0"}),
         "app_no_recovery": ("windows_app", {"windows_app_failure_actions": [{"type": "explode", "delay_ms": 1}]}),
         "app_spec_type": ("windows_app", {"windows_app_keep_releases": "many"}),
@@ -157,9 +159,9 @@ def preflight_cases(tmp: Path) -> tuple[dict[str, dict[str, Any]], dict[str, tup
         "app_wheel_missing": "holds no wheel of trading-engine 1.0.0",
         "app_no_winsw": "error 1053",
         "app_localsystem": 'windows_app_service_account "LocalSystem"',
-        "app_no_account_password": "vault_windows_app_service_account_password",
-        "app_secret_in_config": "windows_app_config must not hold keys named",
-        "app_seed_redis_password": "vault_windows_app_redis_password",
+        "app_no_account_password": "vault_windows_app_service_account_password",  # pragma: allowlist secret
+        "app_secret_in_config": "windows_app_config must not hold keys named",  # pragma: allowlist secret
+        "app_seed_redis_password": "vault_windows_app_redis_password",  # pragma: allowlist secret
         "app_redis_public_bind": "windows_app_redis_bind must be 127.0.0.1",
         "app_no_recovery": "windows_app_failure_actions",
         "app_spec_type": "windows_app_keep_releases",
@@ -167,7 +169,7 @@ def preflight_cases(tmp: Path) -> tuple[dict[str, dict[str, Any]], dict[str, tup
         "schedule_no_agent_wheel": "windows_schedule_agent_wheel",
         "schedule_unknown_job": "windows_schedule_jobs entry defrag",
         "schedule_no_time_limit": "execution_time_limit",
-        "schedule_s3_without_secret": "vault_windows_schedule_s3_secret_access_key",
+        "schedule_s3_without_secret": "vault_windows_schedule_s3_secret_access_key",  # pragma: allowlist secret
     }
     hosts = {name: {"case_role": role, **base[role], **extra} for name, (role, extra) in cases.items()}
     play = {
