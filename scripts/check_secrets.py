@@ -10,6 +10,10 @@ it scanned (what the unit test of this gate does with a planted key).
 
 Findings are printed as ``file:line: type`` only: the secret itself never reaches the output.
 
+Each file's findings are kept in ``.cache/security/secrets-scan.json`` under the file's SHA-256
+(and the scanner's version and settings): a later run scans only the files that changed (make
+lint runs it every time; a fresh clone scans everything). ``--no-cache`` scans every file.
+
 Exit codes:
   0  no secret outside the baseline
   1  a secret that is not in the baseline (listed); remove it, or if it is not a real secret mark
@@ -21,13 +25,16 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 BASELINE = ".secrets.baseline"
+CACHE = ".cache/security/secrets-scan.json"
 # Never scanned even outside git (tool caches and the controller's virtualenv: not ours).
 SKIP_DIRS = {".git", ".venv", ".cache", ".collections", ".ansible", ".hypothesis", ".pytest_cache", ".ruff_cache",
              "__pycache__", "node_modules"}
@@ -50,7 +57,49 @@ def files_to_scan(root: Path, baseline: str) -> list[str]:
             subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRS)
             names += [os.path.relpath(os.path.join(directory, f), root) for f in sorted(files)]
     return sorted(name for name in set(names)
-                  if name != baseline and (root / name).is_file() and not (root / name).is_symlink())
+                  if name != baseline and name.split("/", 1)[0] not in SKIP_DIRS
+                  and (root / name).is_file() and not (root / name).is_symlink())
+
+
+def scan(root: Path, files: list[str], jobs: int, cache_path: Path | None) -> Any:
+    """A SecretsCollection of every file; files whose content is in the cache are not rescanned."""
+    from detect_secrets import SecretsCollection
+    from detect_secrets.__version__ import VERSION
+    from detect_secrets.core.potential_secret import PotentialSecret
+    from detect_secrets.settings import get_settings
+
+    settings = json.dumps(get_settings().json(), sort_keys=True)
+    key = hashlib.sha256(f"{VERSION} {root} {settings}".encode()).hexdigest()
+    cached: dict[str, Any] = {}
+    if cache_path is not None and cache_path.exists():
+        try:
+            data = json.loads(cache_path.read_text())
+            cached = data["files"] if data.get("key") == key else {}
+        except (ValueError, KeyError, OSError):
+            cached = {}  # a damaged cache is only a slower run
+    digests = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in files}
+    stale = [name for name in files if cached.get(name, {}).get("sha256") != digests[name]]
+    found = SecretsCollection(root=str(root))
+    if stale:
+        found.scan_files(*stale, num_processors=max(1, min(jobs, len(stale))))
+    fresh = set(stale)
+    entries: dict[str, Any] = {}
+    for name in files:
+        if name in fresh:
+            secrets = [secret.json() for secret in found.data.get(name, ())]
+        else:
+            secrets = cached[name]["secrets"]
+            for item in secrets:
+                # as scanned (the same filename form as a fresh scan: baseline comparisons agree)
+                found[name].add(PotentialSecret.load_secret_from_dict(item))
+        entries[name] = {"sha256": digests[name], "secrets": secrets}
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "files": entries}))
+        tmp.chmod(0o600)
+        tmp.replace(cache_path)
+    return found
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,6 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write every current finding into the baseline (keeps audit marks); audit the diff "
                              "before committing it")
     parser.add_argument("--json", action="store_true", help="print the new findings as JSON (no secret values)")
+    parser.add_argument("--no-cache", action="store_true", help=f"scan every file (ignore and keep no {CACHE})")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="scanner processes (default: cores)")
     return parser.parse_args(argv)
 
@@ -93,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"check_secrets: baseline {baseline_path} is unreadable ({exc}): regenerate it with "
                       "--update-baseline and audit it", file=sys.stderr)
                 return 2
-        found = SecretsCollection(root=str(root))
-        found.scan_files(*files, num_processors=max(1, args.jobs))
+        found = scan(root, files, args.jobs, None if args.no_cache else root / CACHE)
         if args.update_baseline:
             found.merge(known)
             ds_baseline.save_to_file(found, str(baseline_path))

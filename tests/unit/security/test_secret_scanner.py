@@ -86,6 +86,23 @@ def test_baseline_lets_audited_findings_through_and_nothing_else(tree: Path) -> 
     assert proc.returncode == 1 and "new.pem:" in proc.stdout, proc.stdout + proc.stderr
 
 
+def test_cached_results_still_fail_and_a_changed_file_is_rescanned(tree: Path) -> None:
+    """make lint rescans only changed files: a planted secret is still reported from the cache,
+    and gone once the file no longer holds it; --no-cache gives the same answers."""
+    planted = tree / "group_vars" / "all.yml"
+    planted.parent.mkdir()
+    planted.write_text(f"---\naws_access_key_id: {AWS_KEY_ID}\n")
+    first = scan(tree)
+    assert first.returncode == 1 and (tree / ".cache" / "security" / "secrets-scan.json").exists()
+    again = scan(tree)
+    assert again.returncode == 1 and again.stdout == first.stdout
+    assert scan(tree, "--no-cache").stdout == first.stdout
+    planted.write_text("---\naws_access_key_id: \"{{ vault_aws_access_key_id }}\"\n")
+    assert scan(tree).returncode == 0
+    (tree / "README.md").write_text(f"key {AWS_KEY_ID}\n")  # an unchanged size is not what is compared
+    assert scan(tree).returncode == 1
+
+
 def test_unreadable_baseline_is_an_error_not_a_pass(tree: Path) -> None:
     (tree / ".secrets.baseline").write_text("{not json")
     proc = scan(tree)
