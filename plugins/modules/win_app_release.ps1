@@ -40,6 +40,7 @@ $spec = @{
         lock_reason = @{ type = 'str' }
         lock_stale_after = @{ type = 'int'; default = 1800 }
         force_unlock = @{ type = 'bool'; default = $false }
+        record = @{ type = 'bool'; default = $true }
     }
     required_if = @(
         , @('state', 'create', @('version', 'wheelhouse', 'package', 'python'))
@@ -504,6 +505,7 @@ function Invoke-Lock {
     finally {
         $stream.Dispose()
     }
+    if (-not $module.Params.record -and $null -eq $broken) { return }
     $outcome = if ($broken) { 'broken-and-acquired' } else { 'acquired' }
     $module.Result.ledger_entry = Write-Record -Action 'lock' -Fields @{
         outcome = $outcome; reason = $module.Params.lock_reason; lock_owner = $owner; lock_host = $lockHost
@@ -530,6 +532,7 @@ function Invoke-Unlock {
     $module.Result.forced = (-not $ours)
     if (-not $module.CheckMode) {
         Remove-Item -LiteralPath $LockPath -Force -ErrorAction SilentlyContinue
+        if ($ours -and -not $module.Params.record) { return }
         $outcome = if ($ours) { 'released' } else { 'forced' }
         $module.Result.ledger_entry = Write-Record -Action 'unlock' -Fields @{
             outcome = $outcome; lock_owner = $holder.owner; lock_host = $holder.host; lock_pid = $holder.pid

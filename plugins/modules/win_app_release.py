@@ -96,6 +96,12 @@ options:
     description: Break a lock held by somebody else (recorded in the ledger).
     type: bool
     default: false
+  record:
+    description:
+      - Write a ledger line for an ordinary lock / unlock (false for a caller that records its run itself, as the
+        deploy does). Breaking somebody else's lock is always recorded.
+    type: bool
+    default: true
 notes:
   - Nothing of this module has run on a real Windows host yet; its syntax is checked by C(scripts/check_powershell.py).
 seealso:
