@@ -44,7 +44,7 @@ lint-specs:
 lint-secrets: ## detect-secrets over every file git lists, against the audited .secrets.baseline
 	scripts/check_secrets.py
 lint-ansible:
-	ansible-lint --profile production
+	scripts/check_ansible.py --profile production
 
 servers: ## PostgreSQL/Redis binaries for the unit tests (installs them when root on Debian)
 	scripts/bootstrap.sh servers
