@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import statistics
@@ -39,16 +38,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
+from benchlib import (
+    LAB,
+    VENV_BIN,
+    StepFailed,
+    ansible_env,
+    container,
+    lab_env,
+    save_results,
+    sh,
+    timed,
+    write_inventory,
+)
+
 LAB_ID = "bench-backup"
-PREFIX = f"tradeops-{LAB_ID}"
-LAB_ENV = {"LAB_ID": LAB_ID, "LAB_PUBLISH": "0", "LAB_HOSTS": "db1 mon1"}
-DB1, MON1 = f"{PREFIX}-db1", f"{PREFIX}-mon1"
+LAB_ENV = lab_env(LAB_ID, ["db1", "mon1"])
+DB1, MON1 = container(LAB_ID, "db1"), container(LAB_ID, "mon1")
 CONFIG = "/etc/tradeops/backup.json"
 TOOL = f"/usr/local/bin/tradeops-backup --config {CONFIG}"
 PW_FILE = "/etc/tradeops/backup.d/postgresql-refapp.pw"
@@ -59,41 +66,8 @@ SITE_TAGS = "common,ops_agent,postgresql,redis,s3_lab,backup"
 ROWS_PER_MB = 8000
 
 
-class StepFailed(Exception):
-    pass
-
-
-def sh(cmd: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          check=False)
-    if check and proc.returncode != 0:
-        raise StepFailed(f"{shlex.join(cmd)[:300]} exited {proc.returncode}:\n{proc.stdout[-3000:]}"
-                         f"\n{proc.stderr[-2000:]}")
-    return proc
-
-
 def on_db1(script: str, check: bool = True) -> subprocess.CompletedProcess:
     return sh(["docker", "exec", DB1, "bash", "-c", f"set -euo pipefail; {script}"], check=check)
-
-
-def timed(func: Callable[..., subprocess.CompletedProcess], *args: Any, **kwargs: Any
-          ) -> tuple[float, subprocess.CompletedProcess]:
-    t0 = time.monotonic()
-    out = func(*args, **kwargs)
-    return time.monotonic() - t0, out
-
-
-def write_inventory(tmp: Path) -> Path:
-    inv = tmp / "inventory"
-    inv.mkdir()
-    (inv / "hosts.yml").write_text(json.dumps({"all": {
-        "vars": {"ansible_connection": "community.docker.docker", "ansible_user": "root",
-                 "ansible_python_interpreter": "/usr/bin/python3"},
-        "children": {"db": {"hosts": {"db1": {"ansible_host": DB1}}},
-                     "monitoring": {"hosts": {"mon1": {"ansible_host": MON1}}},
-                     "linux": {"children": {"db": {}, "monitoring": {}}}}}}))
-    (inv / "group_vars").symlink_to(ROOT / "inventory" / "lab" / "group_vars")
-    return inv
 
 
 def generate(size_mb: int) -> dict[str, int]:
@@ -134,9 +108,8 @@ def main() -> int:
     if args.size_mb < 1 or args.runs < 1:
         ap.error("--size-mb and --runs must be at least 1")
     tmp = Path(tempfile.mkdtemp(prefix="tradeops-bench-backup-"))
-    inv = write_inventory(tmp)
-    env = {"ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(tmp / "facts"),
-           "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    inv = write_inventory(tmp, LAB_ID, {"db": ["db1"], "monitoring": ["mon1"]})
+    env = ansible_env(tmp)
 
     def play(*a: str, profile: bool = False) -> subprocess.CompletedProcess:
         extra = {"ANSIBLE_CALLBACKS_ENABLED": "tradeops_summary,ansible.posix.profile_tasks"} if profile else {}
@@ -149,7 +122,7 @@ def main() -> int:
         times.setdefault(step, []).append(seconds)
 
     try:
-        sh([str(ROOT / "scripts" / "lab.sh"), "up"], LAB_ENV)
+        sh([str(LAB), "up"], LAB_ENV)
         # moto holds every object in memory: room for the backups of all runs, plus its own.
         s3_memory = f"{512 + args.size_mb * (args.runs + 1)}M"
         t_site, _ = timed(play, "playbooks/site.yml", "-t", SITE_TAGS, "-e", f"s3_lab_memory_max={s3_memory}")
@@ -196,7 +169,7 @@ def main() -> int:
         return 1
     finally:
         if not args.keep_lab:
-            sh([str(ROOT / "scripts" / "lab.sh"), "down"], LAB_ENV, check=False)
+            sh([str(LAB), "down"], LAB_ENV, check=False)
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["pg_dump /dev/null"]
     size = statistics.median(sizes)
@@ -217,6 +190,10 @@ def main() -> int:
           f"{'met' if ratio <= 2.0 else 'NOT met'}")
     slow = sorted(((statistics.median(v), k) for k, v in tasks.items()), reverse=True)[:4]
     print("  restore.yml's slowest tasks (median s): " + "; ".join(f"{k} {m:.1f}" for m, k in slow))
+    save_results("backup", f"Backup and restore of a {data['bytes'] / 2**20:.0f} MiB PostgreSQL database, median of "
+                 f"{args.runs} runs", {step: {"median s": round(m, 2), "x raw pg_dump": round(m / base, 2)}
+                                       for step, m in med.items()} | {"backup / raw pg_dump, per run": {
+                                           "median ratio": round(ratio, 2)}})
     return 0
 
 

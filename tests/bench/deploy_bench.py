@@ -18,34 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-LAB_ENV = {"LAB_ID": "bench", "LAB_PUBLISH": "0", "LAB_HOSTS": "app1"}
+from benchlib import LAB, VENV_BIN, ansible_env, lab_env, save_results, sh, write_inventory
 
-
-def sh(cmd: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          check=check)
-
-
-def write_inventory(tmp: Path) -> Path:
-    inv = tmp / "inventory"
-    inv.mkdir()
-    (inv / "hosts.yml").write_text(json.dumps({"all": {
-        "vars": {"ansible_connection": "community.docker.docker", "ansible_user": "root",
-                 "ansible_python_interpreter": "/usr/bin/python3"},
-        "children": {"app": {"hosts": {"app1": {"ansible_host": "tradeops-bench-app1"}}},
-                     "linux": {"children": {"app": {}}}}}}))
-    (inv / "group_vars").symlink_to(ROOT / "inventory" / "lab" / "group_vars")
-    return inv
+LAB_ID = "bench"
+LAB_ENV = lab_env(LAB_ID, ["app1"])
 
 
 def main() -> int:
@@ -54,10 +36,9 @@ def main() -> int:
     ap.add_argument("--keep-lab", action="store_true", help="leave the bench lab running")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tradeops-bench-"))
-    inv = write_inventory(tmp)
+    inv = write_inventory(tmp, LAB_ID, {"app": ["app1"]})
     summary = tmp / "summary.jsonl"
-    env = {"ANSIBLE_FORCE_COLOR": "0", "TRADEOPS_SUMMARY_LOG": str(summary),
-           "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(tmp / "facts"), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    env = ansible_env(tmp, TRADEOPS_SUMMARY_LOG=str(summary))
     (tmp / "one.yml").write_text(json.dumps([{"name": "One task", "hosts": "app", "gather_facts": False,
                                               "tasks": [{"name": "Ping", "ansible.builtin.ping": {}}]}]))
 
@@ -69,7 +50,7 @@ def main() -> int:
             sys.exit(f"bench: ansible-playbook {' '.join(a)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-1000:]}")
         return took
 
-    sh([str(ROOT / "scripts" / "lab.sh"), "up"], LAB_ENV)
+    sh([str(LAB), "up"], LAB_ENV)
     try:
         play("playbooks/site.yml")
         play("playbooks/deploy.yml", "-e", "app_version=1.0.0")
@@ -88,7 +69,7 @@ def main() -> int:
             play("playbooks/deploy.yml", "-e", f"app_version={version}")  # back on the new release
     finally:
         if not args.keep_lab:
-            sh([str(ROOT / "scripts" / "lab.sh"), "down"], LAB_ENV, check=False)
+            sh([str(LAB), "down"], LAB_ENV, check=False)
     base = statistics.median(times["baseline"])
     print(f"deploy benchmark: one lab host, median of {args.runs} runs")
     for kind in ("deploy", "redeploy", "rollback", "baseline"):
@@ -108,6 +89,10 @@ def main() -> int:
         verdict = "met" if m / base <= target_x else "NOT met"
         print(f"    {kind:9s} {m:5.2f} s (target {target_s:.2f} s)   {m / base:4.1f}x play "
               f"(target {target_x:.1f}x): {verdict}")
+    save_results("deploy", f"Deploy, re-deploy, rollback on one lab host, median of {args.runs} runs",
+                 {kind: {"median s": round(statistics.median(times[kind]), 2),
+                         "x one-task play": round(statistics.median(times[kind]) / base, 1)}
+                  for kind in ("deploy", "redeploy", "rollback", "baseline")})
     return 0
 
 

@@ -8,3 +8,5 @@ echo "=== tests/bench/deploy_bench.py"
 python deploy_bench.py
 echo "=== tests/bench/backup_bench.py"
 python backup_bench.py --size-mb "${BACKUP_BENCH_SIZE_MB:-1024}"
+echo "=== tests/bench/scale.py"
+python scale.py --counts "${SCALE_BENCH_COUNTS:-1,2,4,8}" --runs "${SCALE_BENCH_RUNS:-3}"
