@@ -36,7 +36,6 @@ import contextlib
 import copy
 import datetime as dt
 import errno
-import fcntl
 import fnmatch
 import gzip
 import hashlib
@@ -61,9 +60,9 @@ from pathlib import Path
 from typing import IO, Any
 
 try:
-    from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, update_textfile
+    from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, try_lock, update_textfile
 except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py (scripts/build_agent.py)
-    from tradeops_agent.metrics import atomic_write, fsync_dir, update_textfile  # type: ignore[no-redef]
+    from tradeops_agent.metrics import atomic_write, fsync_dir, try_lock, update_textfile  # type: ignore[no-redef]
 
 __version__ = "0.1.0"
 TOOL = "tradeops-backup"
@@ -825,15 +824,12 @@ def _lock(root: Path, wait: float = 0) -> IO[str]:
     handle = open(root / ".lock", "a+")  # noqa: SIM115 - returned, closed by the caller
     deadline = time.monotonic() + wait
     while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if try_lock(handle):
             break
-        except BlockingIOError as exc:
-            if time.monotonic() >= deadline:
-                handle.close()
-                raise BackupError(f"another tradeops-backup run holds {root / '.lock'}; wait for it to finish")\
-                    from exc
-            time.sleep(0.2)
+        if time.monotonic() >= deadline:
+            handle.close()
+            raise BackupError(f"another tradeops-backup run holds {root / '.lock'}; wait for it to finish")
+        time.sleep(0.2)
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

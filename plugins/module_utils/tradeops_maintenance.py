@@ -141,7 +141,7 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg["sqlite"], list):
         raise MaintenanceError("sqlite must be a list of {name, path}")
     for item in cfg["sqlite"]:
-        if not isinstance(item, dict) or not str(item.get("path") or "").startswith("/"):
+        if not isinstance(item, dict) or not os.path.isabs(str(item.get("path") or "")):
             raise MaintenanceError(f"sqlite entry {item!r}: an object with an absolute path is required")
         item.setdefault("name", Path(item["path"]).stem)
         if not _NAME.match(str(item["name"])) or item["name"] in names:
@@ -159,7 +159,7 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     for period, keep in cfg["keep"].items():
         if period not in PERIODS or not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
             raise MaintenanceError(f"keep.{period}: periods are {', '.join(PERIODS)}, each kept as an integer >= 1")
-    if cfg["reports_dir"] is not None and not str(cfg["reports_dir"]).startswith("/"):
+    if cfg["reports_dir"] is not None and not os.path.isabs(str(cfg["reports_dir"])):
         raise MaintenanceError("reports_dir must be an absolute directory")
     if not isinstance(cfg["health"], dict):
         raise MaintenanceError("health must be an object of app_health options (http, systemd_units, thresholds...)")
@@ -186,10 +186,10 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
 
 def check_cleanup_root(path: str) -> Path:
     """A directory cleanup may work under: absolute, normalised, at least two levels deep, not a system directory."""
-    if not path.startswith("/"):
+    if not os.path.isabs(path):
         raise MaintenanceError(f"cleanup path {path!r}: an absolute directory is required")
     norm = os.path.normpath(path)
-    if norm in _SYSTEM_DIRS or norm.count("/") < 2:
+    if norm in _SYSTEM_DIRS or len(Path(norm).parts) < 3:  # '/', 'opt', 'x' (or 'C:\\', ...): two levels
         raise MaintenanceError(f"cleanup path {path!r}: refusing a system or top-level directory; "
                                "give the application's own cache or tmp directory (e.g. /opt/refapp/shared/cache)")
     return Path(norm)
@@ -216,7 +216,7 @@ def as_owner_of(path: Path) -> Iterator[None]:
     """Run as root: the block runs with the file's owner as effective user and group (files it creates,
     such as ``-wal`` and ``-shm``, belong to the owner). Otherwise (or for a root-owned file): unchanged."""
     st = path.stat()
-    if os.geteuid() != 0 or st.st_uid == 0:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or st.st_uid == 0:  # Windows: no owners to become
         yield
         return
     uid, gid = os.geteuid(), os.getegid()

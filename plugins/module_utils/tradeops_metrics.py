@@ -14,13 +14,20 @@ the modules and as ``tradeops_agent/metrics.py`` in the ops agent wheel
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: the ops agent's backup and maintenance tools run there too (role windows_schedule)
+    fcntl = None  # type: ignore[assignment]
+    import msvcrt
 
 Labels = Mapping[str, str]
 Values = Mapping[str, "float | int | bool | None"]
@@ -62,10 +69,37 @@ def render(stem: str, metrics: Mapping[str, str], state: Mapping[str, Mapping[st
     return "\n".join(lines) + "\n"
 
 
-def fsync_dir(path: str | Path) -> None:
-    """Make a rename in ``path`` durable (best effort: some filesystems refuse)."""
+def try_lock(handle: IO[Any]) -> bool:
+    """An exclusive lock on an open file, without waiting: True when taken, False when another process
+    holds it. Released when the file is closed. flock(2) on POSIX; on Windows (no fcntl) msvcrt's
+    lock of the file's first byte."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    handle.seek(0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
+def lock(handle: IO[Any], poll: float = 0.05) -> None:
+    """An exclusive lock on an open file, waiting for it (see try_lock)."""
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return
+    while not try_lock(handle):
+        time.sleep(poll)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename in ``path`` durable (best effort: some filesystems refuse; Windows has no directory fsync)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
         return
     try:
@@ -130,8 +164,8 @@ def update_textfile(directory: str | Path, stem: str, metrics: Mapping[str, str]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state_path = directory / f".{stem}_state.json"
-    with open(directory / f".{stem}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with open(directory / f".{stem}.lock", "a") as handle:
+        lock(handle)
         state, known = _load_state(state_path)
         for labels, values in updates:
             current = state.setdefault(_series_key(labels), {})

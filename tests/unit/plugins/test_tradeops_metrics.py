@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 from ansible.module_utils.tradeops_metrics import escape_label, format_value, update_textfile
 
+MODULE_UTILS = str(Path(__file__).resolve().parents[3] / "plugins" / "module_utils")
 METRICS = {"last_outcome": "1 for the outcome of the last run", "duration_seconds": "seconds of the last run"}
 
 
@@ -83,3 +86,53 @@ def test_writers_declaring_different_metrics_keep_each_others_series(tmp_path: P
     assert "# HELP tradeops_x_runs_total runs of the other writer" in text
     text = update_textfile(tmp_path, "tradeops_x", METRICS, [({"app": "a"}, {"last_outcome": 0})]).read_text()
     assert 'tradeops_x_last_outcome{app="a"} 0' in text and 'tradeops_x_runs_total{app="b"} 3' in text
+
+
+# The ops agent also runs on Windows (role windows_schedule), where there is no fcntl: the lock then
+# comes from msvcrt. Windows cannot run here; this runs that branch in processes where `import fcntl`
+# fails and `msvcrt` is a stand-in whose locking() takes a POSIX record lock of the same byte with the
+# same non-blocking contract (OSError when held elsewhere) — the logic of the branch, not Windows itself.
+_WINDOWS_LIKE = r"""
+import sys, types
+import fcntl as _real
+sys.modules["fcntl"] = None
+msvcrt = types.ModuleType("msvcrt")
+msvcrt.LK_NBLCK = 2
+def locking(fd, mode, nbytes):
+    assert mode == msvcrt.LK_NBLCK and nbytes == 1
+    _real.lockf(fd, _real.LOCK_EX | _real.LOCK_NB, 1, 0, 0)
+msvcrt.locking = locking
+sys.modules["msvcrt"] = msvcrt
+import ansible.module_utils
+ansible.module_utils.__path__.append(sys.argv[1])
+from ansible.module_utils import tradeops_metrics as m
+assert m.fcntl is None
+"""
+
+
+def _windows_like(script: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _WINDOWS_LIKE + script, MODULE_UTILS, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_windows_lock_branch_excludes_other_processes(tmp_path: Path) -> None:
+    holder = _windows_like("h = open(sys.argv[2], 'a'); assert m.try_lock(h); print('held', flush=True); "
+                           "__import__('time').sleep(3)", str(tmp_path / "l"))
+    assert holder.stdout.readline().strip() == "held"
+    other = _windows_like("h = open(sys.argv[2], 'a'); print(m.try_lock(h))", str(tmp_path / "l"))
+    assert other.communicate(timeout=30)[0].strip() == "False"
+    holder.wait(30)
+    again = _windows_like("h = open(sys.argv[2], 'a'); print(m.try_lock(h))", str(tmp_path / "l"))
+    assert again.communicate(timeout=30)[0].strip() == "True"  # released with the holder's exit
+
+
+def test_windows_lock_branch_writers_lose_nothing(tmp_path: Path) -> None:
+    writer = ("for n in range(20): m.update_textfile(sys.argv[2], 'tradeops_x', {'duration_seconds': 'x'}, "
+              "[({'app': sys.argv[3]}, {'duration_seconds': n})])")
+    procs = [_windows_like(writer, str(tmp_path), f"w{i}") for i in range(4)]
+    for proc in procs:
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    text = (tmp_path / "tradeops_x.prom").read_text()
+    for i in range(4):
+        assert f'tradeops_x_duration_seconds{{app="w{i}"}} 19' in text
