@@ -416,7 +416,9 @@ class Deployer:
         if result.rc != 0:
             reason = f"migration {' '.join(self.migration.argv)} failed (exit {result.rc}): {result.tail()}"
             self.keep(self.store.mark(release=release, outcome="bad", reason=reason[:1000]))
-            self.result["outcome"] = "failed"
+            # Nothing switched or restarted: the release that served before still does (deploy.yml puts the
+            # host back at the load balancers on this outcome).
+            self.result["outcome"] = "not-switched" if before else "failed"
             serving = f"{before} still serves" if before else "nothing was serving before either"
             raise DeployFailed(f"deploy of {self.params['version']} ({release}): {reason}\nNothing was switched: "
                                f"{serving}. {release} is marked bad in {self.store.ledger_path}.")

@@ -310,7 +310,8 @@ action:
   type: str
 outcome:
   description:
-    - deploy, C(deployed), C(unchanged), C(rolled-back) (gate failed, previous release healthy), C(rollback-failed),
+    - deploy, C(deployed), C(unchanged), C(rolled-back) (gate failed, previous release healthy), C(not-switched)
+      (the migration failed, nothing switched or restarted, the previous release still serves), C(rollback-failed),
       C(failed); rollback, C(rolled-back), C(unchanged), C(restarted), C(switched-forward), C(failed);
       restart, C(restarted), C(unchanged) (nothing deployed yet), C(failed); verify, C(healthy), C(unhealthy).
   returned: always

@@ -400,14 +400,14 @@ def test_failed_migration_marks_the_release_bad_and_switches_nothing(make_app):
     pids = app.pids()
     app.systemd.calls.clear()
     result = app.deploy("2.0", migration_fails=True)
-    assert result["failed"] and result["outcome"] == "failed"
+    assert result["failed"] and result["outcome"] == "not-switched"
     assert "column orders.side already exists" in result["msg"] and "(exit 2)" in result["msg"]
     assert f"Nothing was switched: {one} still serves" in result["msg"]
     assert result["current"] == one and app.store.current() == one
     assert app.systemd.verbs() == [] and app.pids() == pids  # nothing restarted
     assert app.ready("tiny-web.service")["version"] == "1.0"
     assert app.status(result["release"]) == "bad"
-    assert actions(result["ledger_entries"]) == ["create", "mark:bad", "summary:failed"]
+    assert actions(result["ledger_entries"]) == ["create", "mark:bad", "summary:not-switched"]
     assert not app.lock_file().exists()
 
 
@@ -621,7 +621,7 @@ def test_every_deploy_and_rollback_publishes_its_outcome_for_the_textfile_collec
     values = prom_values(prom)
     assert last_outcome(values) == {"success": 0, "failed": 1, "rolled_back": 0}
     assert last_outcome(values, "other") == {"success": 1, "failed": 0, "rolled_back": 0}
-    assert actions(app.ledger())[-1] == "summary:failed"
+    assert actions(app.ledger())[-1] == "summary:not-switched"
 
 
 def test_metrics_that_cannot_be_written_are_a_warning_and_the_deploy_succeeds(make_app, tmp_path):
