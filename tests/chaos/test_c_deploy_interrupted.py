@@ -1,5 +1,6 @@
 """c. Two deploys at once, and ansible-playbook killed (SIGKILL, SIGINT) at random points.
 
+With SIGKILL the module running on app1 is killed too (the controller's connection died).
 Pass: the second deploy is refused naming the holder (owner, pid, reason); after a kill,
 `current` is a complete release on every app host, the re-run reports a stale lock (with the
 force_unlock fix) or converges, and force_unlock converges. Delays are random, seeded
@@ -21,6 +22,7 @@ from chaoslab import (
     State,
     ansible_env,
     current_release,
+    lb_drained,
     out,
     playbook,
     playbook_cmd,
@@ -95,14 +97,21 @@ def test_second_deploy_refused_with_holder_details(state: State, wheels: dict[st
                          ids=["SIGKILL", "SIGINT"])
 def test_killed_deploy_then_rerun_converges(state: State, wheels: dict[str, str], sig: signal.Signals,
                                             version: str) -> None:
-    delay = round(RNG.uniform(0.0, 15.0), 2)
+    delay = round(RNG.uniform(0.5, 4.0), 2)  # the module on app1 runs ~5-10 s after taking the lock
     proc = start(f"app_version={version}", f"app_source={wheels[version]}")
     took_lock = wait_lock("app1", proc)  # the kill lands inside the deploy's critical section
     print(f"seed {SEED}: {sig.name} {delay} s after app1's lock was taken ({took_lock:.1f} s into the run)")
     time.sleep(delay)
     ended_before = proc.poll() is not None
+    module_killed = []
     if not ended_before:
         os.killpg(proc.pid, sig)
+        if sig == signal.SIGKILL:
+            # The controller dies with its connection: the module it runs on app1 dies too (as over
+            # SSH; docker exec would let it finish). Killed by its pid, the lab's app1 only.
+            module_killed = sh("app1", "pgrep -xf /usr/bin/python3", check=False).stdout.split()
+            if module_killed:
+                sh("app1", "kill -9 " + " ".join(module_killed), check=False)
     try:
         proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:  # SIGINT not honoured in time: that is a finding, then SIGKILL
@@ -117,9 +126,22 @@ def test_killed_deploy_then_rerun_converges(state: State, wheels: dict[str, str]
         assert again.returncode != 0, f"lock left on {locked}: the re-run must report it"
         assert "stale" in again.text and "force_unlock" in again.text, again.text[-3000:]
         again = playbook("deploy.yml", f"app_version={version}", f"app_source={wheels[version]}", "force_unlock=true")
+    drained = lb_drained()
+    if again.returncode != 0 and drained and "would leave no active backend" in again.text:
+        # Known project bug (deploy.yml): killed after draining app1 and before putting it back, the
+        # re-run finds app1's release unchanged, never puts it back, and refuses to drain app2.
+        # Recorded, the lab put right by hand (roles/nginx README) for the next experiments, and
+        # reported as an expected failure, never as a pass.
+        record(f"c_killed_deploy_{sig.name}", seed=SEED, delay_after_lock_s=delay, converged=False,
+               left_drained_at_lb=drained, module_killed=module_killed, current_after_kill=links)
+        sh("lb1", "/usr/local/sbin/tradeops-nginx-backend --state active " + " ".join(drained))
+        fixed = playbook("deploy.yml", f"app_version={version}", f"app_source={wheels[version]}")
+        assert fixed.returncode == 0, fixed.text[-3000:]
+        pytest.xfail(f"the re-run after {sig.name} did not converge: {drained} left drained at lb1 by the killed "
+                     "run; deploy.yml does not put an unchanged host back (known bug, see tests/chaos/README.md)")
     assert again.returncode == 0, again.text[-3000:]
     assert {h: served_version(h) for h in APPS} == {h: version for h in APPS}
     record(f"c_killed_deploy_{sig.name}", seed=SEED, delay_after_lock_s=delay,
-           lock_after_s=round(took_lock, 1), ended_before_signal=ended_before,
+           lock_after_s=round(took_lock, 1), ended_before_signal=ended_before, module_killed=module_killed,
            current_after_kill=links, stale_lock_on=locked, rerun_s=round(again.seconds, 1))
     state.check(version=version)
