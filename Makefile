@@ -17,7 +17,7 @@ SCENARIOS := $(if $(TRADEOPS_WINDOWS_HOST),$(SCENARIOS),$(filter-out windows,$(S
 MOLECULE_JOBS ?= 2
 
 .PHONY: help bootstrap venv docker servers check lint unit test molecule lab-image lab-up lab-down lab-status \
-        demo site deploy verify bench results clean
+        demo site deploy verify bench chaos results clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -97,6 +97,9 @@ demo: bootstrap lab-up ## fresh machine -> running lab, site, first deploy, heal
 
 bench: bootstrap ## benchmarks under tests/bench (print figures)
 	tests/bench/run.sh
+
+chaos: bootstrap lab-image ## chaos suite tests/chaos on its own lab (LAB_ID=chaos; CHAOS_KEEP=1 keeps it); ends "chaos: N passed, N failed"
+	python -m pytest -p no:cacheprovider -v tests/chaos
 
 results: venv ## docs/results.md from the figures the benchmarks, the chaos suite and the security gate wrote
 	scripts/results.py

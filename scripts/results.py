@@ -47,6 +47,11 @@ def table(figures: Any) -> list[str]:
         columns: list[str] = []
         for row in figures.values():
             columns += [c for c in row if c not in columns]
+        if len(columns) > 8:  # rows with different figures each (the chaos experiments): one list per row
+            out = []
+            for name, row in figures.items():
+                out += [f"- **{cell(name)}**: " + "; ".join(f"{k} {cell(v)}" for k, v in row.items())]
+            return out
         out = ["| | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
         out += [f"| {cell(name)} | " + " | ".join(cell(row.get(c, "")) for c in columns) + " |"
                 for name, row in figures.items()]

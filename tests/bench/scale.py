@@ -79,8 +79,10 @@ def main() -> int:
             print(f"  {n} app host(s): site {median(kinds['site']):.1f} s, deploy {median(kinds['deploy']):.1f} s",
                   flush=True)
             if n == at:
-                for name, extra in SETTINGS.items():
-                    for _ in range(args.settings_runs):
+                # Round-robin: each round runs every setting once, so a change of the machine's load
+                # during the comparison moves all settings alike instead of favouring the later ones.
+                for _ in range(args.settings_runs):
+                    for name, extra in SETTINGS.items():
                         settings.setdefault(name, []).append(
                             timed(playbook, inv, {**env, **extra}, "playbooks/site.yml")[0])
     finally:

@@ -3,8 +3,7 @@
 Pass: the deploy fails before anything switches (the new release's migration cannot reach the
 database, or the health gate fails and rolls back), `current` is unchanged on both app hosts,
 the rollout stopped at app1; once PostgreSQL is back every instance is ready again with the
-release that served before. A host the failed deploy left drained at lb1 is reported (figure
-left_drained_at_lb) and put back by hand as roles/nginx's README says. Nothing lost.
+release that served before, and no host is left drained at lb1. Nothing lost.
 """
 from __future__ import annotations
 
@@ -37,12 +36,10 @@ def test_postgresql_stopped_before_deploy_nothing_switches(state: State, wheels:
                                             for h in APPS}
         time.sleep(1)
     recovered = time.monotonic() - t0
-    # deploy.yml puts a host back at the LB only after deployed/unchanged/rolled-back: a failed
-    # migration leaves it drained though its release still serves. The operator's step (roles/nginx
-    # README, "By hand") puts it back.
+    # A failed migration used to leave app1 drained though its release never stopped serving
+    # (found here): app_deploy now says not-switched and deploy.yml puts the host back.
     left_drained = lb_drained()
-    if left_drained:
-        sh("lb1", "/usr/local/sbin/tradeops-nginx-backend --state active " + " ".join(left_drained))
+    assert not left_drained, f"{left_drained} left drained at lb1 after a failed migration"
     record("d_postgresql_down", playbook_s=round(proc.seconds, 1), ready_after_restart_s=round(recovered, 1),
            left_drained_at_lb=left_drained,
            failed_at=next((t for t in ("migrat", "readiness", "preflight") if t in proc.text.lower()), "other"),
