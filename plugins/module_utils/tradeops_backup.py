@@ -1806,8 +1806,9 @@ def place_redis_rdb(source: Path, target: Path, confirm: bool = False) -> dict[s
         if target.exists():
             st = target.stat()
             os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            with contextlib.suppress(PermissionError):
-                os.chown(tmp, st.st_uid, st.st_gid)
+            if hasattr(os, "chown"):  # not on Windows (role windows_schedule runs this tool there)
+                with contextlib.suppress(PermissionError):
+                    os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -465,6 +465,9 @@ def disk_percent(path: str) -> float:
     ps = _psutil()
     if ps is not None:
         return float(ps.disk_usage(path).percent)
+    if not hasattr(os, "statvfs"):  # Windows without psutil: no reserved blocks to tell apart
+        usage = shutil.disk_usage(path)
+        return round(100.0 * usage.used / max(usage.used + usage.free, 1), 1)
     st = os.statvfs(path)
     used = (st.f_blocks - st.f_bfree) * st.f_frsize
     avail = st.f_bavail * st.f_frsize

@@ -484,6 +484,20 @@ def test_proc_fallbacks_agree_with_psutil(monkeypatch):
     assert 0 <= th.cpu_percent(0.1) <= 100
 
 
+def test_disk_without_statvfs_or_psutil(monkeypatch):
+    """Windows without psutil (the ops agent's maintenance report there): shutil.disk_usage."""
+    import types
+
+    import psutil
+
+    monkeypatch.setattr(th, "_psutil", lambda: None)
+    no_statvfs = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if k != "statvfs" and k[:2] != "__"})
+    monkeypatch.setattr(th, "os", no_statvfs)  # the module's view of os only (shutil keeps the real one)
+    usage = shutil.disk_usage("/")
+    assert th.disk_percent("/") == round(100.0 * usage.used / (usage.used + usage.free), 1)
+    assert abs(th.disk_percent("/") - psutil.disk_usage("/").percent) < 5
+
+
 # -- the command line --------------------------------------------------------------------
 
 
