@@ -102,6 +102,24 @@ def scan(root: Path, files: list[str], jobs: int, cache_path: Path | None) -> An
     return found
 
 
+def relative(filename: str, root: Path) -> str:
+    """A finding's file relative to the scanned root (absolute filenames come from detect-secrets)."""
+    return os.path.relpath(filename, root) if os.path.isabs(filename) else os.path.normpath(filename)
+
+
+def portable_baseline(path: Path, root: Path) -> None:
+    """The baseline with every path relative to root: the same file works in any clone."""
+    doc = json.loads(path.read_text())
+    for item in doc.get("filters_used", []):
+        if "filename" in item:
+            item["filename"] = relative(item["filename"], root)
+    for secrets in doc.get("results", {}).values():
+        for secret in secrets:
+            secret["filename"] = relative(secret["filename"], root)
+    doc["results"] = {relative(name, root): secrets for name, secrets in doc.get("results", {}).items()}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1],
@@ -147,11 +165,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.update_baseline:
             found.merge(known)
             ds_baseline.save_to_file(found, str(baseline_path))
+            portable_baseline(baseline_path, root)
             print(f"check_secrets: {sum(len(found[f]) for f in found.files)} finding(s) written to {baseline_path}"
                   f" from {len(files)} files: audit them before committing")
             return 0
-        new = found - known
-    rows = sorted((name, secret.line_number or 0, secret.type) for name in new.files for secret in new[name])
+        # Compared by (path relative to root, type, hash): detect-secrets stores absolute filenames in the
+        # collections (and used to in the baseline), which would make a clone elsewhere see every audited
+        # finding as new.
+        audited = {(relative(secret.filename, root), secret.type, secret.secret_hash)
+                   for name in known.files for secret in known[name]}
+    rows = sorted({(relative(secret.filename, root), secret.line_number or 0, secret.type)
+                   for name in found.files for secret in found[name]
+                   if (relative(secret.filename, root), secret.type, secret.secret_hash) not in audited})
     if args.json:
         print(json.dumps([{"file": f, "line": n, "type": t} for f, n, t in rows], indent=2))
     if rows:

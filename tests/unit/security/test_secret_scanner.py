@@ -112,3 +112,21 @@ def test_unreadable_baseline_is_an_error_not_a_pass(tree: Path) -> None:
 def test_help_documents_the_exit_codes() -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True)
     assert "Exit codes:" in proc.stdout and "--update-baseline" in proc.stdout
+
+
+def test_baseline_holds_no_absolute_path_and_works_in_another_clone(tree: Path, tmp_path_factory) -> None:
+    """CI scans a fresh clone elsewhere: an audited finding must pass there too (the first baseline held
+    this machine's absolute paths and every audited finding came back as new in CI's clone)."""
+    (tree / "fixture.py").write_text(f"FAKE_KEY = '{AWS_KEY_ID}'  # made up for a test\n")
+    assert scan(tree, "--update-baseline", "--no-cache").returncode == 0
+    assert str(tree) not in (tree / ".secrets.baseline").read_text()
+    elsewhere = tmp_path_factory.mktemp("clone") / "repo"
+    subprocess.run(["cp", "-a", str(tree), str(elsewhere)], check=True)
+    proc = scan(elsewhere, "--no-cache")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (elsewhere / "other.py").write_text(f"KEY = '{AWS_KEY_ID[:-1]}X'\n")
+    assert scan(elsewhere, "--no-cache").returncode == 1
+
+
+def test_repository_baseline_is_portable() -> None:
+    assert str(ROOT) not in (ROOT / ".secrets.baseline").read_text()
