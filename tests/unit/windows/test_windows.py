@@ -376,53 +376,24 @@ def test_preflight_failed_before_any_change(run: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- syntax
 
 
+def syntax_check(inventory: str, *playbooks: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ANSIBLE_PLAYBOOK, "-i", inventory, "--syntax-check", *playbooks], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_syntax_check_every_playbook() -> None:
     playbooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "playbooks").rglob("*.yml"))
-    proc = subprocess.run(
-        [ANSIBLE_PLAYBOOK, "-i", str(SEED002), "--syntax-check", *playbooks],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = syntax_check(str(SEED002), *playbooks)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert all(f"playbook: {p}" in proc.stdout for p in playbooks)
-    lab = subprocess.run(
-        [
-            ANSIBLE_PLAYBOOK,
-            "-i",
-            "inventory/lab",
-            "--syntax-check",
-            "playbooks/deploy.yml",
-            "playbooks/rollback.yml",
-            "playbooks/backup.yml",
-            "playbooks/verify.yml",
-        ],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    lab = syntax_check("inventory/lab", *(f"playbooks/{p}.yml" for p in ("deploy", "rollback", "backup", "verify")))
     assert lab.returncode == 0, lab.stdout[-3000:] + lab.stderr[-3000:]
 
 
 def test_syntax_check_catches_an_unknown_module(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text("- hosts: windows\n  tasks:\n    - name: x\n      win_app_relase:\n        path: C:\\x\n")
-    proc = subprocess.run(
-        [ANSIBLE_PLAYBOOK, "-i", str(SEED002), "--syntax-check", str(bad)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode != 0
+    assert syntax_check(str(SEED002), str(bad)).returncode != 0
 
 
 # --------------------------------------------------------------------------- PowerShell modules vs Linux
