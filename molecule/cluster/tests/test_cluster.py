@@ -149,7 +149,12 @@ def test_rolling_deploy_under_load_loses_no_request(hosts, wheels):
 def test_redeploy_of_the_serving_release_does_not_drain(hosts, wheels):
     proc = playbook("deploy.yml", "app_version=3.0.0", f"app_source={wheels['3.0.0']}")
     assert proc.returncode == 0
-    assert "-> lb1]" not in proc.stdout.replace("ok: [app1 -> localhost]", "")
+    # The drain step does nothing (no restart planned); the put-back step only checks lb1 (a no-op
+    # on an active backend: it is run whatever the plan, so that a killed run's drained host is put
+    # back by its re-run) and changes nothing.
+    sections = re.split(r"\nTASK \[", proc.stdout)
+    drains = [s for s in sections if s.startswith("Drain this host at every load balancer")]
+    assert drains and not any("lb1" in s for s in drains), drains
     assert re.search(r"app1\s*:\s*ok=\d+\s+changed=0", proc.stdout) and re.search(r"app2\s*:\s*ok=\d+\s+changed=0",
                                                                                    proc.stdout)
 
