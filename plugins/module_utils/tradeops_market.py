@@ -393,6 +393,15 @@ class Boundary:
                 "before": self.before, "after": self.after}
 
 
+def _events_of(intervals: tuple[Interval, ...]) -> dict[str, dt.datetime]:
+    """Session events of one day's phases ({} without a regular session)."""
+    regular = next((i for i in intervals if i.phase == REGULAR), None)
+    if regular is None:
+        return {}
+    return {SESSION_START: intervals[0].start, MARKET_OPEN: regular.start, MARKET_CLOSE: regular.end,
+            SESSION_END: intervals[-1].end}
+
+
 @dataclass
 class MarketCalendar:
     """The calendar of one exchange, with optional user-declared closures."""
@@ -457,19 +466,12 @@ class MarketCalendar:
         """The session events of a local date ({} when it has no session): ``session_start`` (the first
         phase begins: pre-market, pre-open), ``market_open``, ``market_close`` (early closes included),
         ``session_end`` (the last phase ends: after-hours)."""
-        info = self.day(day)
-        regular = info.regular
-        if regular is None:
-            return {}
-        return {SESSION_START: info.intervals[0].start, MARKET_OPEN: regular.start,
-                MARKET_CLOSE: regular.end, SESSION_END: info.intervals[-1].end}
+        return _events_of(self.day(day).intervals)
 
     def normal_events(self) -> dict[str, str]:
         """Local HH:MM of the session events of an ordinary trading day."""
-        regular = next(p for p in self.exchange.phases if p[0] == REGULAR)
-        times = {SESSION_START: self.exchange.phases[0][1], MARKET_OPEN: regular[1], MARKET_CLOSE: regular[2],
-                 SESSION_END: self.exchange.phases[-1][2]}
-        return {name: t.strftime("%H:%M") for name, t in times.items()}
+        ordinary = self._intervals(dt.date(self.exchange.years[0], 1, 1), None)
+        return {name: t.strftime("%H:%M") for name, t in _events_of(ordinary).items()}
 
     def _intervals(self, day: dt.date, close: dt.time | None) -> tuple[Interval, ...]:
         def at(t: dt.time) -> dt.datetime:
@@ -628,6 +630,8 @@ def calendar_document(exchange: Any, years: Any = None, closures_file: str | Non
         raise MarketCalendarError(f"years {years!r} must be [first, last] (integers, first <= last)")
     closed: dict[str, str] = {}
     early: dict[str, str] = {}
+    events = cal.normal_events()
+    exceptions: dict[str, dict[str, str]] = {}
     day = dt.date(years[0], 1, 1)
     cal._check_year(day)
     cal._check_year(dt.date(years[1], 12, 31))
@@ -639,12 +643,10 @@ def calendar_document(exchange: Any, years: Any = None, closures_file: str | Non
                 closed[day.isoformat()] = info.reason
             elif info.reason:
                 early[day.isoformat()] = regular.end.strftime("%H:%M")
+                exceptions[day.isoformat()] = {
+                    name: local for name, t in _events_of(info.intervals).items()
+                    if (local := t.strftime("%H:%M")) != events[name]}
         day += dt.timedelta(days=1)
-    events = cal.normal_events()
-    exceptions: dict[str, dict[str, str]] = {}
-    for key in early:
-        day_events = {name: t.strftime("%H:%M") for name, t in cal.events(dt.date.fromisoformat(key)).items()}
-        exceptions[key] = {name: t for name, t in day_events.items() if t != events[name]}
     times = {name: sorted({events[name]} | {e[name] for e in exceptions.values() if name in e}) for name in EVENTS}
     return {"format": CALENDAR_DOCUMENT_FORMAT, "exchange": cal.exchange.name, "zone": cal.exchange.zone,
             "years": [years[0], years[1]], "covered": [first_covered, last_covered],

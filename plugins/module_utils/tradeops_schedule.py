@@ -216,7 +216,7 @@ def check_event(doc: dict[str, Any], event: str, now: dt.datetime,
     at = events[event]
     late = (now - at).total_seconds()
     when = at.strftime("%H:%M")
-    if 0 <= late <= tolerance or -1 <= late < 0:  # a timer may fire a hair early (AccuracySec=1s)
+    if -1 <= late <= tolerance:  # a timer may fire a hair early (AccuracySec=1s)
         return True, f"{event} of {day.isoformat()} at {when} {doc['zone']}"
     return False, f"not the {event} of {day.isoformat()}: it is at {when} {doc['zone']}"
 
