@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build a wheel of the reference application with a given version (and optionally a fault).
 
-    python scripts/build_refapp.py --version 1.4.2 [--fault crash|hang|unready]
+    python scripts/build_refapp.py --version 1.4.2 [--fault crash|hang|unready|leak]
                                    [--out DIR] [--source files/reference_app]
 
 Copies the source tree to a temporary directory, writes ``refapp/_build.py`` there
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT / "files" / "reference_app"
 DEFAULT_OUT = ROOT / "dist" / "refapp"
-FAULTS = ("crash", "hang", "unready")
+FAULTS = ("crash", "hang", "unready", "leak")
 
 # A PEP 440 version in its normalised (canonical) form, so that the version written into
 # refapp/_build.py is exactly the one in the wheel's metadata and file name.
@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog="exit codes: 0 built (wheel path on stdout), 1 build failed, 2 invalid arguments",
     )
     parser.add_argument("--version", required=True, help="PEP 440 version, e.g. 1.4.2")
-    parser.add_argument("--fault", choices=FAULTS, help="bake in a fault for tests: crash, hang or unready")
+    parser.add_argument("--fault", choices=FAULTS,
+                        help="bake in a fault for tests: crash (exits 1 on start), hang (never listens), unready "
+                        "(live, never ready), leak (keeps 4 MiB per request outside health/metrics)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--source", default=str(DEFAULT_SOURCE), help="reference app source tree")
     args = parser.parse_args(argv)

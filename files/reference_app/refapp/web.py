@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from refapp.metrics import Metrics
 
 MAX_WORK_MS = 30_000
+# Fault "leak" (scripts/build_refapp.py --fault leak): every request outside the health and metrics
+# routes keeps this much memory for good (written, so the pages are really in use), until the
+# unit's MemoryMax makes the kernel kill the process.
+LEAK_BYTES = 4 * 1024 * 1024
+LEAK_EXEMPT = ("/health", "/api/health", "/metrics")
 ACCESS_LOG = get_logger("access")
 ERROR_LOG = get_logger("http")
 
@@ -37,6 +42,7 @@ class AppState:
         self.metrics = metrics
         self.started_monotonic = time.monotonic()
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.leaked: list[bytes] = []  # fault "leak" only
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -68,6 +74,8 @@ class Handler(BaseHTTPRequestHandler):
         self._metric = (start, path, False)
         try:
             route = ROUTES.get(path)
+            if self.state.fault == "leak" and route is not None and not path.startswith(LEAK_EXEMPT):
+                self.state.leaked.append(b"\x01" * LEAK_BYTES)
             if route is None:
                 self._json(HTTPStatus.NOT_FOUND, {"error": "not found", "path": path[:200]})
             elif self.command not in ("GET", "HEAD"):

@@ -20,7 +20,7 @@ build_refapp = importlib.util.module_from_spec(_spec)
 sys.modules["build_refapp"] = build_refapp
 _spec.loader.exec_module(build_refapp)
 
-BUILDS = {None: "1.4.2", "crash": "1.4.3rc1", "hang": "1.4.3.dev2", "unready": "1.4.3+lab.1"}
+BUILDS = {None: "1.4.2", "crash": "1.4.3rc1", "hang": "1.4.3.dev2", "unready": "1.4.3+lab.1", "leak": "1.4.4"}
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +137,40 @@ def test_fault_unready_is_live_but_never_ready(wheels, tmp_path):
         assert body["checks"]["fault"] == {"ok": False, "error": "injected"}
         assert body["checks"]["database"]["ok"] is True and body["failed"] == ["fault"]
         assert body["version"] == "1.4.3+lab.1"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def test_fault_leak_keeps_4_mib_per_request_outside_health(wheels, tmp_path):
+    from .conftest import http_get
+
+    proc, port, log = _serve(wheels["leak"], tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while not port_open(port):
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.02)
+        assert http_get(port, "/api/version").status == 200  # first request: imports, buffers
+        base = _rss_kib(proc.pid)
+        for _ in range(20):
+            assert http_get(port, "/api/health/liveness").status == 200
+            assert http_get(port, "/metrics").status == 200
+        health_growth = _rss_kib(proc.pid) - base
+        assert health_growth < 4096, f"health and metrics requests leaked {health_growth} KiB"
+        base = _rss_kib(proc.pid)
+        for _ in range(10):
+            assert http_get(port, "/api/version").status == 200
+        growth = _rss_kib(proc.pid) - base
+        assert 10 * 4096 <= growth < 10 * 4096 + 8192, f"10 requests grew RSS by {growth} KiB, want ~40 MiB"
+        assert "fault leak" in log.read_text()
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
