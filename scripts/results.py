@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,8 +27,13 @@ EXTRA = {
 }
 
 
+sys.path.insert(0, str(ROOT / "tests" / "bench"))
+from benchlib import machine  # noqa: E402  (the benchmarks' description of a machine, one definition)
+
+
 def this_machine() -> dict[str, Any]:
-    return {"host": platform.node(), "os": platform.platform(terse=True), "cpus": os.cpu_count()}
+    """This machine as the benchmarks describe theirs, without the load (not when the figures were made)."""
+    return {k: v for k, v in machine().items() if k != "load_1m"}
 
 
 def cell(value: Any) -> str:

@@ -11,9 +11,10 @@ lab). For each host count N (the load balancer always included):
              (N=1: nginx_backend_force, as draining the only backend is refused otherwise)
 
 It prints each median, seconds per application host and the growth against N=1. Then, at one host count,
-an idempotent site.yml under each setting, as a ratio of ansible.cfg's (measured in the same run):
-pipelining off, forks 5 and 20, the free strategy. A persistent connection is not measured: the
-community.docker.docker connection used by the lab has none (each task is a docker exec).
+an idempotent site.yml under each setting, as a ratio of ansible.cfg's (measured in the same run, the
+settings taking turns round by round): pipelining off, forks 5 (and 20 above 10 hosts), the free strategy,
+and the community.docker.docker_api connection (a persistent Docker API client per host, where the lab's
+community.docker.docker runs a docker exec per command).
 
     tests/bench/scale.py [--counts 1,2,4,8] [--runs 3] [--settings-at 4] [--settings-runs 3] [--keep-lab]
 
@@ -23,20 +24,37 @@ Slow: about (counts x runs) site.yml runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import LAB, ansible_env, lab_env, median, playbook, save_results, sh, timed, write_inventory
+from benchlib import LAB, StepFailed, ansible_env, lab_env, median, playbook, save_results, sh, timed, write_inventory
 
 LAB_ID = "bench-scale"
-SETTINGS = {
-    "ansible.cfg (pipelining on, forks 10, linear)": {},
-    "pipelining off": {"ANSIBLE_PIPELINING": "false"},
-    "forks 5": {"ANSIBLE_FORKS": "5"},
-    "forks 20": {"ANSIBLE_FORKS": "20"},
-    "strategy free": {"ANSIBLE_STRATEGY": "free"},
-}
+CFG_FORKS = 10  # ansible.cfg's forks
+
+
+def settings_for(hosts: int) -> dict[str, tuple[dict[str, str], list[str]]]:
+    """The settings compared on ``hosts`` hosts (the LB included): name -> (environment, extra arguments).
+    More forks than hosts changes nothing, so forks 20 is measured only where ansible.cfg's 10 makes a
+    second batch. The persistent-connection candidate is community.docker.docker_api: one Docker API
+    client per host instead of a ``docker exec`` process per command."""
+    out: dict[str, tuple[dict[str, str], list[str]]] = {
+        f"ansible.cfg (pipelining on, forks {CFG_FORKS}, linear)": ({}, []),
+        "pipelining off": ({"ANSIBLE_PIPELINING": "false"}, []),
+        "forks 5": ({"ANSIBLE_FORKS": "5"}, [])}
+    if hosts > CFG_FORKS:
+        out["forks 20"] = ({"ANSIBLE_FORKS": "20"}, [])
+    out["strategy free"] = ({"ANSIBLE_STRATEGY": "free"}, [])
+    out["connection docker_api"] = ({}, ["-e", "ansible_connection=community.docker.docker_api"])
+    return out
+
+
+def loaded(func, *args):
+    """(seconds, the machine's 1-minute load when the run started) of one timed run."""
+    load = os.getloadavg()[0]
+    return timed(func, *args)[0], load
 
 
 def main() -> int:
@@ -58,6 +76,8 @@ def main() -> int:
     env = ansible_env(tmp)
     figures: dict[str, dict[str, list[float]]] = {}
     settings: dict[str, list[float]] = {}
+    loads: list[float] = []
+    failed: dict[str, str] = {}
     version = "1.0.0"
     serial = 0
     try:
@@ -71,23 +91,44 @@ def main() -> int:
             playbook(inv, env, "playbooks/deploy.yml", "-e", f"app_version={version}", *force)
             kinds = figures.setdefault(str(n), {"site": [], "deploy": []})
             for _ in range(args.runs):
-                kinds["site"].append(timed(playbook, inv, env, "playbooks/site.yml")[0])
+                secs, load = loaded(playbook, inv, env, "playbooks/site.yml")
+                kinds["site"].append(secs)
+                loads.append(load)
                 serial += 1
                 version = f"1.1.{serial}"
-                kinds["deploy"].append(timed(playbook, inv, env, "playbooks/deploy.yml", "-e",
-                                             f"app_version={version}", *force)[0])
-            print(f"  {n} app host(s): site {median(kinds['site']):.1f} s, deploy {median(kinds['deploy']):.1f} s",
-                  flush=True)
+                secs, load = loaded(playbook, inv, env, "playbooks/deploy.yml", "-e", f"app_version={version}",
+                                    *force)
+                kinds["deploy"].append(secs)
+                loads.append(load)
+            print(f"  {n} app host(s): site {median(kinds['site']):.1f} s, deploy {median(kinds['deploy']):.1f} s"
+                  f" (load {min(loads[-2 * args.runs:]):.1f}-{max(loads[-2 * args.runs:]):.1f})", flush=True)
+            report(args, counts[:counts.index(n) + 1], figures, settings, at, loads)
             if n == at:
                 # Round-robin: each round runs every setting once, so a change of the machine's load
                 # during the comparison moves all settings alike instead of favouring the later ones.
                 for _ in range(args.settings_runs):
-                    for name, extra in SETTINGS.items():
-                        settings.setdefault(name, []).append(
-                            timed(playbook, inv, {**env, **extra}, "playbooks/site.yml")[0])
+                    for name, (extra, extra_args) in settings_for(n + 1).items():
+                        if name in failed:
+                            continue
+                        try:
+                            secs, load = loaded(playbook, inv, {**env, **extra}, "playbooks/site.yml", *extra_args)
+                        except StepFailed as exc:  # a setting that does not work here is reported, not timed
+                            failed[name] = str(exc).splitlines()[-1][:200]
+                            print(f"    {name}: FAILED, not compared: {failed[name]}", flush=True)
+                            continue
+                        settings.setdefault(name, []).append(secs)
+                        loads.append(load)
+                        print(f"    {name}: {secs:.1f} s (load {load:.1f})", flush=True)
+                report(args, counts[:counts.index(n) + 1], figures, settings, at, loads)
     finally:
         if not args.keep_lab:
             sh([str(LAB), "down"], lab_env(LAB_ID, []), check=False)
+    return 0
+
+
+def report(args: argparse.Namespace, counts: list[int], figures: dict[str, dict[str, list[float]]],
+           settings: dict[str, list[float]], at: int, loads: list[float]) -> None:
+    """Print the figures so far and save them (after every host count: a failure later keeps them)."""
 
     print(f"scale benchmark: lb1 + N application hosts, median of {args.runs} run(s) each")
     base = {k: median(v) for k, v in figures[str(counts[0])].items()}
@@ -103,7 +144,6 @@ def main() -> int:
         print(f"  settings, idempotent site.yml on {at} app host(s), median of {args.settings_runs}:")
         for name, values in settings.items():
             print(f"    {name:46s} {median(values):7.1f} s  x{median(values) / ref:4.2f}")
-        print("    persistent connection: not applicable (community.docker.docker has none)")
     table = {f"{n} app host(s)": {f"{kind} median s": round(median(figures[str(n)][kind]), 1) for kind in
                                   ("site", "deploy")}
              | {f"{kind} x N=1": round(median(figures[str(n)][kind]) / base[kind], 2) for kind in ("site", "deploy")}
@@ -112,8 +152,10 @@ def main() -> int:
         ref = median(next(iter(settings.values())))
         table |= {f"site.yml on {at}: {name}": {"median s": round(median(v), 1), "x ansible.cfg": round(
             median(v) / ref, 2)} for name, v in settings.items()}
+    table["machine load (1 min) at the timed runs"] = {"min": round(min(loads), 1), "median": round(
+        median(loads), 1), "max": round(max(loads), 1)}
+    print(f"  load (1 min) at the timed runs: {min(loads):.1f}-{max(loads):.1f}, median {median(loads):.1f}")
     save_results("scale", f"Scale: lb1 + N app hosts, median of {args.runs} run(s)", table)
-    return 0
 
 
 if __name__ == "__main__":
