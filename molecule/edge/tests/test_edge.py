@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
+import yaml
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 SCENARIO = Path(__file__).resolve().parent.parent
@@ -143,6 +144,104 @@ def test_reactivation_brings_the_instance_back(hosts):
     proc = backend("app1", "active")
     assert proc.returncode == 0
     assert not hosts["lb1"].file("/etc/nginx/tradeops/state/app1.drained").exists
+    assert served_by(hosts) == Counter({"app1": 6, "app2": 6})
+
+
+# -- a backend cut off the network ------------------------------------------------------------
+# nginx resolves upstream names when it loads its configuration: with names, one backend that
+# stops resolving makes nginx -t (so every drain, re-render, restart) fail. The role renders IPs.
+
+def upstream_lines(lb) -> dict[str, str]:
+    """Inventory name -> server line of the live upstream."""
+    lines = lb.check_output("grep -E '^\\s*server ' /etc/nginx/tradeops.d/upstream.conf").splitlines()
+    return {line.rsplit("#", 1)[1].strip(): line.strip() for line in lines}
+
+
+def address_of(host) -> str:
+    return host.check_output("ip -4 -o addr show scope global | awk 'NR==1{split($4, a, \"/\"); print a[1]}'")
+
+
+def served_from_lb(lb, count: int) -> Counter:
+    """`count` requests from lb1 itself through nginx; the backend that finally answered each one."""
+    probe = uuid.uuid4().hex
+    for i in range(count):
+        r = lb.run(f"curl -sk --max-time 30 -o /dev/null -w '%{{http_code}}' 'https://127.0.0.1/api/version?probe={probe}-{i}'")
+        assert r.stdout == "200", (r.stdout, r.stderr, journal(lb, "nginx"))
+    names = {line.split()[1].rsplit(":", 1)[0]: name for name, line in upstream_lines(lb).items()}
+    last = [re.search(r"upstream=(.*?) us=", line).group(1).split(", ")[-1].rsplit(":", 1)[0]
+            for line in lb.check_output(f"grep {probe} {ACCESS_LOG}").splitlines()]
+    return Counter(names.get(a, a) for a in last)
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture()
+def app2_cut_off(hosts):
+    """app2's container disconnected from the lab network (its name no longer resolves), put back after."""
+    config = yaml.safe_load(Path(os.environ["MOLECULE_INSTANCE_CONFIG"]).read_text())
+    container = next(i["address"] for i in config if i["instance"] == "app2")
+    networks = docker("inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", container)
+    network = networks.split()[0]
+    docker("network", "disconnect", network, container)
+    try:
+        yield
+    finally:
+        docker("network", "connect", "--alias", "app2", network, container)
+
+
+def test_upstream_has_each_backends_ip_address_and_name(hosts):
+    lines = upstream_lines(hosts["lb1"])
+    assert set(lines) == {"app1", "app2"}
+    for name in ("app1", "app2"):
+        assert lines[name].startswith(f"server {address_of(hosts[name])}:8000 "), lines[name]
+
+
+def test_a_backend_cut_off_blocks_neither_serving_nor_reconfiguring_the_lb(hosts, app2_cut_off):
+    lb = hosts["lb1"]
+    assert lb.run("getent hosts app2").rc != 0  # the fault is real: app2's name is gone
+    assert lb.run("nginx -t").rc == 0
+    assert served_from_lb(lb, 4) == Counter({"app1": 4})  # the other instance serves
+
+    # the old behaviour (names), for contrast: nginx -t refuses all of it, nothing live changes
+    before = checksums(lb)
+    names = playbook(SCENARIO / "converge.yml", "--tags", "nginx", "-e", "nginx_upstream_address_source=name")
+    assert names.returncode != 0 and "host not found in upstream" in names.text
+    assert checksums(lb) == before
+
+    # the role's default: the run passes and changes nothing (app2 keeps its live address)
+    converge = playbook(SCENARIO / "converge.yml", "--tags", "nginx")
+    assert converge.returncode == 0 and "kept at" in converge.text
+    assert "changed=0" in converge.text.split("lb1 : ok=")[1][:40]
+    assert checksums(lb) == before
+
+    # a rolling deploy's drain and put-back of app1 still work
+    drained = backend("app1", "drained")
+    assert drained.returncode == 0 and "changed: [app1 -> lb1]" in drained.text
+    assert "down;" in upstream_lines(lb)["app1"]
+    active = backend("app1", "active")
+    assert active.returncode == 0 and "changed: [app1 -> lb1]" in active.text
+    assert "down" not in upstream_lines(lb)["app1"]
+    assert served_from_lb(lb, 4) == Counter({"app1": 4})
+
+    # and nginx starts again from the files on disk (a restart or a reboot of lb1)
+    lb.check_output("systemctl restart nginx")
+    assert lb.service("nginx").is_running
+    assert served_from_lb(lb, 4) == Counter({"app1": 4})
+
+
+def test_after_reconnecting_app2_serves_again_at_its_current_address(hosts):
+    lb, app2 = hosts["lb1"], hosts["app2"]
+    deadline = time.monotonic() + 30
+    while lb.run("getent hosts app2").rc != 0 and time.monotonic() < deadline:
+        time.sleep(1)
+    converge = playbook(SCENARIO / "converge.yml", "--tags", "nginx")  # picks up a changed address
+    assert converge.returncode == 0
+    assert upstream_lines(lb)["app2"].startswith(f"server {address_of(app2)}:8000 ")
+    deadline = time.monotonic() + 30  # passive health: app2 may still sit out its fail_timeout
+    while served_from_lb(lb, 6)["app2"] == 0 and time.monotonic() < deadline:
+        time.sleep(2)
     assert served_by(hosts) == Counter({"app1": 6, "app2": 6})
 
 
