@@ -8,9 +8,10 @@ in a process list or a log):
 
 and walks every regular file under the roots (symbolic links are not followed; /proc, /sys and /dev
 are never entered). A file holds a secret when its content contains one of the values, or a PEM
-private key. Prints one JSON document: {"files": [{"path", "mode", "owner", "group", "uid", "holds",
-"group_members": {account: uid}}],
-"scanned": N, "unreadable": [...]}; ``holds`` names the variables (or "PEM private key"), never a value.
+private key (outside Python packages' site-packages/dist-packages: their keys are published ones).
+Prints one JSON document: {"files": [{"path", "mode", "owner", "group", "uid", "holds",
+"group_members": {account: uid}}], "scanned": N, "unreadable": [...]}; ``holds`` names the
+variables (or "PEM private key"), never a value.
 
 Standard library only (the hosts' /usr/bin/python3). Exit codes: 0 scanned; 2 bad input.
 """
@@ -28,6 +29,7 @@ from typing import Any
 NEVER = ("/proc", "/sys", "/dev")
 PEM_KEY = b"PRIVATE KEY-----"
 PEM = "PEM private key"
+LIBRARY_DIRS = ("/site-packages/", "/dist-packages/")
 
 
 def name_of(lookup: Any, ident: int) -> str:
@@ -54,10 +56,11 @@ def uid_of(name: str) -> int:
         return -1
 
 
-def holds(data: bytes, needles: dict[str, bytes]) -> list[str]:
-    """Names of the secrets (and PEM) found in data."""
+def holds(data: bytes, needles: dict[str, bytes], path: str = "") -> list[str]:
+    """Names of the secrets (and PEM) found in data. PEM keys inside Python packages are the libraries'
+    own test and example keys (moto's proxy CA, botocore's examples), public by publication."""
     found = sorted(name for name, value in needles.items() if value in data)
-    if PEM_KEY in data:
+    if PEM_KEY in data and not any(part in path for part in LIBRARY_DIRS):
         found.append(PEM)
     return found
 
@@ -83,7 +86,7 @@ def scan(secrets: dict[str, str], roots: list[str], max_bytes: int) -> dict[str,
                     unreadable.append(path)
                     continue
                 scanned += 1
-                found = holds(data, needles)
+                found = holds(data, needles, path)
                 if found:
                     files.append({"path": path, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "uid": st.st_uid,
                                   "owner": name_of(pwd.getpwuid, st.st_uid),

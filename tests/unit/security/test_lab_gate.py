@@ -134,6 +134,9 @@ def test_scanner_finds_planted_secrets(tmp_path):
     key.write_text("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
     key.chmod(0o600)
     (tmp_path / "etc" / "plain.conf").write_text("nothing here\n")
+    library = tmp_path / "venv" / "lib" / "site-packages" / "moto"
+    library.mkdir(parents=True)
+    (library / "ca.key").write_text("-----BEGIN PRIVATE KEY-----\npublished\n-----END PRIVATE KEY-----\n")
     (tmp_path / "etc" / "link").symlink_to(env)
     doc = {"secrets": {"app_token": "s3cr3tvalue-0123456789", "short": "abc"}, "roots": [str(tmp_path)]}
     proc = subprocess.run([sys.executable, str(SCANNER)], input=json.dumps(doc), capture_output=True, text=True,
@@ -142,7 +145,7 @@ def test_scanner_finds_planted_secrets(tmp_path):
     report = json.loads(proc.stdout)
     got = {Path(f["path"]).name: (f["mode"], f["holds"]) for f in report["files"]}
     assert got == {"app.env": ("0644", ["app_token"]), "tls.key": ("0600", ["PEM private key"])}
-    assert report["scanned"] == 3
+    assert report["scanned"] == 4
     problems = labsec.file_problems(report["files"])
     expected_owner_problem = os.getuid() > 999
     assert len(problems) == 1 + (2 if expected_owner_problem else 0)
