@@ -1,0 +1,89 @@
+"""Role nginx's preflight under ansible-playbook: the backends' address settings fail before the role
+changes anything, with a message naming the variable; good ones give the expected `server` endpoints.
+
+Runs on localhost only (the preflight only asserts and computes); the upstream hosts are
+inventory hosts that are never contacted (sources `var` and `name`, and nginx_backend_address,
+read no facts).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
+INVENTORY = {"all": {"hosts": {
+    "localhost": {"ansible_connection": "local"},
+    "app1": {"lan_ip": "10.0.0.1", "wan_ip": "192.0.2.1"},
+    "app2": {"wan_ip": "192.0.2.2"},
+    "app3": {"wan_ip": "192.0.2.3", "nginx_backend_address": "fd00::3", "nginx_backend_port": 9000},
+}}}
+HOSTS = ["app1", "app2", "app3"]
+
+
+def case_play(name: str, extra: dict) -> dict:
+    include = {"name": "Preflight of the role",
+               "ansible.builtin.include_role": {"name": "nginx", "tasks_from": "preflight"}}
+    show = {"name": "Endpoints",
+            "ansible.builtin.debug": {"msg": "{{ __nginx_backends | map(attribute='endpoint') | list }}"}}
+    return {"name": name, "hosts": "localhost", "gather_facts": False,
+            "vars": {"ansible_facts": FACTS, "nginx_upstream_hosts": HOSTS, **extra},
+            "tasks": [{"name": "Preflight", "block": [include, show],
+                       "rescue": [{"name": "Rescued", "ansible.builtin.meta": "noop"}]}]}
+
+
+CASES = {
+    "var without its name": ({"nginx_upstream_address_source": "var"}, "set both or neither"),
+    "a name without source var": ({"nginx_upstream_address_var": "lan_ip"}, "set both or neither"),
+    "unknown source": ({"nginx_upstream_address_source": "dns"}, "nginx_upstream_address_source"),
+    "bad interface": ({"nginx_upstream_interface": "eth0;"}, "nginx_upstream_interface must be"),
+    "hostvar missing on app2": ({"nginx_upstream_address_source": "var", "nginx_upstream_address_var": "lan_ip"},
+                                "backend app2: nginx_upstream_address_source is 'var' but hostvar 'lan_ip'"),
+    "source var": ({"nginx_upstream_address_source": "var", "nginx_upstream_address_var": "wan_ip"},
+                   ["192.0.2.1:8000", "192.0.2.2:8000", "[fd00::3]:9000"]),
+    "source name": ({"nginx_upstream_address_source": "name", "nginx_upstream_port": 8080},
+                    ["app1:8080", "app2:8080", "[fd00::3]:9000"]),
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, tuple[list[str], object]]:
+    """{case: (failure messages, endpoints shown or None)} from ONE ansible-playbook run."""
+    d = tmp_path_factory.mktemp("nginx-preflight")
+    (d / "inventory.yml").write_text(yaml.safe_dump(INVENTORY))
+    plays = [case_play(name, extra) for name, (extra, _) in CASES.items()]
+    (d / "play.yml").write_text(yaml.safe_dump(plays, sort_keys=False))
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_INJECT_FACT_VARS": "false",
+           "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOCALHOST_WARNING": "false"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(d / "inventory.yml"),
+                           str(d / "play.yml")], capture_output=True, text=True, env=env, cwd=d, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout[proc.stdout.index("{"):])
+    out = {}
+    for played in report["plays"]:
+        messages, shown = [], None
+        for task in played["tasks"]:
+            result = task["hosts"].get("localhost", {})
+            if task["task"]["name"] == "Endpoints" and not result.get("skipped"):
+                shown = result.get("msg")
+            for item in result.get("results", [result]):
+                if item.get("failed"):
+                    messages.append(" ".join(str(item.get("msg", "")).split()))
+        out[played["play"]["name"]] = (messages, shown)
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_preflight(results, case):
+    messages, shown = results[case]
+    expected = CASES[case][1]
+    if isinstance(expected, str):
+        assert shown is None and any(expected in m for m in messages), messages
+    else:
+        assert messages == [] and shown == expected
