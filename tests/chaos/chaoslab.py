@@ -64,10 +64,11 @@ class Run(subprocess.CompletedProcess):
     seconds: float
 
 
-def playbook(name: str, *extra: str, args: tuple[str, ...] = (), timeout: float = 900) -> Run:
-    """ansible-playbook playbooks/NAME -e EXTRA... ARGS... against the chaos lab; .text is its
-    output on one line."""
-    cmd = playbook_cmd(name, *extra, args=args)
+def playbook(name: str, *extra: str, args: tuple[str, ...] = (), timeout: float = 900,
+             inventory: Path = INVENTORY) -> Run:
+    """ansible-playbook playbooks/NAME -e EXTRA... ARGS... against the chaos lab (or another
+    inventory of it); .text is its output on one line."""
+    cmd = playbook_cmd(name, *extra, args=args, inventory=inventory)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False, env=ansible_env(),
                           timeout=timeout)
@@ -79,8 +80,8 @@ def playbook(name: str, *extra: str, args: tuple[str, ...] = (), timeout: float 
     return proc  # type: ignore[return-value]
 
 
-def playbook_cmd(name: str, *extra: str, args: tuple[str, ...] = ()) -> list[str]:
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), str(ROOT / "playbooks" / name), *args]
+def playbook_cmd(name: str, *extra: str, args: tuple[str, ...] = (), inventory: Path = INVENTORY) -> list[str]:
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / name), *args]
     for e in extra:
         cmd += ["-e", e]
     return cmd
@@ -119,6 +120,36 @@ def current_release(host: str) -> str:
 def ledger(host: str) -> list[dict[str, Any]]:
     text = sh(host, f"cat {APP_ROOT}/ledger.jsonl", check=False).stdout
     return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def tree_sum(host: str, path: str, staging: str = "/nonexistent") -> str:
+    """Checksum of the live files under path (the role's staging directory left out: it holds
+    the rejected candidate on purpose)."""
+    return out(host, f"find {path} -path {staging} -prune -o -type f -print0 | sort -z | xargs -0 sha256sum "
+                     "| sha256sum")
+
+
+def main_pid(host: str, unit: str) -> str:
+    return out(host, f"systemctl show {unit} -p MainPID --value")
+
+
+def wait_on(host: str, condition: str, timeout: float, poll: float = 0.05) -> float:
+    """Block until the shell condition holds on host (polled there, every `poll` s, so the moment is
+    seen within a poll, not a docker exec round trip); the seconds waited. AssertionError on timeout."""
+    t0 = time.monotonic()
+    script = (f"end=$(( $(date +%s) + {int(timeout)} )); until {condition}; do "
+              f"[ $(date +%s) -ge $end ] && exit 9; sleep {poll}; done")
+    proc = sh(host, script, check=False, timeout=timeout + 30)
+    assert proc.returncode == 0, f"{host}: `{condition}` not true within {timeout:.0f} s"
+    return time.monotonic() - t0
+
+
+def ledger_has(after: int = 0, **fields: str) -> str:
+    """A shell condition (for wait_on): the app ledger has a line with these fields after its first
+    `after` lines (its lines are compact JSON with sorted keys, tradeops_release.append_jsonl)."""
+    greps = " | ".join(f"grep -F {shlex.quote(json.dumps({k: v}, separators=(',', ':'))[1:-1])}"
+                       for k, v in sorted(fields.items()))
+    return f"tail -n +{after + 1} {APP_ROOT}/ledger.jsonl 2>/dev/null | {greps} >/dev/null"
 
 
 def psql(sql: str) -> str:

@@ -47,7 +47,8 @@ def lab() -> Iterator[Path]:
             subprocess.run(["docker", "cp", str(ROOT / "tests" / "lab" / "loadgen.py"),
                             f"{PREFIX}{host}:/usr/local/bin/loadgen"], check=True)
         if os.environ.get("CHAOS_REUSE") != "1":  # CHAOS_REUSE=1: a lab kept by CHAOS_KEEP=1, as it is
-            site = playbook("site.yml")
+            # no time limit worth the name: a shared machine at load 15-19 took over 15 min (timed out at 900 s)
+            site = playbook("site.yml", timeout=3600)
             assert site.returncode == 0, f"site.yml failed on the chaos lab: {site.text[-3000:]}"
             deploy = playbook("deploy.yml", f"app_version={BASE_VERSION}")
             assert deploy.returncode == 0, f"deploy of {BASE_VERSION} failed: {deploy.text[-3000:]}"
@@ -69,7 +70,8 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     built_dir = tmp_path_factory.mktemp("wheels")
     built = {}
     for version, fault in [("2.0.0", "unready"), ("2.1.0", "crash"), ("2.2.0", "hang"),
-                           ("3.0.0", None), ("3.1.0", None), ("3.2.0", None), ("3.3.0", None), ("3.4.0", None)]:
+                           ("3.0.0", None), ("3.1.0", None), ("3.2.0", None), ("3.3.0", None), ("3.4.0", None),
+                           ("3.5.1", None), ("3.6.0", "leak"), ("3.7.0", None)]:
         args = [sys.executable, str(ROOT / "scripts" / "build_refapp.py"), "--version", version,
                 "--out", str(built_dir)]
         if fault:
@@ -90,6 +92,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     stats = terminalreporter.stats
     passed = len([r for r in stats.get("passed", []) if r.when == "call"])
     failed = len({r.nodeid for key in ("failed", "error") for r in stats.get(key, [])})
+    # a strict xfail that passes (a known gap fixed) is reported failed by pytest: counted above
+    xfailed = len(stats.get("xfailed", []))
     if RESULTS.exists():
         terminalreporter.write_line(f"chaos figures: {RESULTS}")
-    terminalreporter.write_line(f"chaos: {passed} passed, {failed} failed")
+    gaps = f", {xfailed} xfailed (known gaps, strict)" if xfailed else ""
+    terminalreporter.write_line(f"chaos: {passed} passed, {failed} failed{gaps}")

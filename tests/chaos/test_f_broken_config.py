@@ -9,21 +9,10 @@ from __future__ import annotations
 
 import json
 
-from chaoslab import State, get_json, out, playbook, record, sh
+from chaoslab import State, get_json, main_pid, out, playbook, record, sh, tree_sum
 
 NGINX_STAGING = "/etc/nginx/tradeops"  # roles/nginx: staging (the candidate nginx -t tests), state, scratch
 PROMETHEUS_STAGING = "/etc/prometheus/tradeops-staging"  # roles/prometheus: what promtool checks
-
-
-def tree_sum(host: str, path: str, staging: str) -> str:
-    """Checksum of the live files under path (the role's staging directory left out: it holds
-    the rejected candidate on purpose)."""
-    return out(host, f"find {path} -path {staging} -prune -o -type f -print0 | sort -z | xargs -0 sha256sum "
-                     "| sha256sum")
-
-
-def main_pid(host: str, unit: str) -> str:
-    return out(host, f"systemctl show {unit} -p MainPID --value")
 
 
 def test_broken_nginx_config_nothing_reloaded(state: State) -> None:
