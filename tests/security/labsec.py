@@ -288,14 +288,18 @@ def file_problems(files: Iterable[dict[str, Any]], max_uid: int = 999) -> list[s
 
 
 TLS_LINE = re.compile(r"New, (\S+), Cipher is (\S+)")
+TLS_PROTOCOL = re.compile(r"Protocol\s*:\s*(\S+)")
 
 
 def tls_outcome(s_client_output: str) -> tuple[str, str] | None:
-    """(protocol, cipher) of a completed ``openssl s_client`` handshake, None when refused."""
+    """(protocol, cipher) of a completed ``openssl s_client`` handshake, None when refused. The protocol
+    is the session's (``Protocol  : TLSv1.1``): the ``New, TLSv1.0, Cipher is`` line names the oldest
+    version the cipher exists in, not the negotiated one."""
     m = TLS_LINE.search(s_client_output)
     if not m or "NONE" in m.group(1) or m.group(2) == "(NONE)":
         return None
-    return m.group(1), m.group(2)
+    protocol = TLS_PROTOCOL.search(s_client_output)
+    return (protocol.group(1) if protocol else m.group(1)), m.group(2)
 
 
 def weak_cipher(name: str) -> bool:

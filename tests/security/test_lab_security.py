@@ -128,9 +128,11 @@ def results():
 
 @pytest.mark.parametrize("name", HOSTS)
 def test_secret_files_private(name, declared):
-    # Every host's secrets (one of db1's may land on app1), each value once, under its first name.
-    names = {v: f"{h}:{k}" for h, d in reversed(declared.items()) for k, v in reversed(d["secrets"].items())}
-    every_secret = {name: value for value, name in names.items()}
+    # Every host's secrets (one of db1's may land on app1), each value once, under its first name (this
+    # host's own names first).
+    order = [name] + [h for h in HOSTS if h != name]
+    names = {v: f"{h}:{k}" for h in reversed(order) for k, v in reversed(declared[h]["secrets"].items())}
+    every_secret = {label: value for value, label in names.items()}
     assert every_secret, "no secret declared anywhere: the roles' argument specs were not read"
     started = time.monotonic()
     report = python_on(name, (HERE / "scan_secrets.py").read_text(),
@@ -286,8 +288,8 @@ TLS_PROBE = r'''
 lb=$1; port=$2
 old='ALL:COMPLEMENTOFALL:@SECLEVEL=0'
 try() {
-  echo | timeout 10 openssl s_client -connect "$lb:$port" -servername "$lb" "$@" 2>&1 | grep -m1 'Cipher is' \
-    || echo 'no handshake'
+  echo | timeout 10 openssl s_client -connect "$lb:$port" -servername "$lb" "$@" 2>&1 \
+    | grep -E -m2 'Cipher is|Protocol *:' | tr '\n' ' ' | grep . || echo 'no handshake'
 }
 for p in tls1 tls1_1 tls1_2; do echo "proto $p $(try -$p -cipher "$old")"; done
 echo "proto tls1_3 $(try -tls1_3)"

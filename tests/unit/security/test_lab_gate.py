@@ -123,6 +123,9 @@ def test_tls_outcome():
     assert labsec.tls_outcome("New, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384") == ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
     assert labsec.tls_outcome("New, (NONE), Cipher is (NONE)") is None
     assert labsec.tls_outcome("no handshake") is None
+    # a TLS 1.1 session with a cipher that exists since TLS 1.0: the session's protocol counts
+    assert labsec.tls_outcome("New, TLSv1.0, Cipher is ECDHE-RSA-AES256-SHA     Protocol  : TLSv1.1 ") == (
+        "TLSv1.1", "ECDHE-RSA-AES256-SHA")
 
 
 def test_scanner_finds_planted_secrets(tmp_path):
