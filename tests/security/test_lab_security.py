@@ -72,15 +72,16 @@ def container(name: str) -> str:
     return str(RUNNER.get_variables(name).get("ansible_host", name))
 
 
-def exec_stdin(name: str, argv: list[str], data: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run argv on a lab host with data on its standard input (secrets never on a command line)."""
-    return subprocess.run(["docker", "exec", "-i", container(name), *argv], input=data, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+def exec_stdin(name: str, argv: list[str], doc: Secretive, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run argv on a lab host with doc as JSON on its standard input (secrets never on a command line;
+    a Secretive, because pytest prints every frame's arguments when a test fails)."""
+    return subprocess.run(["docker", "exec", "-i", container(name), *argv], input=json.dumps(doc),
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def python_on(name: str, code: str, doc: dict[str, Any], python: str = "python3") -> dict[str, Any]:
+def python_on(name: str, code: str, doc: Secretive, python: str = "python3") -> dict[str, Any]:
     """Run Python code on a host, the JSON document on its standard input; its JSON output."""
-    proc = exec_stdin(name, [python, "-c", code], json.dumps(doc))
+    proc = exec_stdin(name, [python, "-c", code], doc)
     assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
     return json.loads(proc.stdout)
 
@@ -136,14 +137,14 @@ def test_secret_files_private(name, declared):
     assert every_secret, "no secret declared anywhere: the roles' argument specs were not read"
     started = time.monotonic()
     report = python_on(name, (HERE / "scan_secrets.py").read_text(),
-                       {"secrets": every_secret, "roots": SCAN_ROOTS, "max_bytes": 64 << 20})
+                       Secretive(secrets=every_secret, roots=SCAN_ROOTS, max_bytes=64 << 20))
     elapsed = time.monotonic() - started
     for f in report["files"]:
         print(f"{name}: {f['mode']} {f['owner']}:{f['group']} {f['path']}  holds {', '.join(f['holds'])}")
     problems = labsec.file_problems(report["files"])
-    FIGURES.setdefault("secret_files", {})[name] = {
-        "files_scanned": report["scanned"], "secret_files": len(report["files"]), "problems": len(problems),
-        "scan_seconds": round(elapsed, 1)}
+    FIGURES.setdefault(name, {}).update({
+        "files_scanned": report["scanned"], "secret_files": len(report["files"]), "secret_file_problems": len(problems),
+        "scan_seconds": round(elapsed, 1)})
     # Every host runs a role that writes a secret (app env, database passwords, receivers, TLS key):
     # a scan that finds none missed them.
     assert report["files"], f"{name}: no file with a secret found under {SCAN_ROOTS}: the scan is blind"
@@ -167,9 +168,9 @@ def test_listening_ports_are_the_declared_ones(name, declared):
         problems += labsec.wildcard_problems(listeners, int(values["redis_port"]),
                                              [*values.get("redis_bind", []), *values.get("redis_bind_interfaces", [])],
                                              "Redis")
-    FIGURES.setdefault("listening", {})[name] = {
-        "sockets": len(listeners), "declared_external": len(external),
-        "external_ports": " ".join(f"{p}/{n}" for p, n in sorted(external)), "problems": len(problems)}
+    FIGURES.setdefault(name, {}).update({
+        "listening_sockets": len(listeners), "firewall_ports": " ".join(f"{n}/{p}" for p, n in sorted(external)),
+        "port_problems": len(problems)})
     assert not problems, f"{name}:\n" + "\n".join(problems)
 
 
@@ -211,7 +212,7 @@ print(json.dumps(out))
 CONNECT = r'''
 import json, socket, sys
 out = {}
-for target in json.load(sys.stdin):
+for target in json.load(sys.stdin)["targets"]:
     try:
         socket.create_connection((target[0], target[1]), timeout=3).close()
         out[f"{target[0]}:{target[1]}"] = "connected"
@@ -221,16 +222,16 @@ print(json.dumps(out))
 '''
 
 
-def app_credentials(declared) -> tuple[str, dict[str, Any]]:
+def app_credentials(declared) -> tuple[str, Secretive]:
     """An app host and the data tier credentials its app uses (app_secret_env's URLs)."""
     apps = [h for h in HOSTS if "app" in declared[h]["groups"]]
     assert apps, "the scenario has no app host"
     env = declared[apps[0]]["values"]["app_secret_env"]
     pgu, redu = urllib.parse.urlsplit(env["APP_DATABASE_URL"]), urllib.parse.urlsplit(env["APP_REDIS_URL"])
-    return apps[0], {"pg_host": pgu.hostname, "pg_port": pgu.port or 5432, "pg_user": pgu.username,
-                     "pg_password": urllib.parse.unquote(pgu.password or ""), "pg_db": pgu.path.lstrip("/"),
-                     "redis_host": redu.hostname, "redis_port": redu.port or 6379, "redis_user": redu.username,
-                     "redis_password": urllib.parse.unquote(redu.password or "")}
+    return apps[0], Secretive(pg_host=pgu.hostname, pg_port=pgu.port or 5432, pg_user=pgu.username,
+                              pg_password=urllib.parse.unquote(pgu.password or ""), pg_db=pgu.path.lstrip("/"),
+                              redis_host=redu.hostname, redis_port=redu.port or 6379, redis_user=redu.username,
+                              redis_password=urllib.parse.unquote(redu.password or ""))
 
 
 def test_data_tier_refuses_wrong_credentials_from_another_host(declared):
@@ -238,7 +239,7 @@ def test_data_tier_refuses_wrong_credentials_from_another_host(declared):
     python = host_of(app).check_output("readlink -f /opt/refapp/current") + "/venv/bin/python"
     got = python_on(app, AUTH_CHECK, creds, python)
     print(f"from {app} to {creds['pg_host']}: {json.dumps(got, indent=1)}")
-    FIGURES["data_tier_auth"] = {k: {"accepted": v["ok"]} for k, v in got.items()}
+    FIGURES[f"data tier from {app}"] = {k: "accepted" if v["ok"] else "refused" for k, v in got.items()}
     assert got["pg_right_password"]["ok"] and got["pg_right_password"]["reply"] == f"[('{creds['pg_user']}',)]", got
     assert got["redis_right_password"] == {"ok": True, "reply": "PONG"}, got
     for case in ("pg_no_password", "pg_wrong_password", "pg_right_password_without_tls"):
@@ -249,9 +250,9 @@ def test_data_tier_refuses_wrong_credentials_from_another_host(declared):
     # Hosts the firewall does not let in cannot even connect.
     targets = [[creds["pg_host"], creds["pg_port"]], [creds["redis_host"], creds["redis_port"]]]
     for other in (h for h in HOSTS if not {"app", "db"} & set(declared[h]["groups"])):
-        reached = python_on(other, CONNECT, targets)  # type: ignore[arg-type]
+        reached = python_on(other, CONNECT, Secretive(targets=targets))
         print(f"from {other}: {reached}")
-        FIGURES["data_tier_auth"][f"tcp_from_{other}"] = reached
+        FIGURES[f"data tier from {app}"][f"tcp from {other}"] = " ".join(f"{t} {r}" for t, r in reached.items())
         assert "connected" not in reached.values(), f"{other} reaches the data tier: {reached}"
 
 
@@ -275,9 +276,9 @@ def test_detailed_health_needs_its_token(declared):
     token = declared[app]["values"]["app_secret_env"]["APP_HEALTH_TOKEN"]
     port = next(s["port"] for s in declared[app]["values"]["app_services"] if s.get("port"))
     prober = next(h for h in HOSTS if "monitoring" in declared[h]["groups"])  # the firewall lets it in
-    got = python_on(prober, HEALTH, {"url": f"http://{app}:{port}/api/health/detailed", "token": token})
+    got = python_on(prober, HEALTH, Secretive(url=f"http://{app}:{port}/api/health/detailed", token=token))
     print({case: r["status"] for case, r in got.items()})
-    FIGURES["detailed_health"] = {case: r["status"] for case, r in got.items()}
+    FIGURES[f"detailed health, {prober} to {app}"] = {case: r["status"] for case, r in got.items()}
     assert got["no token"]["status"] == 401, got["no token"]
     assert got["wrong token"]["status"] == 401, got["wrong token"]
     assert got["token"]["status"] == 200 and got["token"]["body"]["status"] == "ready", got["token"]
@@ -320,8 +321,8 @@ def tls(declared) -> dict[str, Any]:
     weak = [c for c in accepted if labsec.weak_cipher(c)]
     print(f"{client} -> {lb}:{port}: protocols {protocols}; {len(accepted)} of {tried} TLS 1.2 ciphers accepted: "
           f"{accepted}")
-    FIGURES["nginx_tls"] = {"protocols": protocols, "tls12_ciphers_tried": tried,
-                            "tls12_ciphers_accepted": " ".join(accepted), "weak_accepted": " ".join(weak)}
+    FIGURES[f"nginx TLS, {client} to {lb}"] = protocols | {
+        "tls12_ciphers_tried": tried, "tls12_ciphers_accepted": len(accepted), "weak_accepted": " ".join(weak)}
     assert tried > 20, f"only {tried} ciphers tried: {out[-2000:]}"
     return {"protocols": protocols, "accepted": accepted, "weak": weak}
 
