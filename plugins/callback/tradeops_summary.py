@@ -431,12 +431,17 @@ class CallbackModule(CallbackBase):
 
     @staticmethod
     def deploy_outcome(run: HostRun, counted_failure: bool) -> tuple[str, str]:
-        """The outcome of a host whose release work was app_deploy's: its last deploy or rollback
-        (a restart or verify after it does not hide it), else its last call."""
-        main = next((d for d in reversed(run.deploys) if d["action"] in ("deploy", "rollback")), run.deploys[-1])
+        """The outcome of a host whose release work was app_deploy's: its last deploy or rollback, or
+        a soak after it that failed (a restart, verify or passed soak after it does not hide it), else its
+        last call."""
+        main = next((d for d in reversed(run.deploys) if d["action"] in ("deploy", "rollback")
+                     or (d["action"] == "soak" and d["failed"])), run.deploys[-1])  # a soak that passed: its deploy
         action, outcome = main["action"], main["outcome"] or ("failed" if main["failed"] else "ok")
         new = f"{main['version']} ({main['release']})"
         later = [f for f in run.failures if f.seq > main["seq"] and f.module != "fail"]
+        if action == "soak" and outcome == "rolled-back":
+            return ("rolled-back-after-failed-gate",
+                    f"rolled back to {main['rolled_back_to']} after {new} failed its soak under traffic")
         if action == "deploy" and outcome == "rolled-back":
             back = main["rolled_back_to"]
             if later:

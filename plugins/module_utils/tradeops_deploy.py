@@ -73,7 +73,7 @@ except ImportError:  # on a host without Ansible: the module_utils files side by
         run_action,
     )
 
-ACTIONS = ("deploy", "rollback", "restart", "verify")
+ACTIONS = ("deploy", "rollback", "restart", "verify", "soak")
 # Phases of ``timings``: the phase names of the tradeops_summary callback (its PHASES), so that a
 # run's timings line up with the per-task phases of the task-based flow. "unpack" and "venv" are
 # the release create, split as the callback splits an app_release create (VENV_TIMINGS below);
@@ -84,6 +84,10 @@ SYSTEMCTL_TIMEOUT = 120.0  # a stop waits for the unit's graceful shutdown (Time
 DEFAULT_MIGRATE_TIMEOUT = 600
 QUICK_DEADLINE = 10.0  # one pass of the checks: is the serving release healthy as it is?
 TAIL_LINES = 15
+# soak: one pass of the checks every SOAK_INTERVAL seconds; a unit that restarts, stops or fails fails the soak at
+# once, HTTP probes only after SOAK_PROBE_MISSES failed passes in a row (one slow answer under load is not a fault).
+SOAK_INTERVAL = 1.0
+SOAK_PROBE_MISSES = 3
 NOT_STARTED = "not-started"
 METRICS_STEM = "tradeops_deploy"
 METRICS = {
@@ -501,11 +505,11 @@ class Deployer:
         with self.phase("other"):
             self.keep(store.mark(release=release, outcome="bad", reason=f"health gate failed: {gate.failing}"[:1000]))
         head = f"deploy of {version} ({release}) failed its health gate: {gate.failing}."
-        target = None
-        if before:
-            order, status, _, _ = store.state()
-            target = before if before != release and status.get(before) != "bad" else None
-            target = target or previous_good(order, status, release)
+        # The release that served before this run, else the newest good one before ``release`` (a soak runs after
+        # the deploy that switched: nothing "before" it in this run).
+        order, status, _, _ = store.state()
+        target = before if before and before != release and status.get(before) != "bad" else None
+        target = target or previous_good(order, status, release)
         if target is None:
             with self.phase("restart"):
                 errors = self.stop_all()
@@ -534,6 +538,62 @@ class Deployer:
             f"{head} Rolled back to {target} ({back_version}), but THE ROLLBACK FAILED ITS HEALTH GATE TOO: "
             f"{again.failing}. Nothing healthy serves on this host: look at the units' journal{journal}. "
             f"{release} is marked bad in {store.ledger_path}.")
+
+    def do_soak(self) -> None:
+        """Watch the serving release for ``soak`` seconds while it takes traffic (deploy.yml runs this once the
+        host is back at its load balancers: a release that fails only under load, e.g. over MemoryMax, is not
+        seen by the gate of a drained host). A unit that restarts (NRestarts), stops or fails ends the soak at
+        once; HTTP probes after SOAK_PROBE_MISSES failed passes in a row. A failed soak is a failed health gate:
+        the release is marked bad and the previous good release restarted behind the gate."""
+        p, store = self.params, self.store
+        current = store.current()
+        if current is None:
+            raise ReleaseError(f"action=soak: nothing is current under {store.path}: deploy a release first")
+        version = self.version_of(current)
+        if p.get("version") and p["version"] != version:
+            raise ReleaseError(f"action=soak version={p['version']}: the current release {current} is version "
+                               f"{version}; soak the version that was deployed (the deploy did not switch?)")
+        seconds = float(p.get("soak") if p.get("soak") is not None else 0)
+        if seconds <= 0:
+            raise ReleaseError(f"action=soak needs soak > 0 (seconds to watch), got {p.get('soak')!r}")
+        units = ", ".join(s.unit for s in self.services) or "no service"
+        self.result.update(release=current, version=version, previous=None)
+        if self.check_mode:
+            self.result.update(outcome="soaked", msg=f"check mode: would watch {units} of {current} ({version}) for "
+                                                     f"{seconds:g} s under traffic. Nothing was changed.")
+            return
+        started = time.monotonic()
+        failing, unit, passes, misses = "", None, 0, 0
+        with self.phase("health"):
+            while not failing:
+                self.health = {}
+                http_bad = []
+                for service in self.services:
+                    report = self.check(service, version, quick=True)
+                    self.record_health(service, version, report)
+                    units_bad = [c for c in report.checks if c.kind == "systemd" and c.status != HEALTHY]
+                    if units_bad:
+                        failing, unit = "; ".join(f"{c.name}: {c.detail}" for c in units_bad), service.unit
+                        break
+                    if report.status != HEALTHY:
+                        http_bad.append(f"{service.unit}: {report.summary()}")
+                        unit = unit or service.unit
+                passes += 1
+                misses = misses + 1 if http_bad else 0
+                if not failing and misses >= SOAK_PROBE_MISSES:
+                    failing = f"{misses} checks in a row failed: {' | '.join(http_bad)}"
+                if failing or time.monotonic() - started >= seconds:
+                    break
+                time.sleep(min(SOAK_INTERVAL, max(seconds - (time.monotonic() - started), 0)))
+        watched = time.monotonic() - started
+        self.result["soak"] = {"seconds": seconds, "watched_s": round(watched, 1), "passes": passes,
+                               "failing": failing or None}
+        if not failing:
+            self.result.update(outcome="soaked", msg=f"{current} ({version}) stayed healthy under traffic for "
+                                                     f"{watched:.0f} s ({passes} checks of {units})")
+            return
+        self.gate_failed(current, version, GateResult(False, unit, f"soak under traffic, after {watched:.0f} s of "
+                                                                   f"{seconds:g}: {failing}"))
 
     def do_rollback(self) -> None:
         p, store = self.params, self.store
@@ -712,7 +772,7 @@ class Deployer:
         p = self.params
         action = p.get("action") or "deploy"
         directory = p.get("metrics_dir")
-        if not directory or action not in ("deploy", "rollback"):
+        if not directory or action not in ("deploy", "rollback", "soak"):
             return
         app = p.get("metrics_app") or os.path.basename(os.path.normpath(self.store.path))
         outcome = metric_outcome(action, self.result.get("outcome"), failed)

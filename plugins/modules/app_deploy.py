@@ -58,9 +58,12 @@ options:
       - C(rollback) to the previous good release, or to O(release) / O(version), behind the health gate.
       - C(restart) the current release behind the health gate.
       - C(verify) the health of every service of the current release (read only).
+      - C(soak) watches the current release for O(soak) seconds while it takes traffic (after the host is put
+        back at its load balancers); a unit that restarts, stops or fails, or HTTP probes failing 3 passes in a
+        row, fail it like a health gate (release marked bad, previous good release restarted behind the gate).
     type: str
     default: deploy
-    choices: [deploy, rollback, restart, verify]
+    choices: [deploy, rollback, restart, verify, soak]
   version:
     description:
       - C(deploy), the version label of the release (required).
@@ -231,9 +234,15 @@ options:
     description: Longest pause between attempts of a gate.
     type: float
     default: 2
+  soak:
+    description:
+      - C(soak), seconds to watch the current release (one pass of every service's checks each second).
+      - Required (> 0) with C(soak); ignored by the other actions.
+    type: float
   metrics_dir:
     description:
-      - node_exporter's textfile collector directory. A C(deploy) or C(rollback) that changes anything writes its
+      - node_exporter's textfile collector directory. A C(deploy), C(rollback) or C(soak) that changes anything
+        (a failed soak rolls back) writes its
         outcome to C(tradeops_deploy.prom) there, through the shared metrics writer
         (C(tradeops_deploy_last_outcome{app,outcome}) with outcome C(success), C(failed) or C(rolled_back);
         C(tradeops_deploy_last_timestamp_seconds{app}); C(tradeops_deploy_last_duration_seconds{app})).
@@ -296,6 +305,14 @@ EXAMPLES = r"""
     reason: errors after 1.4.2
     services: "{{ app_deploy_services }}"
 
+- name: Watch the new release for 20 s once it takes traffic again (rolled back if it fails)
+  app_deploy:
+    path: /opt/refapp
+    action: soak
+    version: 1.4.2
+    soak: 20
+    services: "{{ app_deploy_services }}"
+
 - name: Health of every service (read only)
   app_deploy:
     path: /opt/refapp
@@ -313,7 +330,8 @@ outcome:
     - deploy, C(deployed), C(unchanged), C(rolled-back) (gate failed, previous release healthy), C(not-switched)
       (the migration failed, nothing switched or restarted, the previous release still serves), C(rollback-failed),
       C(failed); rollback, C(rolled-back), C(unchanged), C(restarted), C(switched-forward), C(failed);
-      restart, C(restarted), C(unchanged) (nothing deployed yet), C(failed); verify, C(healthy), C(unhealthy).
+      restart, C(restarted), C(unchanged) (nothing deployed yet), C(failed); verify, C(healthy), C(unhealthy);
+      soak, C(soaked) (healthy the whole time), C(rolled-back), C(rollback-failed), C(failed).
   returned: always
   type: str
   sample: deployed
@@ -418,6 +436,11 @@ metrics:
   returned: when metrics were written
   type: dict
   sample: {path: /var/lib/prometheus/node-exporter/tradeops_deploy.prom, app: refapp, outcome: success}
+soak:
+  description: C(soak), how long the release was watched and what failed (null when nothing did).
+  returned: after a soak ran
+  type: dict
+  sample: {seconds: 20, watched_s: 20.1, passes: 18, failing: null}
 msg:
   description: What happened, in one sentence (on failure, the failing checks and what serves now).
   returned: always
@@ -466,6 +489,7 @@ def argument_spec() -> dict:
         retries=dict(type="int", default=1000),
         delay=dict(type="float", default=0.5),
         max_delay=dict(type="float", default=2.0),
+        soak=dict(type="float"),
         metrics_dir=dict(type="path"),
         metrics_app=dict(type="str"),
         **lock_argument_spec(),
@@ -475,7 +499,7 @@ def argument_spec() -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        required_if=[("action", "deploy", ("version", "wheelhouse"))],
+        required_if=[("action", "deploy", ("version", "wheelhouse")), ("action", "soak", ("soak",))],
         mutually_exclusive=[("wheelhouse", "wheelhouse_src")],
         supports_check_mode=True,
     )

@@ -4,7 +4,9 @@
 Starts its own one-host lab (LAB_ID=bench, never the main lab), converges it with
 site.yml and a first deploy, then times RUNS repetitions of:
 
-  deploy      a new version (fresh wheelhouse, new release, switch, restart, gate)
+  deploy      a new version (fresh wheelhouse, new release, switch, restart, gate); without the
+              soak (app_soak_seconds: a fixed watch of the release under traffic after the
+              gate, 20 s by default, a policy not a cost) unless --soak gives its seconds
   redeploy    the same version again (nothing changes)
   rollback    rollback.yml to the previous good release, verified
   baseline    a one-task play against the same host (the floor of any play)
@@ -12,7 +14,7 @@ site.yml and a first deploy, then times RUNS repetitions of:
 Prints medians, ratios against the baseline, and the median per-phase split
 taken from the tradeops_summary callback's JSON records.
 
-    tests/bench/deploy_bench.py [--runs 5] [--keep-lab]
+    tests/bench/deploy_bench.py [--runs 5] [--soak 0] [--keep-lab]
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ LAB_ENV = lab_env(LAB_ID, ["app1"])
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--soak", type=int, default=0, help="app_soak_seconds of the timed deploys (0: no soak)")
     ap.add_argument("--keep-lab", action="store_true", help="leave the bench lab running")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tradeops-bench-"))
@@ -58,7 +61,8 @@ def main() -> int:
         for i in range(args.runs):
             version = f"1.1.{i}"
             summary.write_text("")
-            times["deploy"].append(play("playbooks/deploy.yml", "-e", f"app_version={version}"))
+            times["deploy"].append(play("playbooks/deploy.yml", "-e", f"app_version={version}", "-e",
+                                        f"app_soak_seconds={args.soak}"))
             times["redeploy"].append(play("playbooks/deploy.yml", "-e", f"app_version={version}"))
             times["rollback"].append(play("playbooks/rollback.yml"))
             times["baseline"].append(play(str(tmp / "one.yml")))
@@ -66,7 +70,7 @@ def main() -> int:
             for rec, kind in zip(records, ("deploy", "redeploy", "rollback"), strict=False):
                 for phase, secs in rec.get("phases", {}).items():
                     times.setdefault(f"{kind}:{phase}", []).append(secs)
-            play("playbooks/deploy.yml", "-e", f"app_version={version}")  # back on the new release
+            play("playbooks/deploy.yml", "-e", f"app_version={version}", "-e", "app_soak_seconds=0")  # back on it
     finally:
         if not args.keep_lab:
             sh([str(LAB), "down"], LAB_ENV, check=False)

@@ -9,6 +9,7 @@ lab). For each host count N (the load balancer always included):
   site       site.yml again: nothing to change (the cost of keeping N hosts converged)
   deploy     deploy.yml of a new version: health-gated, one host at a time (app_serial 1), drained at lb1
              (N=1: nginx_backend_force, as draining the only backend is refused otherwise)
+             without the soak (app_soak_seconds=0: a fixed wait per host, not a cost of Ansible)
 
 It prints each median, seconds per application host and the growth against N=1. Then, at one host count,
 an idempotent site.yml under each setting, as a ratio of ansible.cfg's (measured in the same run, the
@@ -87,6 +88,7 @@ def main() -> int:
             # One host behind the LB: draining it leaves no backend, which deploy.yml refuses unless
             # forced; forced, the same steps run (and are timed) as with more hosts.
             force = ["-e", "nginx_backend_force=true"] if n == 1 else []
+            force += ["-e", "app_soak_seconds=0"]
             playbook(inv, env, "playbooks/site.yml")
             playbook(inv, env, "playbooks/deploy.yml", "-e", f"app_version={version}", *force)
             kinds = figures.setdefault(str(n), {"site": [], "deploy": []})

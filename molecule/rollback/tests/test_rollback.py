@@ -46,8 +46,8 @@ def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
 def wheels(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheels")
     built = {}
-    for version, fault in [("2.0.0", "unready"), ("2.1.0", "crash"), ("2.2.0", "hang"), ("3.0.0", None),
-                           ("3.1.0", None), ("3.2.0", None)]:
+    for version, fault in [("2.0.0", "unready"), ("2.1.0", "crash"), ("2.2.0", "hang"), ("2.3.0", "leak"),
+                           ("3.0.0", None), ("3.1.0", None), ("3.2.0", None)]:
         args = [sys.executable, str(PROJECT / "scripts" / "build_refapp.py"), "--version", version, "--out", str(out)]
         if fault:
             args += ["--fault", fault]
@@ -85,6 +85,42 @@ def test_bad_release_is_rolled_back_and_stops_the_rollout(wheels, version, why):
     # serial: 1 with max_fail_percentage: 0 -> app2 never received the release
     assert served_version(h["app2"]) == "1.0.0"
     assert not [r for r in releases(h["app2"]) if r.startswith(version + "-")]
+
+
+# Bounded traffic on app1 itself (no load balancer in this scenario): 20 requests/s to a route
+# the leak fault makes keep 4 MiB each, for at most 120 s; the previous release does not leak.
+TRAFFIC = """import time, urllib.request
+end = time.time() + 120
+while time.time() < end:
+    try:
+        urllib.request.urlopen('http://127.0.0.1:8000/api/version', timeout=2).read()
+    except Exception:
+        pass
+    time.sleep(0.05)
+"""
+
+
+def test_release_over_memory_max_under_traffic_is_rolled_back_by_the_soak(wheels):
+    """--fault leak passes the gate (a few requests), then under traffic reaches MemoryMax: the kernel
+    kills it, systemd restarts it (NRestarts 1) and it answers again. The soak after the gate sees the
+    restart: marked bad, rolled back, the rollout stopped at app1."""
+    h = hosts()
+    h["app1"].run(f"python3 -c {shlex.quote(TRAFFIC)} >/dev/null 2>&1 & echo started")
+    try:
+        proc = playbook("deploy.yml", "app_version=2.3.0", f"app_source={wheels['2.3.0']}", GATE,
+                        "app_soak_seconds=90")
+    finally:
+        h["app1"].run("pkill -f 'api/versio[n]' || true")
+    assert proc.returncode != 0, "a release killed under traffic must fail the deploy"
+    assert "soak under traffic" in proc.text and "Rolled back to 1.0.0-" in proc.text
+    assert served_version(h["app1"]) == "1.0.0"
+    bad = [e for e in ledger(h["app1"]) if e["action"] == "mark" and e["version"] == "2.3.0"]
+    assert [e["outcome"] for e in bad] == ["good", "bad"], bad  # passed the gate, failed the soak
+    assert "soak under traffic" in bad[-1]["reason"] and "restarted" in bad[-1]["reason"]
+    memory = h["app1"].check_output("journalctl -u refapp-web.service --no-pager -o cat -n 200")
+    assert "status=9/KILL" in memory or "oom" in memory.lower(), "the release was not killed at MemoryMax"
+    assert served_version(h["app2"]) == "1.0.0"
+    assert not [r for r in releases(h["app2"]) if r.startswith("2.3.0-")]
 
 
 def test_good_release_reaches_every_host(wheels):

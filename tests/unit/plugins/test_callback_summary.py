@@ -438,6 +438,13 @@ NEW_D = {"release": NEW["release"], "version": "2.0"}
         (_deploy_run(NEW_D | {"outcome": "deployed"}, NEW_D | {"action": "restart", "outcome": "restarted", "seq": 3},
                      failures=[(4, "Drain at the load balancer", "command")]), True, "failed",
          "deploy deployed, then failed at 'Drain at the load balancer'"),
+        # the soak after the gate: a failed one is the host's outcome, a passed one leaves the deploy's
+        (_deploy_run(NEW_D | {"outcome": "deployed"},
+                     NEW_D | {"action": "soak", "outcome": "rolled-back", "rolled_back_to": OLD, "failed": True,
+                              "seq": 3}, failures=[(3, "Watch the new release under traffic", "app_deploy")]), True,
+         "rolled-back-after-failed-gate", f"rolled back to {OLD} after 2.0 ({NEW['release']}) failed its soak"),
+        (_deploy_run(NEW_D | {"outcome": "deployed"}, NEW_D | {"action": "soak", "outcome": "soaked", "seq": 3}),
+         False, "deployed", f"deployed 2.0 ({NEW['release']})"),
         (_deploy_run(NEW_D | {"action": "restart", "outcome": "restarted"}), False, "restarted", "restarted 2.0"),
         (_deploy_run(NEW_D | {"action": "verify", "outcome": "healthy"}), False, "ok", "verify: healthy 2.0"),
     ],

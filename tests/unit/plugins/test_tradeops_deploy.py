@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -101,6 +102,7 @@ class FakeSystemd(Systemd):
         self.calls: list[list[str]] = []
         self.runs: list[dict[str, Any]] = []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, int] = {}  # NRestarts: systemd's own restarts (Restart=on-failure)
 
     def call(self, argv: list[str], timeout: float) -> CommandResult:
         self.calls.append(list(argv))
@@ -118,8 +120,8 @@ class FakeSystemd(Systemd):
                 self.start(unit)
             elif verb == "stop":
                 self.stop(unit)
-            elif verb == "reset-failed":
-                pass
+            elif verb == "reset-failed":  # as systemd: clears the unit's failed state and its NRestarts
+                self.restarts.pop(unit, None)
             else:
                 raise AssertionError(f"unexpected systemctl {verb}")
         return CommandResult(0)
@@ -156,7 +158,17 @@ class FakeSystemd(Systemd):
         else:
             state = ("inactive", "dead", "success")
         active, sub, result = state
-        return f"Id={unit}\nLoadState=loaded\nActiveState={active}\nSubState={sub}\nNRestarts=0\nResult={result}\n"
+        restarts = self.restarts.get(unit, 0)
+        return (f"Id={unit}\nLoadState=loaded\nActiveState={active}\nSubState={sub}\nNRestarts={restarts}\n"
+                f"Result={result}\n")
+
+    def restart_on_failure(self, unit: str) -> None:
+        """What systemd does when the unit's main process is killed (an OOM kill) and Restart= applies."""
+        proc = self.procs[unit]
+        proc.kill()
+        proc.wait()
+        self.restarts[unit] = self.restarts.get(unit, 0) + 1
+        self.start(unit)
 
     def systemd_run(self, argv: list[str], timeout: float) -> CommandResult:
         options: dict[str, str] = {}
@@ -504,6 +516,69 @@ def test_restart_and_verify(make_app):
     assert "tiny-web.service: unhealthy after" in broken["msg"] and "liveness [unhealthy]" in broken["msg"]
     assert "unit:tiny-web.service [unhealthy] inactive/dead" in broken["msg"] and "tiny-api" not in broken["msg"]
     assert broken["health"]["tiny-api.service"]["status"] == "healthy"
+    assert app.ledger() == ledger and not app.lock_file().exists()
+
+
+# -- soak --------------------------------------------------------------------------------
+
+
+def test_soak_of_a_healthy_release_watches_for_its_time_and_changes_nothing(make_app):
+    app = make_app()
+    release = ok(app.deploy("1.0"))["release"]
+    ledger, pids = app.ledger(), app.pids()
+    started = time.monotonic()
+    result = ok(app.run(action="soak", version="1.0", soak=1.5))
+    assert time.monotonic() - started >= 1.5
+    assert result["outcome"] == "soaked" and result["changed"] is False and result["release"] == release
+    assert result["soak"]["failing"] is None and result["soak"]["passes"] >= 2
+    assert app.ledger() == ledger and app.pids() == pids and not app.lock_file().exists()
+
+
+def test_a_unit_restarted_by_systemd_during_the_soak_rolls_the_release_back(make_app):
+    """An OOM kill under load: systemd restarts the unit (NRestarts+1), its probes answer again, and yet the
+    release is bad: marked so, the previous good release restarted behind the gate."""
+    app = make_app()
+    one = ok(app.deploy("1.0"))["release"]
+    two = ok(app.deploy("2.0"))["release"]
+    killer = threading.Timer(0.5, app.systemd.restart_on_failure, ("tiny-web.service",))
+    killer.start()
+    try:
+        result = app.run(action="soak", version="2.0", soak=30)
+    finally:
+        killer.cancel()
+    assert result["failed"] and result["outcome"] == "rolled-back", result["msg"]
+    assert result["rolled_back_to"] == one
+    assert result["soak"]["watched_s"] < 10, "the restart ends the soak at once, not at its end"
+    assert "soak under traffic" in result["msg"] and "tiny-web.service" in result["msg"]
+    assert "restarted 1 time(s)" in result["msg"] and f"Rolled back to {one} (1.0)" in result["msg"]
+    assert app.status(two) == "bad" and app.status(one) == "good"
+    assert {u: app.ready(u)["version"] for u in app.units} == dict.fromkeys(app.units, "1.0")
+    assert actions(app.ledger()[-3:]) == ["mark:bad", "rollback", "summary:rolled-back"]
+    assert "soak under traffic" in app.ledger()[-3]["reason"] and not app.lock_file().exists()
+
+
+def test_a_unit_that_stops_during_the_soak_fails_it(make_app):
+    app = make_app()
+    one = ok(app.deploy("1.0"))["release"]
+    ok(app.deploy("2.0"))
+    stopper = threading.Timer(0.3, app.systemd.stop, ("tiny-api.service",))
+    stopper.start()
+    result = app.run(action="soak", version="2.0", soak=30)
+    stopper.cancel()
+    assert result["outcome"] == "rolled-back" and result["current"] == one
+    assert "unit:tiny-api.service" in result["msg"] and "inactive/dead" in result["msg"]
+
+
+def test_soak_refuses_bad_input_before_watching(make_app):
+    app = make_app()
+    assert "nothing is current" in app.run(action="soak", soak=5)["msg"]
+    ok(app.deploy("1.0"))
+    ledger = app.ledger()
+    wrong = app.run(action="soak", version="2.0", soak=5)
+    assert wrong["failed"] and "current release" in wrong["msg"] and "is version 1.0" in wrong["msg"]
+    assert "soak > 0" in app.run(action="soak", version="1.0", soak=0)["msg"]
+    check = app.run(check_mode=True, action="soak", version="1.0", soak=600)
+    assert check["outcome"] == "soaked" and "would watch" in check["msg"] and check["changed"] is False
     assert app.ledger() == ledger and not app.lock_file().exists()
 
 
