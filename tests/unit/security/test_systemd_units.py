@@ -34,20 +34,6 @@ PACKAGED = HERE / "packaged"
 REPORT = ROOT / ".cache" / "security" / "systemd-units.json"
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 THRESHOLD = 2.0
-# Units above the threshold today, each with its score and why; reported to the lead (issue 9).
-# The gate fails when one of them gets worse, and when it gets under the threshold (then remove
-# it from here): the list only shrinks.
-KNOWN_ABOVE = {
-    # Root with CAP_DAC_READ_SEARCH/DAC_OVERRIDE/CHOWN/FOWNER (reads every service's data); no
-    # PrivateMounts=, ProtectProc=, ProcSubset=, PrivateUsers= (roles/backup/templates/_hardening.j2).
-    "tradeops-backup.service": 2.4,
-    "tradeops-backup-restore-test.service": 2.4,
-    # Root with CAP_DAC_*/FOWNER/SETUID/SETGID (runs SQLite upkeep as each app's user).
-    "tradeops-maintenance-cleanup.service": 2.4,
-    "tradeops-maintenance-report-daily.service": 2.4,
-    "tradeops-maintenance-report-monthly.service": 2.4,
-    "tradeops-maintenance-sqlite.service": 2.4,
-}
 SYSTEMD = 252
 FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
 
@@ -201,12 +187,8 @@ def test_every_timer_starts_a_rendered_service(rendered: Path) -> None:
 def test_tradeops_units_score_at_most_2(table: dict[str, dict[str, Any]]) -> None:
     own = {name: row["score"] for name, row in table.items() if row["kind"] == "own"}
     assert len(own) >= 10
-    above = {name: s for name, s in own.items() if s > THRESHOLD and name not in KNOWN_ABOVE}
+    above = {name: s for name, s in own.items() if s > THRESHOLD}
     assert not above, f"units above {THRESHOLD} (systemd-analyze security --offline=yes): {above}"
-    worse = {name: (s, KNOWN_ABOVE[name]) for name, s in own.items() if name in KNOWN_ABOVE and s > KNOWN_ABOVE[name]}
-    assert not worse, f"known exceptions got worse (score, was): {worse}"
-    fixed = {name: own[name] for name in KNOWN_ABOVE if own.get(name, 0) <= THRESHOLD}
-    assert not fixed, f"now <= {THRESHOLD} or gone: remove them from KNOWN_ABOVE: {fixed}"
 
 
 def test_dropins_harden_the_packaged_units(table: dict[str, dict[str, Any]]) -> None:
