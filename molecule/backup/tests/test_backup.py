@@ -240,3 +240,27 @@ def test_cron_scheduler_runs_backups_without_overlap_and_switches_back(hosts):
     for unit in TIMERS:
         out = db1.check_output(f"systemctl show {unit} -p ActiveState -p UnitFileState")
         assert "ActiveState=active" in out and "UnitFileState=enabled" in out, out
+
+
+def test_the_timers_services_work_in_their_sandbox(hosts):
+    """The services the timers start, run by systemd with their hardening (ProtectProc=invisible,
+    ProcSubset=pid, MemoryDenyWriteExecute=, no CAP_CHOWN, no AF_NETLINK: scored by
+    tests/unit/security/test_systemd_units.py): a backup uploaded offsite and verified, then a
+    restore test with scratch restores (a PostgreSQL scratch database, a throw-away redis-server)."""
+    db1 = hosts["db1"]
+    before = {b["backup_id"] for b in backups(db1)}
+    for unit, done in (("tradeops-backup.service", None),
+                       ("tradeops-backup-restore-test.service", ("restored into scratch database",
+                                                                 "loaded into a throw-away redis-server"))):
+        mark = db1.check_output("date -u '+%Y-%m-%d %H:%M:%S'")
+        started = db1.run(f"systemctl start {unit}")  # oneshot: returns when the run has ended
+        journal = db1.check_output(f"journalctl -u {unit} --since '{mark} UTC' --no-pager -o cat")
+        print(unit, journal)
+        assert started.rc == 0, (unit, started.stderr, journal)
+        state = db1.check_output(f"systemctl show {unit} -p Result -p ExecMainStatus")
+        assert "Result=success" in state and "ExecMainStatus=0" in state, (unit, state, journal)
+        for text in done or ():
+            assert text in journal, (unit, text, journal)
+    newest = next(b for b in backups(db1) if b["complete"])
+    assert newest["backup_id"] not in before, (before, newest)
+    assert newest["verified"] and newest["offsite"] == "complete", newest
