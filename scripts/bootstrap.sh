@@ -109,7 +109,21 @@ ensure_servers() {
 
 # --- Docker -----------------------------------------------------------------
 
+# Every lab container boots systemd, which takes inotify instances of the host's per-user
+# budget (Debian's default 128): about 20 containers at once exhaust it and the next one fails
+# to boot ("Failed to create inotify object: Too many open files"). Raised when root, never lowered.
+INOTIFY_INSTANCES=1024
+raise_inotify() {
+  local now
+  now=$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 0)
+  if [ "$now" -lt "$INOTIFY_INSTANCES" ] && [ "$(id -u)" = 0 ]; then
+    sysctl -qw fs.inotify.max_user_instances="$INOTIFY_INSTANCES" \
+      && say "fs.inotify.max_user_instances $now -> $INOTIFY_INSTANCES (lab containers boot systemd)"
+  fi
+}
+
 ensure_docker() {
+  raise_inotify
   if docker info >/dev/null 2>&1; then
     return 0
   fi
