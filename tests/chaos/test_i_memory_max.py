@@ -22,13 +22,13 @@ from chaoslab import APPS, PREFIX, Load, State, current_release, ledger, out, pl
 
 VERSION = "3.6.0"
 UNIT = "refapp-web.service"
-GAP = ("the health gate cannot see a release that fails only under load: app_deploy's gate "
-       "(plugins/module_utils/tradeops_deploy.py Deployer.restart_and_gate -> check -> "
-       "tradeops_health.evaluate) passes at the first healthy liveness+readiness probe, while deploy.yml "
-       "has the host drained at lb1 (no traffic reaches the new release during its gate); the release is "
-       "marked good before the host is put back, and nothing watches it afterwards (no soak: NRestarts, "
-       "Result=oom-kill, memory.events), so the OOM kills come after the deploy succeeded and the rollout "
-       "goes on to the next host")
+GAP = ("the deploy cannot see a release that fails only under load after its soak: the gate "
+       "(plugins/module_utils/tradeops_deploy.py Deployer.restart_and_gate -> check -> tradeops_health.evaluate) "
+       "passes at the first healthy probe of a drained host (no traffic reaches it), and the soak of 5157de0 "
+       "(app_deploy action=soak, app_soak_seconds default 20) watches it only 20 s once back at lb1; at 10 req/s "
+       "through lb1 (5 per host, 20 MiB/s kept) the release reaches MemoryMax=512M after ~25 s, after the soak "
+       "passed: marked good on every host, the rollout goes on, the OOM kills come later (last run: app1 2, "
+       "app2 1, play rc 0)")
 
 
 class GateMissedOOM(AssertionError):
