@@ -16,8 +16,9 @@ inventory's values and firewall rules), not from a hand list:
   firewall does not let in cannot connect at all;
 - /api/health/detailed refuses without its token and with a wrong one, answers with it;
 - nginx completes TLS 1.2 and 1.3 handshakes only (1.0 and 1.1 refused by the server: the client
-  allows them) and negotiates forward-secret AEAD ciphers only (every TLS 1.2 cipher tried; today
-  an expected failure: roles/nginx sets no ssl_ciphers, see test_nginx_tls_no_weak_ciphers).
+  allows them) and negotiates forward-secret AEAD ciphers only (every TLS 1.2 cipher tried; this gate
+  found nginx's default list accepting CBC and non-forward-secret ones: roles/nginx now sets
+  nginx_tls_ciphers).
 
 Secrets travel to the hosts on standard input of ``docker exec -i``, never on a command line or in
 the output. The figures go to .cache/results/security.json (scripts/results.py renders them).
@@ -332,11 +333,8 @@ def test_nginx_tls_modern_protocols_only(tls):
                                 "tls1_3": "TLSv1.3"}, tls["protocols"]
 
 
-# Finding of this gate, reported to the owner of roles/nginx (not changed here): the role sets no
-# ssl_ciphers, so nginx's default HIGH:!aNULL:!MD5 accepts CBC and non-forward-secret ciphers
-# (ECDHE-RSA-AES128-SHA, AES128-GCM-SHA256, ...). Strict: once the role is fixed this XPASSes and
-# fails, and this marker must go.
-@pytest.mark.xfail(strict=True, reason="roles/nginx sets no ssl_ciphers: nginx's default accepts weak ciphers")
+# Found by this gate: without ssl_ciphers nginx's default HIGH:!aNULL:!MD5 accepted 22 weak TLS 1.2
+# ciphers (ECDHE-RSA-AES128-SHA, AES128-GCM-SHA256, ...); roles/nginx now sets nginx_tls_ciphers.
 def test_nginx_tls_no_weak_ciphers(tls):
     assert tls["accepted"], "no TLS 1.2 cipher accepted at all"
     assert not tls["weak"], f"weak ciphers accepted: {tls['weak']}"
