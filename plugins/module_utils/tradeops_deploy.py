@@ -329,6 +329,8 @@ class Deployer:
             missing = [k for k in ("version", "wheelhouse") if not p.get(k)]
             if missing:
                 raise ReleaseError(f"action=deploy needs {' and '.join(missing)}")
+        if action == "soak" and not (p.get("soak") is not None and float(p["soak"]) > 0):
+            raise ReleaseError(f"action=soak needs soak > 0 (seconds to watch), got {p.get('soak')!r}")
         if p.get("keep") is not None and int(p["keep"]) < 1:
             raise ReleaseError(f"keep={p['keep']}: keep at least 1 release (default 5)")
 
@@ -553,9 +555,7 @@ class Deployer:
         if p.get("version") and p["version"] != version:
             raise ReleaseError(f"action=soak version={p['version']}: the current release {current} is version "
                                f"{version}; soak the version that was deployed (the deploy did not switch?)")
-        seconds = float(p.get("soak") if p.get("soak") is not None else 0)
-        if seconds <= 0:
-            raise ReleaseError(f"action=soak needs soak > 0 (seconds to watch), got {p.get('soak')!r}")
+        seconds = float(p["soak"])
         units = ", ".join(s.unit for s in self.services) or "no service"
         self.result.update(release=current, version=version, previous=None)
         if self.check_mode:
@@ -565,9 +565,8 @@ class Deployer:
         started = time.monotonic()
         failing, unit, passes, misses = "", None, 0, 0
         with self.phase("health"):
-            while not failing:
-                self.health = {}
-                http_bad = []
+            while True:
+                self.health, http_bad = {}, []
                 for service in self.services:
                     report = self.check(service, version, quick=True)
                     self.record_health(service, version, report)
@@ -576,15 +575,16 @@ class Deployer:
                         failing, unit = "; ".join(f"{c.name}: {c.detail}" for c in units_bad), service.unit
                         break
                     if report.status != HEALTHY:
-                        http_bad.append(f"{service.unit}: {report.summary()}")
-                        unit = unit or service.unit
+                        http_bad.append((service.unit, report.summary()))
                 passes += 1
                 misses = misses + 1 if http_bad else 0
                 if not failing and misses >= SOAK_PROBE_MISSES:
-                    failing = f"{misses} checks in a row failed: {' | '.join(http_bad)}"
-                if failing or time.monotonic() - started >= seconds:
+                    unit = http_bad[0][0]  # this pass's first failing unit, not an earlier pass's
+                    failing = f"{misses} checks in a row failed: {' | '.join(f'{u}: {w}' for u, w in http_bad)}"
+                elapsed = time.monotonic() - started
+                if failing or elapsed >= seconds:
                     break
-                time.sleep(min(SOAK_INTERVAL, max(seconds - (time.monotonic() - started), 0)))
+                time.sleep(min(SOAK_INTERVAL, seconds - elapsed))
         watched = time.monotonic() - started
         self.result["soak"] = {"seconds": seconds, "watched_s": round(watched, 1), "passes": passes,
                                "failing": failing or None}
