@@ -32,7 +32,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,14 @@ TAIL_LINES = 15
 # once, HTTP probes only after SOAK_PROBE_MISSES failed passes in a row (one slow answer under load is not a fault).
 SOAK_INTERVAL = 1.0
 SOAK_PROBE_MISSES = 3
+# soak, memory: each unit's MemoryCurrent over the second half of the window (the first half is the warm-up of a
+# host just put back) is fitted to a line; a release whose memory would reach the unit's MemoryMax within
+# ``soak_memory_horizon`` seconds at that rate fails the soak (a leak slower than the window, caught before the OOM
+# kill). Fewer samples than SOAK_TREND_SAMPLES, or a rise under SOAK_TREND_MIN_RISE in all, is no trend.
+SOAK_TREND_SAMPLES = 5
+SOAK_TREND_MIN_RISE = 4 * 1024 * 1024
+DEFAULT_SOAK_MEMORY_HORIZON = 300.0
+MIB = 1024 * 1024
 NOT_STARTED = "not-started"
 METRICS_STEM = "tradeops_deploy"
 METRICS = {
@@ -123,6 +131,37 @@ def deploy_metric_series(app: str, outcome: str, ended: float, duration: float) 
         for name in METRIC_OUTCOMES]
     series.append(({"app": app}, {"last_timestamp_seconds": ended, "last_duration_seconds": duration}))
     return series
+
+
+
+def memory_trend(samples: Sequence[tuple[float, int]], limit: int | None, horizon: float) -> dict[str, Any]:
+    """One unit's memory over a soak: ``samples`` are (seconds into the soak, MemoryCurrent bytes). The second half
+    of the window (from half the last sample's time on) is fitted to a line by least squares; ``failing`` says why
+    the release fails when, at that rate, memory reaches ``limit`` (MemoryMax) within ``horizon`` seconds (0: it
+    never fails). No limit, too few samples or a rise under SOAK_TREND_MIN_RISE is no trend."""
+    out: dict[str, Any] = {"start_mib": None, "end_mib": None, "max_mib": round(limit / MIB, 1) if limit else None,
+                           "mib_per_s": None, "reaches_max_in_s": None, "failing": ""}
+    if not samples:
+        return out
+    out["start_mib"], out["end_mib"] = round(samples[0][1] / MIB, 1), round(samples[-1][1] / MIB, 1)
+    tail = [(t, m) for t, m in samples if t >= samples[-1][0] / 2]
+    mean_t = sum(t for t, _ in tail) / len(tail)
+    spread = sum((t - mean_t) ** 2 for t, _ in tail)
+    if len(tail) < SOAK_TREND_SAMPLES or spread <= 0:
+        return out
+    mean_m = sum(m for _, m in tail) / len(tail)
+    slope = sum((t - mean_t) * (m - mean_m) for t, m in tail) / spread  # bytes per second
+    out["mib_per_s"] = round(slope / MIB, 2)
+    if not limit or slope <= 0 or slope * (tail[-1][0] - tail[0][0]) < SOAK_TREND_MIN_RISE:
+        return out
+    eta = max(0.0, (limit - tail[-1][1]) / slope)
+    out["reaches_max_in_s"] = round(eta)
+    if horizon > 0 and eta <= horizon:
+        out["failing"] = (f"memory grows {slope / MIB:.1f} MiB/s under traffic ({tail[0][1] / MIB:.0f} -> "
+                          f"{tail[-1][1] / MIB:.0f} MiB in the last {tail[-1][0] - tail[0][0]:.0f} s): at this rate "
+                          f"it reaches MemoryMax {limit / MIB:.0f} MiB in about {eta:.0f} s, within "
+                          f"soak_memory_horizon {horizon:g} s (a leak: the kernel would OOM-kill it)")
+    return out
 
 
 class DeployFailed(Exception):
@@ -331,6 +370,9 @@ class Deployer:
                 raise ReleaseError(f"action=deploy needs {' and '.join(missing)}")
         if action == "soak" and not (p.get("soak") is not None and float(p["soak"]) > 0):
             raise ReleaseError(f"action=soak needs soak > 0 (seconds to watch), got {p.get('soak')!r}")
+        if p.get("soak_memory_horizon") is not None and float(p["soak_memory_horizon"]) < 0:
+            raise ReleaseError(f"soak_memory_horizon={p['soak_memory_horizon']:g}: seconds ahead a memory trend "
+                               f"may reach MemoryMax (default {DEFAULT_SOAK_MEMORY_HORIZON:g}), 0 to skip the check")
         if p.get("keep") is not None and int(p["keep"]) < 1:
             raise ReleaseError(f"keep={p['keep']}: keep at least 1 release (default 5)")
 
@@ -562,14 +604,23 @@ class Deployer:
             self.result.update(outcome="soaked", msg=f"check mode: would watch {units} of {current} ({version}) for "
                                                      f"{seconds:g} s under traffic. Nothing was changed.")
             return
+        horizon = p.get("soak_memory_horizon")
+        horizon = DEFAULT_SOAK_MEMORY_HORIZON if horizon is None else float(horizon)
         started = time.monotonic()
         failing, unit, passes, misses = "", None, 0, 0
+        memory: dict[str, list[tuple[float, int]]] = {}  # unit -> (seconds into the soak, MemoryCurrent)
+        limits: dict[str, int | None] = {}  # unit -> MemoryMax
         with self.phase("health"):
             while True:
                 self.health, http_bad = {}, []
                 for service in self.services:
                     report = self.check(service, version, quick=True)
                     self.record_health(service, version, report)
+                    for c in report.checks:
+                        if c.kind == "systemd" and c.data.get("memory_current") is not None:
+                            memory.setdefault(service.unit, []).append((time.monotonic() - started,
+                                                                        c.data["memory_current"]))
+                            limits[service.unit] = c.data.get("memory_max")
                     units_bad = [c for c in report.checks if c.kind == "systemd" and c.status != HEALTHY]
                     if units_bad:
                         failing, unit = "; ".join(f"{c.name}: {c.detail}" for c in units_bad), service.unit
@@ -586,8 +637,14 @@ class Deployer:
                     break
                 time.sleep(min(SOAK_INTERVAL, seconds - elapsed))
         watched = time.monotonic() - started
+        trends = {u: memory_trend(samples, limits.get(u), horizon) for u, samples in memory.items()}
+        leaking = [(u, t["failing"]) for u, t in trends.items() if t["failing"]]
+        if leaking and not failing:
+            unit, failing = leaking[0][0], "; ".join(f"{u}: {why}" for u, why in leaking)
         self.result["soak"] = {"seconds": seconds, "watched_s": round(watched, 1), "passes": passes,
-                               "failing": failing or None}
+                               "failing": failing or None, "memory_horizon_s": horizon,
+                               "memory": {u: {k: v for k, v in t.items() if k != "failing"}
+                                          for u, t in trends.items()}}
         if not failing:
             self.result.update(outcome="soaked", msg=f"{current} ({version}) stayed healthy under traffic for "
                                                      f"{watched:.0f} s ({passes} checks of {units})")

@@ -53,7 +53,7 @@ REDIS_PING = b"*1\r\n$4\r\nPING\r\n"
 REDIS_ANSWERING = ("-NOAUTH", "-WRONGPASS", "-NOPERM", "-DENIED", "-ERR")
 # A Redis that answers with one of these is up but not ready to serve.
 REDIS_NOT_READY = ("-LOADING", "-BUSY", "-MASTERDOWN", "-MISCONF", "-TRYAGAIN")
-UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "NRestarts", "Result")
+UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "NRestarts", "Result", "MemoryCurrent", "MemoryMax")
 UNIT_OK_SUBSTATES = {"running", "exited", "listening", "waiting", "mounted", "plugged", "active", "elapsed"}
 
 
@@ -347,6 +347,16 @@ def parse_systemctl_show(text: str) -> list[dict[str, str]]:
     return blocks
 
 
+def memory_bytes(value: str | None) -> int | None:
+    """A systemd memory property in bytes: None for "[not set]" (no memory accounting), "infinity" (no limit),
+    systemd's UINT64_MAX spelling of either, or nothing."""
+    try:
+        number = int(value or "")
+    except ValueError:
+        return None
+    return number if 0 <= number < 2**64 - 1 else None
+
+
 def unit_status(unit: str, props: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
     """Health of one unit from its properties: active and running (or exited for oneshot
     units) is healthy, automatic restarts since its start make it degraded, anything else
@@ -356,7 +366,9 @@ def unit_status(unit: str, props: dict[str, str]) -> tuple[str, str, dict[str, A
         restarts = int(props.get("NRestarts", "0") or 0)
     except ValueError:
         restarts = 0
-    data = {"load_state": load, "active_state": active, "sub_state": sub, "restarts": restarts}
+    data = {"load_state": load, "active_state": active, "sub_state": sub, "restarts": restarts,
+            "memory_current": memory_bytes(props.get("MemoryCurrent")),
+            "memory_max": memory_bytes(props.get("MemoryMax"))}
     if load == "not-found":
         return UNHEALTHY, f"{unit} not found (LoadState=not-found)", data
     state = f"{active}/{sub}"

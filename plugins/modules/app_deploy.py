@@ -239,6 +239,16 @@ options:
       - C(soak), seconds to watch the current release (one pass of every service's checks each second).
       - Required (> 0) with C(soak); ignored by the other actions.
     type: float
+  soak_memory_horizon:
+    description:
+      - C(soak), seconds ahead: each unit's C(MemoryCurrent) over the second half of the soak is fitted to a line,
+        and a release whose memory would reach the unit's C(MemoryMax) within this time at that rate fails the soak
+        (a leak slower than the soak itself, caught before the kernel's OOM kill).
+      - Units without C(MemoryMax) are not judged, nor a rise under 4 MiB in all. 0 skips the check.
+      - C(MemoryCurrent) counts the unit's page cache too: a service that fills its cache up to C(MemoryMax) by
+        design needs 0 here.
+    type: float
+    default: 300
   metrics_dir:
     description:
       - node_exporter's textfile collector directory. A C(deploy), C(rollback) or C(soak) that changes anything
@@ -440,7 +450,14 @@ soak:
   description: C(soak), how long the release was watched and what failed (null when nothing did).
   returned: after a soak ran
   type: dict
-  sample: {seconds: 20, watched_s: 20.1, passes: 18, failing: null}
+  sample:
+    seconds: 20
+    watched_s: 20.1
+    passes: 18
+    failing: null
+    memory_horizon_s: 300
+    memory:
+      refapp-web.service: {start_mib: 41.2, end_mib: 41.9, max_mib: 512.0, mib_per_s: 0.01, reaches_max_in_s: null}
 msg:
   description: What happened, in one sentence (on failure, the failing checks and what serves now).
   returned: always
@@ -490,6 +507,7 @@ def argument_spec() -> dict:
         delay=dict(type="float", default=0.5),
         max_delay=dict(type="float", default=2.0),
         soak=dict(type="float"),
+        soak_memory_horizon=dict(type="float", default=300.0),
         metrics_dir=dict(type="path"),
         metrics_app=dict(type="str"),
         **lock_argument_spec(),

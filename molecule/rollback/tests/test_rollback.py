@@ -47,7 +47,7 @@ def wheels(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheels")
     built = {}
     for version, fault in [("2.0.0", "unready"), ("2.1.0", "crash"), ("2.2.0", "hang"), ("2.3.0", "leak"),
-                           ("3.0.0", None), ("3.1.0", None), ("3.2.0", None)]:
+                           ("2.4.0", "leak"), ("3.0.0", None), ("3.1.0", None), ("3.2.0", None)]:
         args = [sys.executable, str(PROJECT / "scripts" / "build_refapp.py"), "--version", version, "--out", str(out)]
         if fault:
             args += ["--fault", fault]
@@ -122,6 +122,34 @@ def test_release_over_memory_max_under_traffic_is_rolled_back_by_the_soak(wheels
     assert "status=9/KILL" in memory or "oom" in memory.lower(), "the release was not killed at MemoryMax"
     assert served_version(h["app2"]) == "1.0.0"
     assert not [r for r in releases(h["app2"]) if r.startswith("2.3.0-")]
+
+
+# One request a second to the same route: 4 MiB/s, so the release would reach MemoryMax (512M) about two
+# minutes after it starts, long after a 20 s soak ends.
+SLOW_TRAFFIC = TRAFFIC.replace("time.time() + 120", "time.time() + 180").replace("time.sleep(0.05)", "time.sleep(1)")
+
+
+def test_a_leak_slower_than_the_soak_is_caught_by_its_memory_trend_before_the_oom_kill(wheels):
+    """The default soak (20 s, app_soak_memory_horizon 300 s) under 1 request/s: no OOM kill within the soak,
+    but MemoryCurrent's trend over its second half reaches MemoryMax within the horizon. Marked bad, rolled
+    back before the kernel killed anything, the rollout stopped at app1."""
+    h = hosts()
+    since = h["app1"].check_output("date +%s")
+    h["app1"].run(f"python3 -c {shlex.quote(SLOW_TRAFFIC)} >/dev/null 2>&1 & echo started")
+    try:
+        proc = playbook("deploy.yml", "app_version=2.4.0", f"app_source={wheels['2.4.0']}", GATE)
+    finally:
+        h["app1"].run("pkill -f 'api/versio[n]' || true")
+    assert proc.returncode != 0, "a release leaking toward MemoryMax must fail the deploy"
+    assert "memory grows" in proc.text and "reaches MemoryMax 512 MiB in about" in proc.text, proc.text[-3000:]
+    assert "Rolled back to 1.0.0-" in proc.text and served_version(h["app1"]) == "1.0.0"
+    bad = [e for e in ledger(h["app1"]) if e["action"] == "mark" and e["version"] == "2.4.0"]
+    assert [e["outcome"] for e in bad] == ["good", "bad"], bad
+    assert "refapp-web.service: memory grows" in bad[-1]["reason"]
+    journal = h["app1"].check_output(f"journalctl -u refapp-web.service --no-pager -o cat --since @{since}")
+    assert "status=9/KILL" not in journal and "oom" not in journal.lower(), "caught before the OOM kill"
+    assert served_version(h["app2"]) == "1.0.0"
+    assert not [r for r in releases(h["app2"]) if r.startswith("2.4.0-")]
 
 
 def test_good_release_reaches_every_host(wheels):

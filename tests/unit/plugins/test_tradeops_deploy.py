@@ -14,18 +14,21 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ansible.module_utils.tradeops_deploy as deploy_module
 import app_deploy
 import pytest
 import yaml
 from ansible.module_utils.tradeops_deploy import (
+    MIB,
     PHASES,
     CommandResult,
     Systemd,
     deploy_metric_series,
+    memory_trend,
     metric_outcome,
     run_deploy,
 )
@@ -103,6 +106,10 @@ class FakeSystemd(Systemd):
         self.runs: list[dict[str, Any]] = []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, int] = {}  # NRestarts: systemd's own restarts (Restart=on-failure)
+        # MemoryCurrent of a running unit in bytes, as a function of the time (a flat 20 MiB unless set), and
+        # MemoryMax (512M, the app role's default)
+        self.memory: dict[str, Callable[[], int]] = {}
+        self.memory_max = 512 * MIB
 
     def call(self, argv: list[str], timeout: float) -> CommandResult:
         self.calls.append(list(argv))
@@ -159,8 +166,9 @@ class FakeSystemd(Systemd):
             state = ("inactive", "dead", "success")
         active, sub, result = state
         restarts = self.restarts.get(unit, 0)
+        memory = self.memory.get(unit, lambda: 20 * MIB)() if active == "active" else "[not set]"
         return (f"Id={unit}\nLoadState=loaded\nActiveState={active}\nSubState={sub}\nNRestarts={restarts}\n"
-                f"Result={result}\n")
+                f"Result={result}\nMemoryCurrent={memory}\nMemoryMax={self.memory_max}\n")
 
     def restart_on_failure(self, unit: str) -> None:
         """What systemd does when the unit's main process is killed (an OOM kill) and Restart= applies."""
@@ -569,6 +577,82 @@ def test_a_unit_that_stops_during_the_soak_fails_it(make_app):
     assert "unit:tiny-api.service" in result["msg"] and "inactive/dead" in result["msg"]
 
 
+def leak(rate_mib_s: float, base_mib: float = 30) -> Callable[[], int]:
+    """MemoryCurrent of a unit that keeps ``rate_mib_s`` more every second from now on."""
+    t0 = time.monotonic()
+    return lambda: int((base_mib + rate_mib_s * (time.monotonic() - t0)) * MIB)
+
+
+@pytest.fixture
+def fast_soak(monkeypatch):
+    """A pass of the soak's checks every 0.1 s (1 s in production; the probes take about 0.3 s here): a 4 s soak
+    has enough samples in its second half for a trend."""
+    monkeypatch.setattr(deploy_module, "SOAK_INTERVAL", 0.1)
+
+
+def test_a_release_whose_memory_would_reach_memory_max_within_the_horizon_fails_the_soak(make_app, fast_soak):
+    """A leak too slow to be OOM-killed within the soak: 40 MiB/s from 30 MiB reaches 512 MiB about 12 s in,
+    after a 4 s soak; the trend of the window's second half says so, and the release is rolled back."""
+    app = make_app()
+    one = ok(app.deploy("1.0"))["release"]
+    two = ok(app.deploy("2.0"))["release"]
+    app.systemd.memory["tiny-web.service"] = leak(40)
+    result = app.run(action="soak", version="2.0", soak=4)
+    assert result["failed"] and result["outcome"] == "rolled-back", result["msg"]
+    assert result["rolled_back_to"] == one and app.status(two) == "bad" and app.status(one) == "good"
+    assert result["soak"]["watched_s"] >= 4, "the trend is judged at the end of the window"
+    assert "tiny-web.service: memory grows 40.0 MiB/s" in result["msg"], result["msg"]
+    assert "reaches MemoryMax 512 MiB in about" in result["msg"] and "soak_memory_horizon 300 s" in result["msg"]
+    web = result["soak"]["memory"]["tiny-web.service"]
+    assert web["mib_per_s"] == pytest.approx(40, rel=0.05) and 0 < web["reaches_max_in_s"] < 13
+    assert result["soak"]["memory"]["tiny-api.service"]["mib_per_s"] == 0  # the flat one
+    assert "memory grows" in app.ledger()[-3]["reason"]
+    assert {u: app.ready(u)["version"] for u in app.units} == dict.fromkeys(app.units, "1.0")
+
+
+def test_the_memory_trend_passes_a_flat_release_and_judges_a_slow_leak_by_the_horizon(make_app, fast_soak):
+    app = make_app()
+    ok(app.deploy("1.0"))
+    flat = ok(app.run(action="soak", version="1.0", soak=4))
+    assert flat["outcome"] == "soaked" and flat["soak"]["memory"]["tiny-web.service"]["mib_per_s"] == 0, flat["soak"]
+    app.systemd.memory["tiny-web.service"] = leak(4)  # 4 MiB/s from 30 MiB: MemoryMax in about 2 minutes
+    passed = ok(app.run(action="soak", version="1.0", soak=4, soak_memory_horizon=60))
+    web = passed["soak"]["memory"]["tiny-web.service"]
+    assert passed["outcome"] == "soaked" and 95 < web["reaches_max_in_s"] < 125, web
+    off = ok(app.run(action="soak", version="1.0", soak=2, soak_memory_horizon=0))
+    assert off["outcome"] == "soaked", "0: no memory check"
+    failed = app.run(action="soak", version="1.0", soak=4, soak_memory_horizon=600)
+    assert failed["failed"] and "memory grows 4.0 MiB/s" in failed["msg"], failed["msg"]
+
+
+@pytest.mark.parametrize(("samples", "limit", "horizon", "expect"), [
+    # steady leak, 2 MiB/s from 100 MiB, limit 512 MiB: 140 MiB after 20 s, about 186 s left
+    ([(t, (100 + 2 * t) * MIB) for t in range(21)], 512 * MIB, 300, "reaches MemoryMax 512 MiB in about 186 s"),
+    ([(t, (100 + 2 * t) * MIB) for t in range(21)], 512 * MIB, 120, ""),  # beyond a 120 s horizon
+    ([(t, (100 + 2 * t) * MIB) for t in range(21)], 512 * MIB, 0, ""),  # 0: no memory check
+    ([(t, (100 + 2 * t) * MIB) for t in range(21)], None, 300, ""),  # no MemoryMax: nothing to reach
+    # already at the limit and still growing: no time left
+    ([(t, (480 + 2 * t) * MIB) for t in range(21)], 512 * MIB, 300, "in about 0 s"),
+    # warm-up in the first half, flat in the second: not a leak
+    ([(t, min(t, 10) * 20 * MIB) for t in range(21)], 512 * MIB, 300, ""),
+    # 3 MiB in all over the second half (under SOAK_TREND_MIN_RISE): noise, not a leak
+    ([(t, 400 * MIB + t * 300 * 1024) for t in range(21)], 512 * MIB, 300, ""),
+    ([(t, (100 + 20 * t) * MIB) for t in range(6)], 512 * MIB, 300, ""),  # 3 samples in the second half: too few
+    ([], 512 * MIB, 300, ""),
+])  # fmt: skip
+def test_memory_trend(samples, limit, horizon, expect):
+    trend = memory_trend(samples, limit, horizon)
+    assert (expect in trend["failing"]) if expect else trend["failing"] == "", trend
+
+
+def test_memory_trend_reports_the_rate_and_the_time_left():
+    samples = [(float(t), (100 + 4 * t) * MIB) for t in range(21)]  # 4 MiB/s, 180 MiB at 20 s
+    trend = memory_trend(samples, 512 * MIB, 300)
+    assert trend["mib_per_s"] == 4.0 and trend["reaches_max_in_s"] == 83 and trend["end_mib"] == 180.0
+    assert "memory grows 4.0 MiB/s under traffic (140 -> 180 MiB in the last 10 s)" in trend["failing"]
+    assert trend["start_mib"] == 100.0 and trend["max_mib"] == 512.0
+
+
 def test_soak_refuses_bad_input_before_watching(make_app):
     app = make_app()
     assert "nothing is current" in app.run(action="soak", soak=5)["msg"]
@@ -577,6 +661,8 @@ def test_soak_refuses_bad_input_before_watching(make_app):
     wrong = app.run(action="soak", version="2.0", soak=5)
     assert wrong["failed"] and "current release" in wrong["msg"] and "is version 1.0" in wrong["msg"]
     assert "soak > 0" in app.run(action="soak", version="1.0", soak=0)["msg"]
+    negative = app.run(action="soak", version="1.0", soak=5, soak_memory_horizon=-1)["msg"]
+    assert "soak_memory_horizon=-1" in negative and "0 to skip" in negative
     check = app.run(check_mode=True, action="soak", version="1.0", soak=600)
     assert check["outcome"] == "soaked" and "would watch" in check["msg"] and check["changed"] is False
     assert app.ledger() == ledger and not app.lock_file().exists()

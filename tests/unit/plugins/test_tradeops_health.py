@@ -342,11 +342,14 @@ def test_real_postgresql_answers_the_sslrequest_and_logs_nothing(postgres_tls):
 
 # -- systemd -----------------------------------------------------------------------------
 
-# `systemctl show --property=Id,LoadState,ActiveState,SubState,NRestarts,Result -- ...` on
-# Debian 12 (systemd 252): one block per unit, in the order asked.
+# `systemctl show --property=Id,LoadState,ActiveState,SubState,NRestarts,Result,MemoryCurrent,MemoryMax -- ...`
+# on Debian 12 (systemd 252): one block per unit, in the order asked (refapp's memory as the lab's
+# refapp-web.service printed it, MemoryMax=512M; the others cut to the properties a test reads).
 SYSTEMCTL_SAMPLE = """\
 NRestarts=0
 Result=success
+MemoryCurrent=14336000
+MemoryMax=536870912
 Id=refapp.service
 LoadState=loaded
 ActiveState=active
@@ -354,6 +357,8 @@ SubState=running
 
 NRestarts=3
 Result=success
+MemoryCurrent=[not set]
+MemoryMax=infinity
 Id=screener.service
 LoadState=loaded
 ActiveState=active
@@ -392,8 +397,9 @@ SubState=start
 def test_parse_systemctl_show():
     blocks = th.parse_systemctl_show(SYSTEMCTL_SAMPLE)
     assert len(blocks) == 6
-    assert blocks[0] == {"NRestarts": "0", "Result": "success", "Id": "refapp.service", "LoadState": "loaded",
-                         "ActiveState": "active", "SubState": "running"}  # fmt: skip
+    assert blocks[0] == {"NRestarts": "0", "Result": "success", "MemoryCurrent": "14336000", "MemoryMax": "536870912",
+                         "Id": "refapp.service", "LoadState": "loaded", "ActiveState": "active",
+                         "SubState": "running"}  # fmt: skip
     assert blocks[3]["LoadState"] == "not-found"
     assert th.parse_systemctl_show("") == []
 
@@ -412,6 +418,15 @@ def test_unit_status(index, status, detail):
     assert got == status and detail in text and data["active_state"] == props["ActiveState"]
 
 
+def test_unit_memory_in_bytes_or_none():
+    blocks = th.parse_systemctl_show(SYSTEMCTL_SAMPLE)
+    data = [th.unit_status(b["Id"], b)[2] for b in blocks[:3]]
+    assert (data[0]["memory_current"], data[0]["memory_max"]) == (14336000, 512 * 1024 * 1024)
+    assert (data[1]["memory_current"], data[1]["memory_max"]) == (None, None)  # [not set], infinity
+    assert (data[2]["memory_current"], data[2]["memory_max"]) == (None, None)  # not shown at all
+    assert th.memory_bytes(str(2**64 - 1)) is None and th.memory_bytes("0") == 0 and th.memory_bytes("-1") is None
+
+
 def test_check_units_runs_one_systemctl_show_for_all_units():
     calls = []
 
@@ -422,8 +437,8 @@ def test_check_units_runs_one_systemctl_show_for_all_units():
     units = ["refapp.service", "screener.service", "engine.service", "nothere.service", "migrate.service",
              "worker.service"]  # fmt: skip
     results = th.check_units(units, runner=runner)
-    assert len(calls) == 1 and calls[0][:3] == ["systemctl", "show", "--property=Id,LoadState,ActiveState,"
-                                                                       "SubState,NRestarts,Result"]  # fmt: skip
+    properties = "--property=Id,LoadState,ActiveState,SubState,NRestarts,Result,MemoryCurrent,MemoryMax"
+    assert len(calls) == 1 and calls[0][:3] == ["systemctl", "show", properties]
     assert calls[0][-6:] == units
     assert [r.status for r in results] == [HEALTHY, DEGRADED, UNHEALTHY, UNHEALTHY, HEALTHY, UNHEALTHY]
     assert [r.name for r in results] == [f"unit:{u}" for u in units]
