@@ -99,12 +99,22 @@ ensure_servers() {
   fi
   [ "$(id -u)" = 0 ] && [ -r /etc/debian_version ] || \
     die "unit tests need PostgreSQL, Redis and systemd-analyze binaries: apt-get install postgresql redis-server systemd (as root), then re-run."
-  say "installing postgresql and redis-server from Debian (binaries for the unit tests)"
+  # Only what is missing: a machine with another vendor's node (NodeSource's nodejs bundles npm
+  # and conflicts with Debian's npm package) keeps it.
+  local pkgs=()
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || pkgs+=(postgresql)
+  command -v redis-server >/dev/null || pkgs+=(redis-server)
+  command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+  command -v promtool >/dev/null || pkgs+=(prometheus)
+  command -v node >/dev/null || pkgs+=(nodejs)
+  command -v npm >/dev/null || pkgs+=(npm node-gyp)
+  command -v g++ >/dev/null || pkgs+=(g++)
+  command -v make >/dev/null || pkgs+=(make)
+  say "installing ${pkgs[*]} from Debian (binaries for the unit tests)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends postgresql redis-server systemd prometheus \
-    nodejs npm node-gyp g++ make >&2 \
-    || die "apt-get install postgresql redis-server failed: see the lines above."
+  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2 \
+    || die "apt-get install ${pkgs[*]} failed: see the lines above."
 }
 
 # --- Docker -----------------------------------------------------------------

@@ -241,11 +241,11 @@ options:
     type: float
   soak_memory_horizon:
     description:
-      - C(soak), seconds ahead: each unit's C(MemoryCurrent) over the second half of the soak is fitted to a line,
+      - C(soak), seconds ahead. Each unit's C(MemoryCurrent) over the second half of the soak is fitted to a line,
         and a release whose memory would reach the unit's C(MemoryMax) within this time at that rate fails the soak
         (a leak slower than the soak itself, caught before the kernel's OOM kill).
       - Units without C(MemoryMax) are not judged, nor a rise under 4 MiB in all. 0 skips the check.
-      - C(MemoryCurrent) counts the unit's page cache too: a service that fills its cache up to C(MemoryMax) by
+      - C(MemoryCurrent) counts the unit's page cache too, so a service that fills its cache up to C(MemoryMax) by
         design needs 0 here.
     type: float
     default: 300

@@ -52,6 +52,16 @@ def settings_for(hosts: int) -> dict[str, tuple[dict[str, str], list[str]]]:
     return out
 
 
+def failure_reason(text: str) -> str:
+    """The line of a failed ansible-playbook run that says why: its first fatal/ERROR line and what follows it on
+    the same task, else its last non-empty line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.startswith(("fatal:", "ERROR!", "[ERROR]")) or "UNREACHABLE!" in line:
+            return " ".join(lines[index:index + 4])[:400]
+    return lines[-1][:400] if lines else "(no output)"
+
+
 def loaded(func, *args):
     """(seconds, the machine's 1-minute load when the run started) of one timed run."""
     load = os.getloadavg()[0]
@@ -115,7 +125,7 @@ def main() -> int:
                         try:
                             secs, load = loaded(playbook, inv, {**env, **extra}, "playbooks/site.yml", *extra_args)
                         except StepFailed as exc:  # a setting that does not work here is reported, not timed
-                            failed[name] = str(exc).splitlines()[-1][:200]
+                            failed[name] = failure_reason(str(exc))
                             print(f"    {name}: FAILED, not compared: {failed[name]}", flush=True)
                             continue
                         settings.setdefault(name, []).append(secs)
