@@ -610,11 +610,11 @@ def test_a_release_whose_memory_would_reach_memory_max_within_the_horizon_fails_
     assert {u: app.ready(u)["version"] for u in app.units} == dict.fromkeys(app.units, "1.0")
 
 
-def test_the_memory_trend_passes_a_flat_release_and_judges_a_slow_leak_by_the_horizon(make_app, fast_soak):
+def test_the_memory_trend_judges_a_slow_leak_by_the_horizon(make_app, fast_soak):
+    """4 MiB/s reaches MemoryMax in about 110 s: inside a 600 s horizon it fails, beyond a 60 s one it passes,
+    0 does not judge. (A flat unit: tiny-api in the test above, 0 MiB/s.)"""
     app = make_app()
     ok(app.deploy("1.0"))
-    flat = ok(app.run(action="soak", version="1.0", soak=8))
-    assert flat["outcome"] == "soaked" and flat["soak"]["memory"]["tiny-web.service"]["mib_per_s"] == 0, flat["soak"]
     app.systemd.memory["tiny-web.service"] = leak(4)  # 4 MiB/s from 30 MiB: MemoryMax in about 2 minutes
     passed = ok(app.run(action="soak", version="1.0", soak=8, soak_memory_horizon=60))
     web = passed["soak"]["memory"]["tiny-web.service"]

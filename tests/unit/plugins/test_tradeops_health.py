@@ -77,11 +77,11 @@ def test_http_unexpected_status_and_accepted_list(http_server):
 
 
 def test_http_timeout_and_refused(http_server):
-    slow = http_server.route("/slow", delay=1.0)
+    slow = http_server.route("/slow", delay=5.0)
     started = time.monotonic()
     result = th.check_http(slow, timeout=0.2)
     assert result.status == UNHEALTHY and "timed out" in result.detail
-    assert time.monotonic() - started < 0.8
+    assert time.monotonic() - started < 2.5, "the 0.2 s timeout, not the 5 s answer (room for a loaded machine)"
     refused = th.check_http(f"http://127.0.0.1:{free_port()}/")
     assert refused.status == UNHEALTHY and "connection refused" in refused.detail
 
@@ -130,13 +130,13 @@ def test_retries_until_a_server_comes_up_within_the_deadline():
         timer.join()
         for server in servers:
             server.stop()
-    assert report.status == HEALTHY and report.attempts > 1 and 0.4 < report.elapsed < 2.5
+    assert report.status == HEALTHY and report.attempts > 1 and 0.4 < report.elapsed < 4
 
 
 def test_stops_at_the_first_healthy_attempt(http_server):
     spec = HealthSpec(http=[{"url": http_server.route("/health")}])
-    report = evaluate(spec, retries=10, delay=1, deadline=30)
-    assert report.status == HEALTHY and report.attempts == 1 and report.elapsed < 0.5
+    report = evaluate(spec, retries=10, delay=5, deadline=30)
+    assert report.status == HEALTHY and report.attempts == 1 and report.elapsed < 2.5, "no 5 s pause"
 
 
 def test_the_deadline_bounds_retries_and_timeouts():
@@ -144,7 +144,7 @@ def test_the_deadline_bounds_retries_and_timeouts():
     started = time.monotonic()
     report = evaluate(spec, retries=1000, delay=0.1, max_delay=0.4, deadline=0.8)
     elapsed = time.monotonic() - started
-    assert report.status == UNHEALTHY and 2 <= report.attempts <= 8 and 0.7 <= elapsed < 1.3
+    assert report.status == UNHEALTHY and 2 <= report.attempts <= 8 and 0.7 <= elapsed < 2.5  # 400 s of retries unbounded
     assert report.failing[0].name.startswith("tcp:127.0.0.1:")
     assert "connection refused" in report.summary()
 

@@ -108,7 +108,7 @@ def test_second_create_with_same_dependencies_reuses_the_layer(fresh_store, whee
     assert second["changed"] and second["deps_reused"] is True
     assert second["deps_sha256"] == first["deps_sha256"] and os.stat(layer).st_ino == layer_inode
     assert os.listdir(os.path.join(store.path, "deps")) == [first["deps_sha256"]]
-    assert second["timings"]["deps_s"] < 0.05 < first["timings"]["deps_s"]
+    assert second["timings"]["deps_s"] * 10 < first["timings"]["deps_s"], "no install: a tenth of the first"
     assert second["timings"]["total_s"] < first["timings"]["total_s"]
     assert run_in_release(store, second["release"], "tinyapp") == "tinyapp 1.1 tinydep 1.0"
     record_property("create_without_reuse_s", first["timings"]["total_s"])

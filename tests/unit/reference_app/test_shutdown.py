@@ -59,6 +59,9 @@ def test_sigint_with_nothing_in_flight_exits_at_once(start_app):
     """Nothing in flight: it exits without waiting out its grace period (60 s here; the bound
     below is far under it, so a slow or busy machine does not fail the test)."""
     app = start_app(env={"APP_SHUTDOWN_GRACE": "60"})
+    # start_app's readiness probe is a TCP connection the server counts until its handler thread
+    # ends; on a loaded machine that can be after the probe returns. Let it end first.
+    time.sleep(1.0)
     start = time.monotonic()
     app.signal(signal.SIGINT)
     assert app.wait(timeout=30) == 0
