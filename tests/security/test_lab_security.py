@@ -1,5 +1,6 @@
-"""Security gate over every host of a molecule scenario (testinfra; run by the verify step of
-molecule/monitoring, whose hosts mon1, app1, db1, lb1 are one of each kind).
+"""Security gate over every host of a molecule scenario (testinfra; run by the verify steps of
+molecule/monitoring, hosts mon1, app1, db1, lb1, and molecule/cluster, hosts lb1, app1, app2, db1:
+every host of the lab, each of them once with its full set of neighbours).
 
 What a host must look like comes from what the project declares (tests/security/labsec.py,
 tests/security/declared.yml: the roles each host runs, their argument specs and defaults, the
@@ -49,7 +50,10 @@ PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", HERE.parents[1]))
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 RUNNER = AnsibleRunner(INVENTORY)
 HOSTS = sorted(RUNNER.get_hosts("all"))
-RESULTS = PROJECT / ".cache" / "results" / "security.json"
+# Each app host is checked from its own side (a missing one fails the check, not skipped).
+APPS = sorted(RUNNER.get_hosts("app")) or ["(no app host in the inventory)"]
+SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "lab")
+RESULTS = PROJECT / ".cache" / "results" / f"security-{SCENARIO}.json"
 # Where secrets may land on a host: configuration, applications, state, backups, scratch space.
 SCAN_ROOTS = ["/etc", "/opt", "/srv", "/var/lib", "/var/backups", "/var/tmp", "/var/log", "/tmp", "/root",
               "/home", "/usr/local", "/run"]
@@ -122,8 +126,8 @@ def results():
     if FIGURES:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({
-            "title": "Lab security gate (testinfra over every host of the monitoring scenario)",
-            "command": "molecule test -s monitoring  (verify: tests/security/test_lab_security.py)",
+            "title": f"Lab security gate (testinfra over every host of the {SCENARIO} scenario)",
+            "command": f"molecule test -s {SCENARIO}  (verify: tests/security/test_lab_security.py)",
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
             "figures": FIGURES}, indent=2) + "\n")
 
@@ -223,20 +227,26 @@ print(json.dumps(out))
 '''
 
 
-def app_credentials(declared) -> tuple[str, Secretive]:
-    """An app host and the data tier credentials its app uses (app_secret_env's URLs)."""
+def app_hosts(declared) -> list[str]:
     apps = [h for h in HOSTS if "app" in declared[h]["groups"]]
     assert apps, "the scenario has no app host"
-    env = declared[apps[0]]["values"]["app_secret_env"]
+    return apps
+
+
+def app_credentials(declared, app: str) -> Secretive:
+    """The data tier credentials the app of this host uses (app_secret_env's URLs)."""
+    env = declared[app]["values"]["app_secret_env"]
     pgu, redu = urllib.parse.urlsplit(env["APP_DATABASE_URL"]), urllib.parse.urlsplit(env["APP_REDIS_URL"])
-    return apps[0], Secretive(pg_host=pgu.hostname, pg_port=pgu.port or 5432, pg_user=pgu.username,
-                              pg_password=urllib.parse.unquote(pgu.password or ""), pg_db=pgu.path.lstrip("/"),
-                              redis_host=redu.hostname, redis_port=redu.port or 6379, redis_user=redu.username,
-                              redis_password=urllib.parse.unquote(redu.password or ""))
+    return Secretive(pg_host=pgu.hostname, pg_port=pgu.port or 5432, pg_user=pgu.username,
+                     pg_password=urllib.parse.unquote(pgu.password or ""), pg_db=pgu.path.lstrip("/"),
+                     redis_host=redu.hostname, redis_port=redu.port or 6379, redis_user=redu.username,
+                     redis_password=urllib.parse.unquote(redu.password or ""))
 
 
-def test_data_tier_refuses_wrong_credentials_from_another_host(declared):
-    app, creds = app_credentials(declared)
+@pytest.mark.parametrize("app", APPS)
+def test_data_tier_refuses_wrong_credentials_from_another_host(declared, app):
+    assert app in app_hosts(declared), f"{app} is not in the app group"
+    creds = app_credentials(declared, app)
     python = host_of(app).check_output("readlink -f /opt/refapp/current") + "/venv/bin/python"
     got = python_on(app, AUTH_CHECK, creds, python)
     print(f"from {app} to {creds['pg_host']}: {json.dumps(got, indent=1)}")
@@ -272,11 +282,14 @@ print(json.dumps(out))
 '''
 
 
-def test_detailed_health_needs_its_token(declared):
-    app, _ = app_credentials(declared)
+@pytest.mark.parametrize("app", APPS)
+def test_detailed_health_needs_its_token(declared, app):
+    assert app in app_hosts(declared), f"{app} is not in the app group"
     token = declared[app]["values"]["app_secret_env"]["APP_HEALTH_TOKEN"]
     port = next(s["port"] for s in declared[app]["values"]["app_services"] if s.get("port"))
-    prober = next(h for h in HOSTS if "monitoring" in declared[h]["groups"])  # the firewall lets it in
+    # A host the firewall lets in: the monitoring host (it scrapes the app), else the load balancer.
+    prober = next((h for h in HOSTS if "monitoring" in declared[h]["groups"]), None) or next(
+        h for h in HOSTS if "lb" in declared[h]["groups"])
     got = python_on(prober, HEALTH, Secretive(url=f"http://{app}:{port}/api/health/detailed", token=token))
     print({case: r["status"] for case, r in got.items()})
     FIGURES[f"detailed health, {prober} to {app}"] = {case: r["status"] for case, r in got.items()}

@@ -303,11 +303,11 @@ def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_failed_deploy_publishes_rolled_back_and_fires_deploy_failed(hosts, tmp_path):
-    """prepare deployed 1.0.0 (success); a release that crashes on start fails its gate and is rolled
+    """converge deployed 1.0.0 (success); a release that crashes on start fails its gate and is rolled
     back: app1's textfile metric says rolled_back, Prometheus scrapes it and DeployFailed fires."""
     mon, app = hosts["mon1"], hosts["app1"]
     series = 'tradeops_deploy_last_outcome{instance="app1",app="refapp"}'
-    before = wait_for("the deploy metric of prepare's deploy", lambda: query(mon, series) or None, 30)
+    before = wait_for("the deploy metric of converge's deploy", lambda: query(mon, series) or None, 30)
     assert {k.split("outcome=")[1].split(",")[0]: v for k, v in before.items()} == {
         "success": 1.0, "failed": 0.0, "rolled_back": 0.0}
     assert not [a for a in get_json(mon, "http://127.0.0.1:9090/api/v1/alerts")["data"]["alerts"]
