@@ -131,3 +131,27 @@ def test_secrets_are_not_in_the_failure(preflights):
     failed, messages, _ = preflights["secrets"]
     assert failed and messages
     assert not any(SECRET in m for m in messages), messages
+
+
+LISTEN = {"listen-default": ({}, False), "listen-loopback": ({"monitoring_listen_address": "127.0.0.1"}, False),
+          "listen-ipv6": ({"monitoring_listen_address": "[::1]"}, False),
+          "listen-with-port": ({"monitoring_listen_address": "127.0.0.1:9100"}, True),
+          "listen-bare-ipv6": ({"monitoring_listen_address": "::1"}, True),
+          "listen-name": ({"monitoring_listen_address": "localhost"}, True)}
+
+
+@pytest.fixture(scope="module")
+def monitoring_preflights(tmp_path_factory):
+    cases = {name: extra for name, (extra, _) in LISTEN.items()}
+    return run_preflights(tmp_path_factory.mktemp("monitoring-preflight"), "monitoring", cases)
+
+
+@pytest.mark.parametrize("case", LISTEN)
+def test_monitoring_listen_address(monitoring_preflights, case):
+    """Role monitoring: the exporters' listen address is empty, an IPv4 address or a bracketed IPv6 one;
+    anything else fails naming the variable and the value."""
+    failed, messages, _ = monitoring_preflights[case]
+    assert failed == LISTEN[case][1], messages
+    if failed:
+        assert "monitoring_listen_address" in messages[0], messages
+        assert LISTEN[case][0]["monitoring_listen_address"] in messages[0], messages
