@@ -20,10 +20,9 @@ else
 fi
 [ ${#scenarios[@]} -gt 0 ] || { echo "run_molecule: no molecule scenario found" >&2; exit 1; }
 # Longest first: the times of the previous run here when known, else these (s, CI machine), else 300.
-# (Clean-clone CI run of b5ce28c, 2 at a time, scaled by the run of monitoring, cluster and backup
-# with one site.yml run fewer each: 1627/1358/758 s beside a chaos suite.)
-declare -A ESTIMATE=([monitoring]=1300 [cluster]=1000 [backup]=650 [edge]=570 [rollback]=560 [maintenance]=230
-                     [schedule]=230 [datatier]=180 [deploy]=280 [multiservice]=130 [default]=70)
+# (Clean-clone CI run of d3967d6, 2 at a time: 3138 s of molecule, 3584 s in all.)
+declare -A ESTIMATE=([monitoring]=1140 [cluster]=1000 [edge]=810 [rollback]=790 [backup]=770 [maintenance]=320
+                     [schedule]=370 [datatier]=280 [deploy]=370 [multiservice]=220 [default]=110)
 order=$(for s in "${scenarios[@]}"; do
   t=$(awk -v s="$s" '$1 == s {print $2}' "$TIMES" 2>/dev/null | tail -1)
   echo "${t:-${ESTIMATE[$s]:-300}} $s"
