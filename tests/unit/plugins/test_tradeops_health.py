@@ -113,24 +113,26 @@ def test_http_url_must_be_http():
 
 
 def test_retries_until_a_server_comes_up_within_the_deadline():
+    """The server starts only once the first attempt was refused (at evaluate's first wait between
+    attempts), not after a fixed delay: on a loaded machine the first attempt can begin after it."""
     port = free_port()
     servers = []
 
-    def start_late() -> None:
-        server = start_http_server(port)
-        server.route("/health", body="ok")
-        servers.append(server)
+    def sleep_then_start(seconds: float) -> None:
+        if not servers:
+            server = start_http_server(port)
+            server.route("/health", body="ok")
+            servers.append(server)
+        time.sleep(seconds)
 
-    timer = threading.Timer(0.5, start_late)
-    timer.start()
     try:
         spec = HealthSpec(http=[{"url": f"http://127.0.0.1:{port}/health"}])
-        report = evaluate(spec, retries=50, delay=0.05, max_delay=0.2, deadline=5)
+        report = evaluate(spec, retries=50, delay=0.05, max_delay=0.2, deadline=5, sleep=sleep_then_start)
     finally:
-        timer.join()
         for server in servers:
             server.stop()
-    assert report.status == HEALTHY and report.attempts > 1 and 0.4 < report.elapsed < 4
+    assert servers, "evaluate never waited between attempts: the first attempt cannot have failed"
+    assert report.status == HEALTHY and report.attempts > 1 and report.elapsed < 4, report
 
 
 def test_stops_at_the_first_healthy_attempt(http_server):
