@@ -6,6 +6,8 @@
 #   scripts/bootstrap.sh servers  PostgreSQL, Redis, systemd-analyze binaries on the controller (unit tests
 #                                 start throwaway instances; the packaged services stay stopped)
 #   scripts/bootstrap.sh all      venv + docker (default)
+#   scripts/bootstrap.sh apt PKG  Debian packages, as root (lists refreshed, waits for a dpkg lock held by
+#                                 another apt run — unattended-upgrades on a fresh machine — up to 5 min)
 #
 # Idempotent and fast when already done: the venv is rebuilt only when
 # pyproject.toml or the chosen interpreter changes; dockerd is started only when
@@ -66,7 +68,7 @@ ensure_venv() {
   (cd "$ROOT" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --group dev) >&2
   ensure_collections
   echo "$want" > "$stamp"
-  say "python tooling ready: $("$VENV/bin/ansible" --version | head -1)"
+  say "python tooling ready: $("$VENV/bin/ansible" --version | sed -n 1p)"
 }
 
 # The bundled `ansible` package already ships every collection of
@@ -82,6 +84,23 @@ ensure_collections() {
     return 0
   fi
   die "collections $missing are not installed and Galaxy is not reachable. Install them into $ROOT/.collections (ansible-galaxy collection install -p .collections ...) from a machine that reaches Galaxy, then re-run."
+}
+
+# --- Debian packages -----------------------------------------------------------
+
+# The one way this script (and scripts/lab.sh) installs Debian packages: lists refreshed first
+# (a fresh machine's may be empty), a dpkg lock held by another apt run waited for instead of
+# failing at once.
+APT_LOCK_WAIT=300
+apt_install() {
+  [ "$(id -u)" = 0 ] && [ -r /etc/debian_version ] || \
+    die "installing $* needs root on Debian: apt-get install $* (as root), then re-run."
+  say "installing $* from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=$APT_LOCK_WAIT update -qq >&2 \
+    || die "apt-get update failed: see the lines above; fix apt's sources, then re-run."
+  apt-get -o DPkg::Lock::Timeout=$APT_LOCK_WAIT install -y -qq --no-install-recommends "$@" >&2 \
+    || die "apt-get install $* failed: see the lines above; fix apt, then re-run."
 }
 
 # --- PostgreSQL / Redis binaries for the unit tests ------------------------------
@@ -110,11 +129,7 @@ ensure_servers() {
   command -v npm >/dev/null || pkgs+=(npm node-gyp)
   command -v g++ >/dev/null || pkgs+=(g++)
   command -v make >/dev/null || pkgs+=(make)
-  say "installing ${pkgs[*]} from Debian (binaries for the unit tests)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2 \
-    || die "apt-get install ${pkgs[*]} failed: see the lines above."
+  apt_install "${pkgs[@]}"
 }
 
 # --- Docker -----------------------------------------------------------------
@@ -142,11 +157,7 @@ ensure_docker() {
   fi
   [ -r /etc/debian_version ] || die "no Docker engine answers and this is not Debian. Install and start Docker Engine for your OS, then re-run."
   if ! command -v dockerd >/dev/null 2>&1; then
-    say "installing docker.io from Debian"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends docker.io >&2 \
-      || die "apt-get install docker.io failed: see the lines above; fix apt, then re-run."
+    apt_install docker.io
   fi
   if ! pgrep -x dockerd >/dev/null; then
     say "starting dockerd (log: $DOCKERD_LOG)"
@@ -167,5 +178,6 @@ case "${1:-all}" in
   docker) ensure_docker ;;
   all) ensure_venv; ensure_docker ;;
   python) pick_python ;;
-  *) die "unknown step '$1': use venv, docker, servers, all or python" ;;
+  apt) shift; [ $# -gt 0 ] || die "apt: name the packages"; apt_install "$@" ;;
+  *) die "unknown step '$1': use venv, docker, servers, all, python or apt PKG..." ;;
 esac

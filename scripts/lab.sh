@@ -71,12 +71,7 @@ cmd_image() {
     return 0
   fi
   [ "$(id -u)" = 0 ] || die "building the lab image needs root (debootstrap); run as root or use sudo."
-  command -v debootstrap >/dev/null || {
-    say "installing debootstrap from Debian"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2 || \
-      { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2; } || \
-      die "cannot install debootstrap: apt-get install debootstrap, then re-run."
-  }
+  command -v debootstrap >/dev/null || "$ROOT/scripts/bootstrap.sh" apt debootstrap
   [ -e "/usr/share/debootstrap/scripts/$suite" ] || die "this debootstrap does not know '$suite': install a newer debootstrap."
   t0=$(date +%s)
   base="tradeops-rootfs:$platform-$(recipe_hash "$platform")"
@@ -152,6 +147,12 @@ cmd_up() {
     started+=("$c")
   done
   for c in "${started[@]}"; do
+    # Every new host starts as one whose image was built a moment ago: the image's package
+    # lists are empty and their directory's mtime says "updated just now" (minimal and cloud
+    # images boot the same way), so apt's cache age alone would skip the update. Whatever
+    # the image's age, a step that only works on a host whose lists are filled or old fails
+    # in every lab and every molecule scenario, not only in the hour after an image build.
+    docker exec "$c" touch /var/lib/apt/lists 2>/dev/null || true
     if ! state=$(wait_systemd "$c"); then
       say "$c did not boot systemd (state: ${state:-none}); its journal ends:"
       docker exec "$c" journalctl -b --no-pager -n 15 >&2 2>/dev/null || docker logs --tail 15 "$c" >&2 || true
