@@ -57,12 +57,12 @@ unit: venv servers ## pytest unit tests (plugins, reference app, tools)
 	scripts/run_pytest.sh tests/unit
 
 check: venv servers ## the fast loop: lint and unit side by side (< 3 minutes); lint's output follows the tests'
-	@mkdir -p .cache; lint_log=$$(mktemp .cache/check-lint.XXXXXX); \
+	@mkdir -p .cache; t0=$$(date +%s); lint_log=$$(mktemp .cache/check-lint.XXXXXX); \
 	$(MAKE) --no-print-directory lint > "$$lint_log" 2>&1 & lint_pid=$$!; \
 	unit_rc=0; $(MAKE) --no-print-directory unit || unit_rc=$$?; \
 	lint_rc=0; wait $$lint_pid || lint_rc=$$?; \
 	echo "=== make lint"; cat "$$lint_log"; rm -f "$$lint_log"; \
-	echo "=== check: lint exit $$lint_rc, unit exit $$unit_rc"; \
+	echo "=== check: lint exit $$lint_rc, unit exit $$unit_rc, $$(( $$(date +%s) - t0 )) s"; \
 	[ "$$lint_rc" = 0 ] && [ "$$unit_rc" = 0 ]
 
 lab-image: docker ## build the lab image (cached by recipe hash)

@@ -6,6 +6,8 @@
 #   scripts/lab.sh up                          start lb1 app1 app2 db1 mon1 (no-op when up)
 #   scripts/lab.sh down                        remove every lab container and the network
 #   scripts/lab.sh status                      what runs, with addresses
+#   scripts/lab.sh rmi                         remove every lab image and the build cache: the next
+#                                              image/up builds from nothing, as on a newcomer's machine
 #
 # Environment (all optional):
 #   LAB_PLATFORM=debian12|debian13   image of the lab hosts            (debian12)
@@ -176,11 +178,24 @@ cmd_status() {
     --format 'table {{.Label "tradeops.host"}}\t{{.Status}}\t{{.Image}}\t{{.Ports}}'
 }
 
+# CI (.ci/run) starts here so that it builds the images as a newcomer's first run does.
+cmd_rmi() {
+  local ids
+  ids=$(docker images -q "$IMAGE_REPO" | sort -u)
+  if [ -n "$ids" ]; then
+    # shellcheck disable=SC2086
+    docker image rm -f $ids >/dev/null
+  fi
+  docker builder prune -af >/dev/null 2>&1 || true
+  say "lab images removed: the next image/up builds from nothing"
+}
+
 case "${1:-}" in
   image) cmd_image "${2:-$PLATFORM}" ;;
   image-tag) image_tag "${2:-$PLATFORM}" ;;
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) die "usage: $0 image [debian12|debian13] | up | down | status" ;;
+  rmi) cmd_rmi ;;
+  *) die "usage: $0 image [debian12|debian13] | up | down | status | rmi" ;;
 esac
