@@ -514,8 +514,13 @@ class Deployer:
                 steps.append(f"switch current from {before or 'nothing'} to it")
             if self.services:
                 steps.append(f"restart {', '.join(s.unit for s in self.services)} behind the health gate")
+            missing = created.get("missing_accounts") or []
+            if missing:  # a first deploy: role app's user and group tasks only reported, in check mode
+                self.result["missing_accounts"] = missing
+            accounts = f"; {', '.join(missing)} (a real run needs them first)" if missing else ""
             self.changed, self.predicted = True, release
-            self.result.update(outcome="deployed", msg=f"check mode: would {', '.join(steps)}. Nothing was changed.")
+            self.result.update(outcome="deployed",
+                               msg=f"check mode: would {', '.join(steps)}{accounts}. Nothing was changed.")
             return
         if self.migration and not is_current:  # idempotent by contract: also after an interrupted run
             self.migrate(release, created["release_path"], before)

@@ -8,16 +8,19 @@ or copy round trip) plus a systemd task per unit. Standard library only."""
 
 from __future__ import annotations
 
-import grp
 import hashlib
 import os
-import pwd
 import re
 import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from typing import Any
+
+try:
+    from ansible.module_utils.tradeops_release import account_ids
+except ImportError:  # on a host without Ansible: the module_utils files side by side on sys.path
+    from tradeops_release import account_ids  # type: ignore[no-redef]
 
 UNIT_DIRS = ("/etc/systemd/system/", "/lib/systemd/system/", "/usr/lib/systemd/system/", "/run/systemd/system/")
 UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|path|mount)$")
@@ -65,27 +68,22 @@ def parse_files(items: list[dict[str, Any]]) -> list[FileSpec]:
     return specs
 
 
-def _ids(spec: FileSpec) -> tuple[int, int]:
-    try:
-        uid = pwd.getpwnam(spec.owner).pw_uid
-    except KeyError:
-        raise FilesError(f"{spec.path}: owner {spec.owner!r} does not exist on this host") from None
-    try:
-        gid = grp.getgrnam(spec.group).gr_gid
-    except KeyError:
-        raise FilesError(f"{spec.path}: group {spec.group!r} does not exist on this host") from None
-    return uid, gid
+def _ids(spec: FileSpec, check_mode: bool = False) -> tuple[int | None, int | None, list[str]]:
+    """uid, gid and, in check mode only, the owner or group that does not exist yet (their id is None)."""
+    return account_ids(spec.owner, spec.group, check_mode=check_mode, error=FilesError, where=f"{spec.path}: ")
 
 
-def differences(spec: FileSpec) -> list[str]:
-    """What differs between the file on disk and the spec: [] when it is already right."""
-    uid, gid = _ids(spec)
+def differences(spec: FileSpec, check_mode: bool = False) -> list[str]:
+    """What differs between the file on disk and the spec: [] when it is already right. In check
+    mode an owner or group that does not exist yet (an earlier task of the run would create it) is
+    named among the differences instead of refused."""
+    uid, gid, missing = _ids(spec, check_mode)
     try:
         st = os.lstat(spec.path)
     except FileNotFoundError:
-        return ["missing"]
+        return ["missing", *missing]
     if not stat.S_ISREG(st.st_mode):
-        return ["not a regular file"]
+        return ["not a regular file", *missing]
     out = []
     with open(spec.path, "rb") as handle:
         if hashlib.sha256(handle.read()).digest() != hashlib.sha256(spec.data).digest():
@@ -94,13 +92,13 @@ def differences(spec: FileSpec) -> list[str]:
         out.append("owner")
     if stat.S_IMODE(st.st_mode) != spec.mode:
         out.append("mode")
-    return out
+    return out + missing
 
 
 def write_atomically(spec: FileSpec) -> None:
     """A temporary file in the same directory, owner/mode set before its content lands,
     fsync'd, then renamed over the path: readers see the old file or the new one."""
-    uid, gid = _ids(spec)
+    uid, gid, _ = _ids(spec)
     directory = os.path.dirname(spec.path)
     if not os.path.isdir(directory):
         raise FilesError(f"{spec.path}: directory {directory} does not exist (create it first)")
@@ -120,7 +118,7 @@ def write_atomically(spec: FileSpec) -> None:
 
 
 def fix_metadata(spec: FileSpec) -> None:
-    uid, gid = _ids(spec)
+    uid, gid, _ = _ids(spec)
     os.chown(spec.path, uid, gid)
     os.chmod(spec.path, spec.mode)
 
@@ -154,11 +152,14 @@ def sync(items: list[dict[str, Any]], enable_units: list[str] | None = None, dae
     bad = [u for u in units if not UNIT_NAME.match(u)]
     if bad:
         raise FilesError(f"enable_units: {', '.join(bad)} is not a unit name (e.g. refapp-web.service)")
-    changes = {s.path: differences(s) for s in specs}
+    changes = {s.path: differences(s, check_mode) for s in specs}
     changed = [p for p, why in changes.items() if why]
     missing_dirs = sorted({os.path.dirname(p) for p in changed if not os.path.isdir(os.path.dirname(p))})
-    if missing_dirs:  # refused before anything is written
+    if missing_dirs and not check_mode:  # refused before anything is written
         raise FilesError(f"directory {', '.join(missing_dirs)} does not exist (create it first)")
+    for path in changed:  # check mode: made by an earlier task of the run (role app's release tree), or refused then
+        if os.path.dirname(path) in missing_dirs:
+            changes[path].append(f"directory {os.path.dirname(path)} does not exist yet")
     reload_needed = daemon_reload == "always" or (daemon_reload == "auto" and any(is_unit_file(p) for p in changed))
     if not check_mode:
         for spec in specs:

@@ -177,25 +177,47 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _chown(path: str, owner: str | None, group: str | None, dry_run: bool = False) -> bool:
-    """lchown to owner/group names when they differ; True when something changed (or would)."""
-    if owner is None and group is None:
-        return False
+def account_ids(owner: str | None, group: str | None, *, check_mode: bool = False,
+                error: type[Exception] = ReleaseError, where: str = "") -> tuple[int | None, int | None, list[str]]:
+    """uid and gid of an owner and a group name (-1 for one not given: left as it is).
+
+    A name this host does not know is an error (``error``, prefixed with ``where``) that says what
+    to do. Except in check mode: there the run's own earlier tasks, which only report, would have
+    created the account (role app's user and group tasks before its tree and files), so its id is
+    None (no file is owned by it: it differs) and it is named in the list returned, e.g.
+    ``["owner 'refapp' does not exist yet"]``. The one place tradeops resolves an owner."""
     import grp
     import pwd
 
-    try:
-        uid = pwd.getpwnam(owner).pw_uid if owner is not None else -1
-    except KeyError as exc:
-        raise ReleaseError(f"owner {owner!r} does not exist on this host; create the app user first") from exc
-    try:
-        gid = grp.getgrnam(group).gr_gid if group is not None else -1
-    except KeyError as exc:
-        raise ReleaseError(f"group {group!r} does not exist on this host; create the app group first") from exc
+    ids: list[int | None] = []
+    pending: list[str] = []
+    for kind, name, lookup, account in (("owner", owner, pwd.getpwnam, "user"),
+                                        ("group", group, grp.getgrnam, "group")):
+        if name is None:
+            ids.append(-1)
+            continue
+        try:
+            ids.append(lookup(name)[2])
+        except KeyError:
+            if not check_mode:
+                raise error(f"{where}{kind} {name!r} does not exist on this host; "
+                            f"create the app {account} first") from None
+            ids.append(None)
+            pending.append(f"{kind} {name!r} does not exist yet")
+    return ids[0], ids[1], pending
+
+
+def _chown(path: str, owner: str | None, group: str | None, dry_run: bool = False) -> bool:
+    """lchown to owner/group names when they differ; True when something changed (or would:
+    ``dry_run``, where an account that does not exist yet counts as a difference)."""
+    if owner is None and group is None:
+        return False
+    uid, gid, _ = account_ids(owner, group, check_mode=dry_run)
     st = os.lstat(path)
     if (uid in (-1, st.st_uid)) and (gid in (-1, st.st_gid)):
         return False
     if not dry_run:
+        assert uid is not None and gid is not None  # unknown names raised above
         os.lchown(path, uid, gid)
     return True
 
@@ -907,9 +929,12 @@ class ReleaseStore:
 
     # ------------------------------------------------------------------ create
 
-    def ensure_tree(self, owner: str | None, group: str | None, check_mode: bool) -> list[str]:
+    def ensure_tree(self, owner: str | None, group: str | None, check_mode: bool) -> tuple[list[str], list[str]]:
         """releases/, deps/, shared/{data,logs,config} (the shared ones owned by owner:group);
-        returns the directories made or given to owner:group (or that would be)."""
+        returns the directories made or given to owner:group (or that would be), and the owner
+        or group that does not exist yet (check mode only: otherwise it is refused before
+        anything is made)."""
+        _, _, missing = account_ids(owner, group, check_mode=check_mode)
         made = []
         wanted = [(RELEASES_DIR, 0o755, False), (DEPS_DIR, 0o755, False), (SHARED_DIR, 0o755, False)]
         wanted += [(os.path.join(SHARED_DIR, d), 0o750, True) for d in SHARED_SUBDIRS]
@@ -924,7 +949,7 @@ class ReleaseStore:
                         _chown(full, owner, group)
             elif own and _chown(full, owner, group, dry_run=check_mode):
                 made.append(full)
-        return made
+        return made, missing
 
     def find_existing(self, version: str, wheelhouse_sha256: str, python_tag: str) -> str | None:
         for rid in reversed(release_order(self.release_ids(), self.ledger())):
@@ -968,7 +993,7 @@ class ReleaseStore:
         deps_sha = set_digest(dep_hashes, [f"python {info['tag']}", *(f"requires {r}" for r in requires)])
         deps_sha = deps_sha if requires else None
         t = lap("inspect_s", t)
-        made = self.ensure_tree(owner, group, check_mode)
+        made, missing = self.ensure_tree(owner, group, check_mode)
         result: dict[str, Any] = {
             "version": version,
             "wheelhouse_sha256": wh.sha256,
@@ -978,6 +1003,8 @@ class ReleaseStore:
             "python_version": info["version"],
             "changed_dirs": made,
         }
+        if missing:
+            result["missing_accounts"] = missing
         existing = self.find_existing(version, wh.sha256, info["tag"])
         if existing:
             statuses = release_statuses(self.ledger())
@@ -1437,8 +1464,11 @@ def check_free_space(path: str, min_free_mb: int) -> None:
 def run_action(store: ReleaseStore, action: str, params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     """Dispatch one app_release action with the module's parameter names."""
     if action == "init":
-        made = store.ensure_tree(params.get("owner"), params.get("group"), check_mode)
+        made, missing = store.ensure_tree(params.get("owner"), params.get("group"), check_mode)
         result = {"changed": bool(made), "made": made}
+        if missing:
+            result.update(missing_accounts=missing, msg=f"check mode: would make or re-own {', '.join(made)}; "
+                          f"{', '.join(missing)} (a real run needs them first)")
     elif action == "create":
         missing = [k for k in ("version", "wheelhouse") if not params.get(k)]
         if missing:

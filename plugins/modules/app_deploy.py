@@ -105,7 +105,10 @@ options:
     type: dict
     default: {data: data, logs: logs, config: config}
   owner:
-    description: Owner of C(shared/{data,logs,config}) (the app user); default user of O(migrate).
+    description:
+      - Owner of C(shared/{data,logs,config}) (the app user); default user of O(migrate).
+      - A user that does not exist is refused; in check mode (a first deploy, whose user task only reported)
+        the plan names it (RV(missing_accounts)).
     type: str
   group:
     description: Group of the shared directories and of the release tree (the app group); default group of O(migrate).
@@ -462,6 +465,11 @@ msg:
   description: What happened, in one sentence (on failure, the failing checks and what serves now).
   returned: always
   type: str
+missing_accounts:
+  description: The owner or group that does not exist yet, e.g. C(owner 'refapp' does not exist yet) (a first deploy).
+  returned: deploy in check mode, when the owner or group does not exist on the host
+  type: list
+  elements: str
 """
 
 import traceback

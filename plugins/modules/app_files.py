@@ -22,7 +22,10 @@ author:
 attributes:
   check_mode:
     support: full
-    description: Reports which files would change and which units would be enabled; writes nothing.
+    description:
+      - Reports which files would change and which units would be enabled; writes nothing.
+      - An owner, group or directory that does not exist yet is reported among the file's RV(reasons), not refused
+        (an earlier task of the same run, which only reported, would have created it).
   diff_mode:
     support: full
     description: Paths and what differs (content, owner, mode), never the content.
@@ -36,7 +39,7 @@ options:
     required: true
     suboptions:
       path:
-        description: Absolute path; its directory must exist.
+        description: Absolute path; its directory must exist (in check mode, a missing one is reported).
         type: path
         required: true
       content:
@@ -44,7 +47,7 @@ options:
         type: str
         required: true
       owner:
-        description: Owner.
+        description: Owner; one that does not exist on the host is refused (in check mode, reported).
         type: str
         default: root
       group:
@@ -91,7 +94,10 @@ changed_files:
   type: list
   elements: str
 reasons:
-  description: Per changed path, what differed (C(missing), C(content), C(owner), C(mode), C(not a regular file)).
+  description:
+    - Per changed path, what differed (C(missing), C(content), C(owner), C(mode), C(not a regular file)).
+    - In check mode also what does not exist yet, e.g. C(owner 'refapp' does not exist yet),
+      C(directory /opt/refapp/shared/config does not exist yet).
   returned: always
   type: dict
 daemon_reloaded:

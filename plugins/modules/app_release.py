@@ -87,7 +87,10 @@ options:
     type: dict
     default: {data: data, logs: logs, config: config}
   owner:
-    description: Owner of C(shared/data), C(shared/logs) and C(shared/config) (the app user).
+    description:
+      - Owner of C(shared/data), C(shared/logs) and C(shared/config) (the app user).
+      - A user that does not exist is refused before anything is made; in check mode it is reported
+        (RV(missing_accounts)), as the run's earlier task that creates it only reported too.
     type: str
   group:
     description:
@@ -224,6 +227,13 @@ deps_reused:
 changed_dirs:
   description: Directories of the tree that create made or gave to owner/group (empty when the tree was in place).
   returned: create
+  type: list
+  elements: str
+missing_accounts:
+  description:
+    - The owner or group that does not exist yet, e.g. C(owner 'refapp' does not exist yet).
+    - Outside check mode that is an error.
+  returned: init and create in check mode, when the owner or group does not exist on the host
   type: list
   elements: str
 timings:

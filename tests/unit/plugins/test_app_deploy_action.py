@@ -31,6 +31,8 @@ BOOK = """
         wheelhouse_src: "{{ src }}"
         package: tiny-app
         python: %(python)s
+        owner: "{{ owner | default(omit) }}"
+        group: "{{ group | default(omit) }}"
       register: deployed
 
     - name: Show the result
@@ -83,6 +85,26 @@ def test_wheelhouse_src_is_shipped_and_kept(setup):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert predicted["changed"] and "would" in predicted["msg"]
     assert sorted(p.name for p in root.rglob("*")) == before  # check mode wrote nothing
+
+
+def test_first_deploy_in_check_mode_with_an_owner_that_does_not_exist_yet(setup):
+    """deploy.yml --check on a host with nothing deployed: the wheelhouse is shipped to the temporary
+    directory only, the plan names the accounts, nothing is written; a real run fails clearly."""
+    book, root, tmp = setup
+    src = Path(build_wheelhouse(tmp / "build" / "tiny-app-1.0-abc", "1.0"))
+    accounts = ("-e", "owner=no-such-user-here", "-e", "group=no-such-group-here")
+    proc, predicted = play(book, "-e", "version=1.0", "-e", f"src={src}", *accounts, check=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert predicted["changed"] and predicted["outcome"] == "deployed"
+    assert predicted["msg"].startswith("check mode: would create release 1.0-")
+    assert predicted["missing_accounts"] == ["owner 'no-such-user-here' does not exist yet",
+                                             "group 'no-such-group-here' does not exist yet"]
+    assert not root.exists()
+    proc, _ = play(book, "-e", "version=1.0", "-e", f"src={src}", *accounts)
+    assert proc.returncode != 0
+    # the shipped wheelhouse is kept root:group first: the group is the first name a real run resolves
+    assert "group 'no-such-group-here' does not exist on this host; create the app group first" in proc.stdout
+    assert not (root / "releases").exists()
 
 
 def test_bad_wheelhouse_src_is_a_clear_error(setup):

@@ -88,6 +88,49 @@ def test_release_check_mode_changes_nothing_on_disk(run_module, wheelhouses, tmp
     assert tree_snapshot(path) == snapshot
 
 
+def test_release_init_with_an_owner_that_does_not_exist_yet(run_module, tmp_path):
+    """A first deploy in check mode (the user and group tasks only reported): init reports the tree
+    and names the accounts, writes nothing; a real init is refused before anything is made."""
+    path = tmp_path / "opt" / "refapp"
+    args = {"path": str(path), "action": "init", "owner": "no-such-user-here", "group": "no-such-group-here"}
+    predicted = run_module(app_release, args, check_mode=True)
+    assert predicted["_rc"] == 0 and predicted["changed"]
+    assert str(path / "shared" / "config") in predicted["made"]
+    assert predicted["missing_accounts"] == ["owner 'no-such-user-here' does not exist yet",
+                                             "group 'no-such-group-here' does not exist yet"]
+    assert "owner 'no-such-user-here' does not exist yet" in predicted["msg"]
+    assert not (tmp_path / "opt").exists()
+    refused = run_module(app_release, args)
+    assert refused["_rc"] == 1 and refused["failed"]
+    assert refused["msg"] == "owner 'no-such-user-here' does not exist on this host; create the app user first"
+    assert not (tmp_path / "opt").exists()  # refused before anything is made
+    (path / "shared" / "data").mkdir(parents=True)  # a tree without its account: re-owned, in check mode only
+    snapshot = tree_snapshot(str(path))
+    again = run_module(app_release, args, check_mode=True)
+    assert again["_rc"] == 0 and str(path / "shared" / "data") in again["made"] and again["missing_accounts"]
+    refused = run_module(app_release, {**args, "owner": "root"})
+    assert refused["failed"] and refused["msg"].startswith("group 'no-such-group-here' does not exist on this host")
+    assert tree_snapshot(str(path)) == snapshot
+
+
+def test_files_with_an_owner_that_does_not_exist_yet(run_module, tmp_path):
+    """role app's configure step of a first deploy in check mode: the .env file is reported with its
+    owner and directory not there yet, nothing is written; a real call fails with the clear message."""
+    env = tmp_path / "opt" / "refapp" / "shared" / "config" / ".env"
+    args = {"files": [{"path": str(env), "content": "TOKEN=s3cret\n", "owner": "no-such-user-here",
+                       "group": "no-such-group-here", "mode": "0600"}]}
+    predicted = run_module(app_files, args, check_mode=True, diff=True)
+    assert predicted["_rc"] == 0 and predicted["changed"] and predicted["changed_files"] == [str(env)]
+    assert "owner 'no-such-user-here' does not exist yet" in predicted["reasons"][str(env)]
+    assert predicted["diff"]["before"].startswith(f"{env}: missing, owner 'no-such-user-here' does not exist yet")
+    assert "s3cret" not in predicted["_raw"] and not (tmp_path / "opt").exists()
+    env.parent.mkdir(parents=True)
+    refused = run_module(app_files, args)
+    assert refused["_rc"] == 1 and refused["msg"] == (
+        f"app_files: {env}: owner 'no-such-user-here' does not exist on this host; create the app user first")
+    assert list(env.parent.iterdir()) == []
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ({"action": "create", "version": "1.0"}, "missing: wheelhouse"),
     ({"action": "activate"}, "release, version"),

@@ -704,6 +704,29 @@ def test_module_main_in_check_mode_and_refused_by_a_held_lock(run_module, make_a
     assert refused["lock"]["owner"] == "alice" and "diff" not in refused
 
 
+def test_first_deploy_in_check_mode_names_an_owner_that_does_not_exist_yet(run_module, make_app):
+    """deploy.yml --check on a host converged without a release: role app's user and group tasks
+    only reported, so the plan names the accounts and writes nothing; a real deploy is refused
+    with the clear message before anything is written, and releases the lock."""
+    app = make_app()
+    accounts = {"owner": "no-such-user-here", "group": "no-such-group-here"}
+    params = {k: v for k, v in app.params(version="1.0", wheelhouse=app.wheelhouse("1.0"), **accounts).items()
+              if v is not None}
+    predicted = run_module(app_deploy, params, check_mode=True)
+    assert predicted["_rc"] == 0 and predicted["changed"] and predicted["outcome"] == "deployed"
+    assert predicted["missing_accounts"] == ["owner 'no-such-user-here' does not exist yet",
+                                             "group 'no-such-group-here' does not exist yet"]
+    assert "would create release 1.0-" in predicted["msg"] and "switch current from nothing" in predicted["msg"]
+    assert "owner 'no-such-user-here' does not exist yet" in predicted["msg"]
+    assert predicted["msg"].endswith("Nothing was changed.")
+    assert not os.path.exists(app.root) and app.systemd.calls == []
+    refused = run_module(app_deploy, params)
+    assert refused["_rc"] == 1 and refused["outcome"] == "failed"
+    assert refused["msg"] == "owner 'no-such-user-here' does not exist on this host; create the app user first"
+    assert sorted(os.listdir(app.root)) == []  # lock taken and released; no tree, no ledger line
+    assert app.systemd.calls == []
+
+
 def _options(spec: dict, doc: bool) -> dict:
     out = {}
     for name, item in spec.items():

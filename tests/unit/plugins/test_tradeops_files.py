@@ -84,6 +84,47 @@ def test_check_mode_writes_nothing(env):
     assert not (tmp / "cfg" / ".env").exists() and log.read_text() == ""
 
 
+def test_check_mode_names_an_owner_group_and_directory_that_do_not_exist_yet(env):
+    """A first deploy in check mode: role app's user, group and tree tasks only reported, so the
+    account and shared/config are not there; the file is reported with them, nothing is written.
+    A real call is refused, as ever, before anything is written."""
+    tmp, log = env
+    config = tmp / "opt" / "shared" / "config"
+    item = {"path": str(config / ".env"), "content": "TOKEN=s3cret\n", "owner": "no-such-user-here",
+            "group": "no-such-group-here", "mode": "0600"}
+    predicted = sync([item], ["x-web.service"], check_mode=True)
+    assert predicted["changed"] and predicted["changed_files"] == [item["path"]]
+    assert predicted["reasons"] == {item["path"]: [
+        "missing", "owner 'no-such-user-here' does not exist yet", "group 'no-such-group-here' does not exist yet",
+        f"directory {config} does not exist yet"]}  # fmt: skip
+    assert not (tmp / "opt").exists() and log.read_text() == "is-enabled x-web.service\n"  # read only
+    log.write_text("")
+    with pytest.raises(FilesError, match=r"\.env: owner 'no-such-user-here' does not exist on this host; create"):
+        sync([item], ["x-web.service"])
+    config.mkdir(parents=True)
+    with pytest.raises(FilesError, match="owner 'no-such-user-here' does not exist on this host"):
+        sync([item], ["x-web.service"])
+    assert list(config.iterdir()) == [] and log.read_text() == ""
+    item["owner"] = "root"
+    with pytest.raises(FilesError, match="group 'no-such-group-here' does not exist on this host"):
+        sync([item])
+    with pytest.raises(FilesError, match="does not exist \\(create it first\\)"):  # a real run: no directory
+        sync([{**item, "group": "root", "path": str(tmp / "none" / ".env")}])
+
+
+def test_check_mode_names_the_owner_of_an_existing_file_that_does_not_exist_yet(env):
+    tmp, _ = env
+    sync(files(tmp))
+    envfile = tmp / "cfg" / ".env"
+    before = (envfile.read_bytes(), envfile.stat())
+    item = {**files(tmp)[0], "owner": "no-such-user-here"}
+    predicted = sync([item], check_mode=True)
+    assert predicted["reasons"] == {str(envfile): ["owner", "owner 'no-such-user-here' does not exist yet"]}
+    with pytest.raises(FilesError, match="owner 'no-such-user-here' does not exist on this host"):
+        sync([item])
+    assert (envfile.read_bytes(), envfile.stat()) == before
+
+
 @pytest.mark.parametrize(("item", "message"), [
     ({"path": "relative/.env", "content": "x"}, "absolute"),
     ({"path": "/etc/../etc/x", "content": "x"}, "normalised"),

@@ -133,3 +133,19 @@ def test_drain_command_finds_every_rendered_backend_by_its_comment():
 def test_unknown_source_is_refused():
     with pytest.raises(ValueError, match="nginx_upstream_address_source"):
         nb.nginx_backends(["app1"], HOSTVARS, "dns")
+
+
+def test_drain_command_check_mode_writes_nothing_not_even_its_lock(tmp_path, monkeypatch, capsys):
+    """deploy.yml --check plans the drain on the load balancer: no lock file, directory or marker."""
+    upstream = tmp_path / "tradeops.d" / "upstream.conf"
+    upstream.parent.mkdir()
+    text = render_upstream(nb.nginx_backends(["app1", "app2"], HOSTVARS), drained=[])
+    upstream.write_text(text)
+    home = tmp_path / "tradeops"
+    monkeypatch.setattr(drain, "HOME", home)
+    monkeypatch.setattr(drain, "STATE", home / "state")
+    monkeypatch.setattr(drain, "UPSTREAM", upstream)
+    monkeypatch.setattr("sys.argv", ["tradeops-nginx-backend", "--state", "drained", "--check", "--json", "app1"])
+    assert drain.main() == 0
+    assert '"changed": true' in capsys.readouterr().out
+    assert not home.exists() and upstream.read_text() == text
