@@ -1,7 +1,7 @@
 # Copyright: tradeops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Health checks of a host or service: HTTP probes, systemd units, TCP ports, PostgreSQL and
-Redis reachability, disk / memory / CPU thresholds.
+"""Health checks of a host or service: HTTP, TCP and command probes (``tradeops_probes``), systemd units,
+PostgreSQL and Redis reachability, disk / memory / CPU thresholds.
 
 Pure Python standard library (psutil is used when installed, with a /proc fallback on
 Linux), so that this file is both the logic of the ``app_health`` module and, shipped to
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
+import shlex
 import shutil
 import socket
 import ssl
@@ -27,15 +27,27 @@ import struct
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
-RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
+try:
+    from ansible.module_utils import tradeops_probes as probes
+except ImportError:
+    try:  # in the ops agent wheel: tradeops_agent/probes.py (scripts/build_agent.py)
+        from tradeops_agent import probes  # type: ignore[no-redef]
+    except ImportError:  # on a host without Ansible, or run as a file: the module_utils side by side
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import tradeops_probes as probes  # type: ignore[no-redef]
+
+# The probes of a service (tradeops_probes), under the names callers have always imported from here.
+HEALTHY, DEGRADED, UNHEALTHY, RANK = probes.HEALTHY, probes.DEGRADED, probes.UNHEALTHY, probes.RANK
+DEFAULT_TIMEOUT = probes.DEFAULT_TIMEOUT
+CheckError, CheckResult = probes.CheckError, probes.CheckResult
+check_http, check_tcp, check_command = probes.check_http, probes.check_tcp, probes.check_command
+json_lookup, json_equal, redact_url, parse_status = probes.json_lookup, probes.json_equal, probes.redact_url, \
+    probes.parse_status
+
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 EXIT_CANNOT_CHECK = 3
 
@@ -45,8 +57,6 @@ DEFAULT_THRESHOLDS = {
     "memory": {"warning": 85.0, "critical": 95.0},
     "disk": {"warning": 85.0, "critical": 95.0},
 }
-DEFAULT_TIMEOUT = 5.0
-BODY_LIMIT = 1 << 20
 PG_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 REDIS_PING = b"*1\r\n$4\r\nPING\r\n"
 # A Redis that answers with one of these is up but refuses us (auth, ACL, protected mode).
@@ -57,41 +67,46 @@ UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "NRestarts", "R
 UNIT_OK_SUBSTATES = {"running", "exited", "listening", "waiting", "mounted", "plugged", "active", "elapsed"}
 
 
-class CheckError(Exception):
-    """The checks could not be run as asked (bad option, missing tool): not a health result."""
-
-
-@dataclass
-class CheckResult:
-    name: str
-    kind: str
-    status: str
-    detail: str
-    duration: float = 0.0
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["duration"] = round(self.duration, 3)
-        return out
-
-
 def probe_argument_spec() -> dict[str, Any]:
     """Ansible argument spec of one HTTP probe: app_health's ``http`` items and app_deploy's
     ``services[].probes`` (one definition for both modules)."""
     return dict(
         url=dict(type="str", required=True),
         name=dict(type="str"),
-        status=dict(type="list", elements="int", default=[200]),
+        status=dict(type="list", elements="raw", default=[200]),
         body_contains=dict(type="str"),
         json_field=dict(type="str"),
         json_value=dict(type="raw"),
+        header=dict(type="str"),
+        header_value=dict(type="str"),
         timeout=dict(type="float"),
         headers=dict(type="dict", no_log=True),
         method=dict(type="str", default="GET", choices=["GET", "HEAD"]),
         validate_certs=dict(type="bool", default=True),
         follow_redirects=dict(type="bool", default=True),
     )
+
+
+PROBE_KINDS = ("http", "tcp", "command")
+
+
+def service_probe_argument_spec() -> dict[str, Any]:
+    """A probe of app_deploy's ``services[].probes``: an HTTP probe (as ``probe_argument_spec``), a TCP
+    probe (``host``, ``port``) or a command run from the release (``argv``, ``user``, ``group``,
+    ``env_file``); ``expect_version`` gates it on the version of the release being started."""
+    spec = probe_argument_spec()
+    spec["url"] = dict(type="str")
+    spec.update(
+        kind=dict(type="str", default="http", choices=list(PROBE_KINDS)),
+        expect_version=dict(type="bool"),
+        host=dict(type="str", default="127.0.0.1"),
+        port=dict(type="int"),
+        argv=dict(type="list", elements="str"),
+        user=dict(type="str"),
+        group=dict(type="str"),
+        env_file=dict(type="path"),
+    )
+    return spec
 
 
 def worst(statuses: Sequence[str]) -> str:
@@ -102,119 +117,6 @@ def worst(statuses: Sequence[str]) -> str:
 def at_least(status: str, minimum: str) -> bool:
     """True when ``status`` is as good as ``minimum`` or better."""
     return RANK[status] <= RANK[minimum]
-
-
-def _timed(name: str, kind: str, func: Callable[[], tuple[str, str, dict[str, Any]]]) -> CheckResult:
-    started = time.monotonic()
-    try:
-        status, detail, data = func()
-    except CheckError:
-        raise
-    except Exception as exc:  # a probe that breaks reports unhealthy with the reason
-        status, detail, data = UNHEALTHY, f"{type(exc).__name__}: {exc}", {}
-    return CheckResult(name, kind, status, detail, time.monotonic() - started, data)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return f"{type(exc).__name__}: {exc}"
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-def redact_url(url: str) -> str:
-    """The URL without user:password (names of checks end up in logs)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        parts = parts._replace(netloc=host)
-    return urllib.parse.urlunsplit(parts)
-
-
-def json_lookup(document: Any, dotted: str) -> Any:
-    """``a.b.0.c`` in a JSON document; KeyError when absent."""
-    node = document
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise KeyError(dotted)
-    return node
-
-
-def json_equal(actual: Any, expected: Any) -> bool:
-    if actual == expected:
-        return True
-    text = actual if isinstance(actual, str) else json.dumps(actual)
-    return text == str(expected) or str(actual) == str(expected)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None
-
-
-def check_http(url: str, *, status: int | Sequence[int] = 200, body_contains: str | None = None,
-               json_field: str | None = None, json_value: Any = None, timeout: float = DEFAULT_TIMEOUT,
-               headers: dict[str, str] | None = None, method: str = "GET", validate_certs: bool = True,
-               follow_redirects: bool = True, name: str | None = None) -> CheckResult:
-    """GET ``url``; healthy when the status is expected, the body contains ``body_contains``
-    and the JSON field ``json_field`` (dotted path) equals ``json_value``. Header values are
-    never reported. Proxies from the environment are not used (probes target the host itself)."""
-    expected = [status] if isinstance(status, int) else list(status)
-    shown = redact_url(url)
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise CheckError(f"http probe {shown!r}: the URL must start with http:// or https://")
-
-    def probe() -> tuple[str, str, dict[str, Any]]:
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-        if not follow_redirects:
-            handlers.append(_NoRedirect())
-        if url.startswith("https://"):
-            context = ssl.create_default_context()
-            if not validate_certs:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        opener = urllib.request.build_opener(*handlers)
-        request = urllib.request.Request(url, method=method, headers=dict(headers or {}))  # noqa: S310 - http(s) only
-        try:
-            with opener.open(request, timeout=timeout) as response:
-                code, body = response.status, response.read(BODY_LIMIT)
-        except urllib.error.HTTPError as exc:
-            code, body = exc.code, exc.read(BODY_LIMIT) if exc.fp else b""
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            return UNHEALTHY, f"{method} {shown}: {_reason(exc)}", {}
-        data: dict[str, Any] = {"status": code}
-        if code not in expected:
-            snippet = body[:120].decode("utf-8", "replace").strip()
-            return UNHEALTHY, f"expected HTTP {'/'.join(map(str, expected))}, got {code}: {snippet}", data
-        text = body.decode("utf-8", "replace")
-        if body_contains is not None and body_contains not in text:
-            return UNHEALTHY, f"HTTP {code} but the body does not contain {body_contains!r}", data
-        if json_field:
-            try:
-                value = json_lookup(json.loads(text), json_field)
-            except (ValueError, KeyError):
-                return UNHEALTHY, f"HTTP {code} but the body has no JSON field {json_field!r}", data
-            data["json_value"] = value
-            if json_value is not None and not json_equal(value, json_value):
-                return UNHEALTHY, f"JSON field {json_field} is {value!r}, expected {json_value!r}", data
-        return HEALTHY, f"HTTP {code}", data
-
-    return _timed(name or shown, "http", probe)
 
 
 # --------------------------------------------------------------------------- TCP, PostgreSQL, Redis
@@ -239,15 +141,14 @@ def parse_host_port(value: str, default_port: int | None = None) -> tuple[str, i
     return host, int(port)
 
 
-def check_tcp(host: str, port: int, *, timeout: float = DEFAULT_TIMEOUT, name: str | None = None) -> CheckResult:
-    def probe() -> tuple[str, str, dict[str, Any]]:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                return HEALTHY, f"{host}:{port} accepts connections", {}
-        except OSError as exc:
-            return UNHEALTHY, f"{host}:{port}: {_reason(exc)}", {}
-
-    return _timed(name or f"tcp:{host}:{port}", "tcp", probe)
+def tcp_target(value: str | dict[str, Any]) -> tuple[str, int]:
+    """A TCP probe's target: ``host:port`` or ``{host, port}`` (host default 127.0.0.1)."""
+    if not isinstance(value, dict):
+        return parse_host_port(value)
+    port = value.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise CheckError(f"tcp probe {value.get('name') or ''}: port {port!r} must be between 1 and 65535")
+    return str(value.get("host") or "127.0.0.1"), port
 
 
 def _exchange(host: str, port: int, payload: bytes, timeout: float, size: int) -> tuple[socket.socket, bytes]:
@@ -279,7 +180,7 @@ def check_postgresql(host: str, port: int = 5432, *, timeout: float = DEFAULT_TI
         try:
             sock, answer = _exchange(host, port, PG_SSL_REQUEST, timeout, 1)
         except OSError as exc:
-            return UNHEALTHY, f"{host}:{port}: {_reason(exc)}", {}
+            return UNHEALTHY, f"{host}:{port}: {probes.error_reason(exc)}", {}
         with sock:
             if answer == b"S":
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -295,7 +196,7 @@ def check_postgresql(host: str, port: int = 5432, *, timeout: float = DEFAULT_TI
             return UNHEALTHY, f"{host}:{port} closed the connection without answering the PostgreSQL SSLRequest", {}
         return UNHEALTHY, f"{host}:{port} does not speak the PostgreSQL protocol (answered {answer!r})", {}
 
-    return _timed(name or f"postgresql:{host}:{port}", "postgresql", probe)
+    return probes.timed_check(name or f"postgresql:{host}:{port}", "postgresql", probe)
 
 
 def check_redis(host: str, port: int = 6379, *, timeout: float = DEFAULT_TIMEOUT,
@@ -308,7 +209,7 @@ def check_redis(host: str, port: int = 6379, *, timeout: float = DEFAULT_TIMEOUT
         try:
             sock, answer = _exchange(host, port, REDIS_PING, timeout, 512)
         except OSError as exc:
-            return UNHEALTHY, f"{host}:{port}: {_reason(exc)}", {}
+            return UNHEALTHY, f"{host}:{port}: {probes.error_reason(exc)}", {}
         sock.close()
         line = answer.split(b"\r\n", 1)[0].decode("utf-8", "replace")
         if line == "+PONG":
@@ -321,7 +222,7 @@ def check_redis(host: str, port: int = 6379, *, timeout: float = DEFAULT_TIMEOUT
             return UNHEALTHY, f"{host}:{port} closed the connection without answering PING", {}
         return UNHEALTHY, f"{host}:{port} does not answer like Redis ({line[:60]!r})", {}
 
-    return _timed(name or f"redis:{host}:{port}", "redis", probe)
+    return probes.timed_check(name or f"redis:{host}:{port}", "redis", probe)
 
 
 # --------------------------------------------------------------------------- systemd
@@ -547,14 +448,15 @@ class HealthSpec:
 
     http: list[dict[str, Any]] = field(default_factory=list)
     systemd_units: list[str] = field(default_factory=list)
-    tcp: list[str] = field(default_factory=list)
+    tcp: list[str | dict[str, Any]] = field(default_factory=list)  # "host:port", or {host, port, name, timeout}
+    commands: list[dict[str, Any]] = field(default_factory=list)  # check_command's keyword arguments and argv
     postgresql: list[dict[str, Any]] = field(default_factory=list)
     redis: list[dict[str, Any]] = field(default_factory=list)
     thresholds: dict[str, Any] | None = None
     timeout: float = DEFAULT_TIMEOUT
 
     def empty(self) -> bool:
-        return not (self.http or self.systemd_units or self.tcp or self.postgresql or self.redis
+        return not (self.http or self.systemd_units or self.tcp or self.commands or self.postgresql or self.redis
                     or any(v is not None for v in (self.thresholds or {}).values()))
 
     @classmethod
@@ -563,6 +465,7 @@ class HealthSpec:
             http=[dict(p) for p in params.get("http") or []],
             systemd_units=list(params.get("systemd_units") or []),
             tcp=list(params.get("tcp") or []),
+            commands=[dict(c) for c in params.get("commands") or []],
             postgresql=[dict(p) for p in params.get("postgresql") or []],
             redis=[dict(p) for p in params.get("redis") or []],
             thresholds=params.get("thresholds"),
@@ -571,13 +474,19 @@ class HealthSpec:
 
     def validate(self) -> None:
         if self.empty():
-            raise CheckError("nothing to check: give at least one of http, systemd_units, tcp, postgresql, "
-                             "redis or thresholds")
+            raise CheckError("nothing to check: give at least one of http, systemd_units, tcp, commands, "
+                             "postgresql, redis or thresholds")
         for probe in self.http:
             if not probe.get("url"):
                 raise CheckError("every http probe needs a url")
+            parse_status(probe.get("status") or 200)
         for value in self.tcp:
-            parse_host_port(value)
+            tcp_target(value)
+        for command in self.commands:
+            probes.validate_argv(command.get("argv"), f"command {command.get('name') or ''}".strip() + " argv")
+        for item in [*self.http, *self.commands, *(t for t in self.tcp if isinstance(t, dict))]:
+            if item.get("timeout") is not None and float(item["timeout"]) <= 0:
+                raise CheckError(f"probe {item.get('name') or ''}: timeout must be > 0 seconds")
         for kind in ("postgresql", "redis"):
             for item in getattr(self, kind):
                 if not item.get("host"):
@@ -611,12 +520,18 @@ def run_checks(spec: HealthSpec, budget: float | None = None,
             method=probe.get("method") or "GET",
             validate_certs=probe.get("validate_certs", True) is not False,
             follow_redirects=probe.get("follow_redirects", True) is not False,
+            header=probe.get("header"),
+            header_value=probe.get("header_value"),
             name=probe.get("name"),
         ))
     results.extend(check_units(spec.systemd_units, timeout=cap(None), runner=unit_runner))
     for value in spec.tcp:
-        host, port = parse_host_port(value)
-        results.append(check_tcp(host, port, timeout=cap(None)))
+        host, port = tcp_target(value)
+        item = value if isinstance(value, dict) else {}
+        results.append(check_tcp(host, port, timeout=cap(item.get("timeout")), name=item.get("name")))
+    for command in spec.commands:
+        options = {k: v for k, v in command.items() if k not in ("argv", "timeout")}
+        results.append(check_command(command["argv"], timeout=cap(command.get("timeout")), **options))
     for item in spec.postgresql:
         results.append(check_postgresql(item["host"], int(item.get("port") or 5432), timeout=cap(item.get("timeout")),
                                         name=item.get("name")))
@@ -709,16 +624,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "the result is healthy, degraded or unhealthy (the worst check).",
         epilog="exit codes: 0 healthy, 1 degraded, 2 unhealthy, 3 could not check (bad arguments, internal error). "
                "Example: tradeops-health --url http://127.0.0.1:8000/health --json-field version --json-value 1.4.2 "
-               "--unit refapp.service --redis 127.0.0.1:6379 --disk / --memory --json",
+               "--unit refapp.service --redis 127.0.0.1:6379 --disk / --memory --json; "
+               "tradeops-health --url http://127.0.0.1:8080/healthz --expect-status 200-299 "
+               "--expect-header 'X-Version: 2.0.1' --command '/opt/app/current/venv/bin/app --version' "
+               "--expect-output 2.0.1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--url", action="append", default=[], help="HTTP(S) URL to probe")
-    parser.add_argument("--expect-status", type=int, action="append", help="expected HTTP status (default 200)")
+    parser.add_argument("--expect-status", action="append", metavar="CODE|LOW-HIGH",
+                        help="expected HTTP status or range, e.g. 204 or 200-299 (default 200)")
     parser.add_argument("--body-contains", help="text the HTTP body must contain")
     parser.add_argument("--json-field", help="dotted JSON field of the HTTP body to check, e.g. version")
     parser.add_argument("--json-value", help="value the JSON field must have")
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="HTTP request header")
+    parser.add_argument("--expect-header", metavar="'NAME[: VALUE]'",
+                        help="response header of --url that must be present (with this value when given)")
     parser.add_argument("--insecure", action="store_true", help="do not verify TLS certificates of --url")
+    parser.add_argument("--command", action="append", default=[], metavar="'PROGRAM ARGS'",
+                        help="command that must exit 0 within --timeout (split like a shell, never run by one)")
+    parser.add_argument("--expect-output", metavar="TEXT", help="text the output of --command must contain")
     parser.add_argument("--unit", action="append", default=[], help="systemd unit that must be active")
     parser.add_argument("--tcp", action="append", default=[], metavar="HOST:PORT", help="TCP port that must accept")
     parser.add_argument("--postgresql", action="append", default=[], metavar="HOST[:PORT]",
@@ -759,10 +683,18 @@ def spec_from_args(args: argparse.Namespace) -> tuple[HealthSpec, dict[str, Any]
         if not sep or not key.strip():
             raise CheckError(f"--header {key.strip()!r}...: give 'Name: value'")
         headers[key.strip()] = value.strip()
+    expect_header, _, expect_value = (args.expect_header or "").partition(":")
     for url in args.url:
         spec.http.append({"url": url, "status": args.expect_status or [200], "body_contains": args.body_contains,
                           "json_field": args.json_field, "json_value": args.json_value, "headers": headers,
-                          "validate_certs": not args.insecure})
+                          "validate_certs": not args.insecure, "header": expect_header.strip() or None,
+                          "header_value": expect_value.strip() or None})
+    for command in args.command:
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise CheckError(f"--command {command!r}: {exc}") from exc
+        spec.commands.append({"argv": argv, "expect_output": args.expect_output})
     spec.systemd_units += args.unit
     spec.tcp += args.tcp
     for kind, default_port in (("postgresql", 5432), ("redis", 6379)):
