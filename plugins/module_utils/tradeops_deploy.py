@@ -47,6 +47,7 @@ try:
         evaluate,
     )
     from ansible.module_utils.tradeops_metrics import update_textfile
+    from ansible.module_utils.tradeops_probes import release_command
     from ansible.module_utils.tradeops_release import (
         DEFAULT_STALE_AFTER,
         ReleaseError,
@@ -65,6 +66,7 @@ except ImportError:  # on a host without Ansible: the module_utils files side by
         evaluate,
     )
     from tradeops_metrics import update_textfile  # type: ignore[no-redef]
+    from tradeops_probes import release_command  # type: ignore[no-redef]
     from tradeops_release import (  # type: ignore[no-redef]
         DEFAULT_STALE_AFTER,
         ReleaseError,
@@ -256,6 +258,48 @@ def _unit_name(value: Any, where: str) -> str:
     return unit
 
 
+def expects_version(probe: dict[str, Any], version_field: str | None) -> bool:
+    """A probe gated on the version being started: its ``expect_version``, else (unset) one whose
+    ``json_field`` is ``version_field``."""
+    if probe.get("expect_version") is not None:
+        return bool(probe["expect_version"])
+    return bool(version_field) and probe.get("json_field") == version_field
+
+
+def probe_spec(probes: list[dict[str, Any]], unit: str, version: str | None = None, version_field: str | None = None,
+               release_path: str | None = None) -> HealthSpec:
+    """A service's checks: its unit and its probes by kind. Probes gated on the version (``expects_version``)
+    expect ``version``: an HTTP probe in its JSON field (and in its header when no value is given for it), a
+    command probe in its output. Command probes run from ``release_path`` (``release_command``)."""
+    spec = HealthSpec(systemd_units=[unit])
+    for probe in probes:
+        kind = probe.get("kind") or "http"
+        expected = version if version and expects_version(probe, version_field) else None
+        if kind == "http":
+            http = {k: v for k, v in probe.items() if k not in ("kind", "expect_version", "host", "port", "argv",
+                                                                   "user", "group", "env_file")}
+            # an explicit expect_version fills what has no value; the version_field rule always replaces it
+            if expected is not None and http.get("json_field") and (http.get("json_value") is None
+                                                                     or probe.get("expect_version") is None):
+                http["json_value"] = expected
+            if expected is not None and http.get("header") and http.get("header_value") is None:
+                http["header_value"] = expected
+            spec.http.append(http)
+        elif kind == "tcp":
+            spec.tcp.append({"host": probe.get("host") or "127.0.0.1", "port": probe.get("port"),
+                             "name": probe.get("name"), "timeout": probe.get("timeout")})
+        elif kind == "command":
+            command = {"argv": probe.get("argv"), "name": probe.get("name"), "timeout": probe.get("timeout"),
+                       "expect_output": expected}
+            if release_path is not None:
+                command.update(release_command(release_path, user=probe.get("user"), group=probe.get("group"),
+                                               env_file=probe.get("env_file")))
+            spec.commands.append(command)
+        else:
+            raise CheckError(f"probe {probe.get('name') or ''}: kind {kind!r} is not one of http, tcp, command")
+    return spec
+
+
 def parse_services(items: list[dict[str, Any]] | None, default_deadline: float) -> list[Service]:
     """``services`` in start order; every probe checked as app_health checks its ``http`` option."""
     services: list[Service] = []
@@ -270,7 +314,7 @@ def parse_services(items: list[dict[str, Any]] | None, default_deadline: float) 
         seen.add(unit)
         probes = [dict(p) for p in item.get("probes") or []]
         try:
-            HealthSpec(http=probes, systemd_units=[unit]).validate()
+            probe_spec(probes, unit).validate()
         except CheckError as exc:
             raise ReleaseError(f"{where} ({unit}): {exc}") from exc
         deadline = float(item.get("deadline") or default_deadline)
@@ -378,18 +422,16 @@ class Deployer:
 
     # ------------------------------------------------------------------ services
 
-    def probes_for(self, service: Service, version: str | None) -> list[dict[str, Any]]:
-        """The service's probes; those on ``version_field`` expect ``version`` (the release gated)."""
-        probes = []
-        for probe in service.probes:
-            probe = dict(probe)
-            if self.gate.version_field and version and probe.get("json_field") == self.gate.version_field:
-                probe["json_value"] = version
-            probes.append(probe)
-        return probes
-
     def check(self, service: Service, version: str | None, quick: bool = False) -> HealthReport:
-        spec = HealthSpec(http=self.probes_for(service, version), systemd_units=[service.unit])
+        """The service's checks on the serving release (``current``: the gated one in every action)."""
+        release_path = None
+        if any(p.get("kind") == "command" for p in service.probes):
+            current = self.store.current()
+            if current is None:
+                raise CheckError(f"{service.unit}: its command probes run from the current release, and nothing "
+                                 f"is current under {self.store.path}")
+            release_path = self.store.release_path(current)
+        spec = probe_spec(service.probes, service.unit, version, self.gate.version_field, release_path)
         if quick:
             return evaluate(spec, retries=0, deadline=min(service.deadline, QUICK_DEADLINE),
                             unit_runner=self.systemd.show_runner)

@@ -168,53 +168,98 @@ options:
         type: float
       probes:
         description:
-          - HTTP probes of this service, exactly as the C(http) option of M(app_health).
-          - A probe whose C(json_field) is O(version_field) expects the version of the release being gated
-            (the new one, or the one rolled back to), and the module sets its C(json_value).
+          - Probes of this service (its health contract), each of O(services[].probes[].kind) C(http) (exactly as the
+            C(http) option of M(app_health), plus O(services[].probes[].expect_version)), C(tcp) or C(command).
+          - A probe with O(services[].probes[].expect_version) (or, when that is unset, an HTTP probe whose
+            C(json_field) is O(version_field)) expects the version of the release being gated (the new one, or the
+            one rolled back to).
+          - "Command probes run from the current release: in its directory, its C(venv/bin) first on C(PATH), the
+            entries of O(services[].probes[].env_file) (read by root, never shown, masked in the output) in the
+            environment, as O(services[].probes[].user). Their result holds the exit code and the last 400
+            characters of the output."
         type: list
         elements: dict
         default: []
         suboptions:
+          kind:
+            description: C(http) (a request), C(tcp) (a connection to O(services[].probes[].port)) or C(command).
+            type: str
+            default: http
+            choices: [http, tcp, command]
           url:
-            description: URL to request. User and password in it are never shown in results.
+            description: C(http), URL to request (required). User and password in it are never shown in results.
             type: str
-            required: true
           name:
-            description: Name of the check in results (default the URL).
+            description: Name of the check in results (default the URL, C(tcp:HOST:PORT) or C(command:PROGRAM)).
             type: str
+          expect_version:
+            description:
+              - Gate on the version being started, C(http) in C(json_field) and in C(header) when they have no value
+                of their own, C(command) in its output. Unset, an HTTP probe whose C(json_field) is O(version_field)
+                expects it.
+            type: bool
           status:
-            description: Accepted HTTP status codes.
+            description: C(http), accepted status codes, each a code (C(200)) or an inclusive range (C("200-299")).
             type: list
-            elements: int
+            elements: raw
             default: [200]
           body_contains:
-            description: Text the response body must contain.
+            description: C(http), text the response body must contain.
             type: str
           json_field:
-            description: Dotted path of a field in the JSON body (C(version), C(checks.db.status)).
+            description: C(http), dotted path of a field in the JSON body (C(version), C(checks.db.status)).
             type: str
           json_value:
-            description: Value the JSON field must have (replaced by the gated version on O(version_field)).
+            description: C(http), value the JSON field must have (replaced by the gated version on O(version_field)).
             type: raw
+          header:
+            description: C(http), response header that must be present, e.g. C(X-Version).
+            type: str
+          header_value:
+            description: C(http), value the response header must have.
+            type: str
           timeout:
             description: Seconds for this probe (default 5); never beyond what is left of the deadline.
             type: float
           headers:
-            description: Request headers. Values may be secrets; they are not logged.
+            description: C(http), request headers. Values may be secrets; they are not logged.
             type: dict
           method:
-            description: HTTP method.
+            description: C(http), HTTP method.
             type: str
             default: GET
             choices: [GET, HEAD]
           validate_certs:
-            description: Verify TLS certificates.
+            description: C(http), verify TLS certificates.
             type: bool
             default: true
           follow_redirects:
-            description: Follow redirects (the final status is checked).
+            description: C(http), follow redirects (the final status is checked).
             type: bool
             default: true
+          host:
+            description: C(tcp), address to connect to.
+            type: str
+            default: 127.0.0.1
+          port:
+            description: C(tcp), port that must accept a connection (required).
+            type: int
+          argv:
+            description:
+              - C(command), program (a name found in the release's C(venv/bin) first, or a path) and its arguments;
+                exit 0 is healthy. Never a secret here (arguments are visible to every process); secrets come from
+                O(services[].probes[].env_file).
+            type: list
+            elements: str
+          user:
+            description: C(command), user it runs as, with its own groups (default root, none dropped).
+            type: str
+          group:
+            description: C(command), primary group it runs as (default the user's).
+            type: str
+          env_file:
+            description: C(command), environment file loaded for it, as the units' C(EnvironmentFile=).
+            type: path
   version_field:
     description:
       - JSON field (in a probe's C(json_field)) that reports the serving version; such probes are gated on the
@@ -301,9 +346,13 @@ EXAMPLES = r"""
             json_field: version
       - unit: refapp-worker.service
         probes:
-          - url: http://127.0.0.1:8001/api/health/readiness
+          - kind: command
             name: readiness
-            json_field: version
+            argv: [refapp, --version]
+            expect_version: true
+            user: refapp
+            env_file: /opt/refapp/shared/config/.env
+            timeout: 10
     deadline: 60
     lock_owner: "{{ lookup('env', 'USER') }}"
     lock_host: "{{ lookup('pipe', 'hostname') }}"
@@ -476,7 +525,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.tradeops_deploy import ACTIONS, run_deploy
-from ansible.module_utils.tradeops_health import probe_argument_spec
+from ansible.module_utils.tradeops_health import service_probe_argument_spec
 from ansible.module_utils.tradeops_release import DEFAULT_SHARED_LINKS, ReleaseError, ReleaseStore, lock_argument_spec
 
 
@@ -507,7 +556,7 @@ def argument_spec() -> dict:
         services=dict(type="list", elements="dict", default=[], options=dict(
             unit=dict(type="str", required=True),
             deadline=dict(type="float"),
-            probes=dict(type="list", elements="dict", default=[], options=probe_argument_spec()),
+            probes=dict(type="list", elements="dict", default=[], options=service_probe_argument_spec()),
         )),
         version_field=dict(type="str", default="version"),
         deadline=dict(type="float", default=60.0),

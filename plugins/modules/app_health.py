@@ -45,9 +45,9 @@ options:
         description: Name of the check in results (default the URL).
         type: str
       status:
-        description: Accepted HTTP status codes.
+        description: Accepted HTTP status codes, each a code (C(200)) or an inclusive range (C("200-299")).
         type: list
-        elements: int
+        elements: raw
         default: [200]
       body_contains:
         description: Text the response body must contain.
@@ -58,6 +58,12 @@ options:
       json_value:
         description: Value the JSON field must have (compared as JSON value or as text), e.g. the deployed version.
         type: raw
+      header:
+        description: Response header that must be present, e.g. C(X-Version).
+        type: str
+      header_value:
+        description: Value the response header O(http[].header) must have (surrounding blanks ignored).
+        type: str
       timeout:
         description: Seconds for this probe (default O(timeout)); never beyond what is left of O(deadline).
         type: float
