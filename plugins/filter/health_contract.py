@@ -1,0 +1,225 @@
+"""The health contract of an application's services (role app's ``app_services``), checked and
+turned into what ``app_deploy`` gates, soaks, rolls back and verifies on.
+
+Each service may declare a ``liveness`` and a ``readiness`` probe:
+
+- ``{kind: http, path: /health}`` (or ``url`` on the host's loopback; ``port`` default the
+  service's): ``status`` (``200``, ``"200-299"`` or a list), ``json_field`` (dotted path) with an
+  optional ``json_value``, ``header`` with an optional ``header_value``, ``body_contains``;
+- ``{kind: tcp}``: the service's port (or ``port``) accepts a connection;
+- ``{kind: command, argv: [myapp, --version]}``: run from the release (its venv first on PATH,
+  its env file, as the app user, in the release directory), exit 0 is healthy;
+- ``{kind: none}``: no probe (the unit's systemd state only).
+
+Every probe takes ``timeout`` (seconds) and ``name``; ``expect_version: true`` makes the JSON field's
+or the header's value (http) or the output (command) carry the release's version. A service that
+declares neither probe keeps the reference app's contract when it has a port (liveness GET
+``app_health_liveness_path``, readiness GET ``app_health_readiness_path`` with a JSON ``version``
+equal to the release's; the legacy ``health: {liveness, readiness}`` paths override them) and has
+no probe when it has none (a worker: its systemd state only).
+
+``app_services | health_contract_errors`` lists what is wrong (each message names the service, the
+option and the fix); role app's preflight fails on it. ``app_services | app_deploy_services(...)``
+renders the ``services`` option of ``app_deploy``, in start order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import urllib.parse
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+try:  # the unit tests register plugins/module_utils as ansible.module_utils (tests/unit/conftest.py)
+    from ansible.module_utils import tradeops_probes as probes
+except ImportError:  # Ansible loads controller plugins without its module_utils path: load it beside us
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
+    import tradeops_probes as probes  # type: ignore[no-redef]
+
+DOCUMENTATION = """
+name: health_contract_errors
+short_description: what is wrong in the health contracts of app_services
+description:
+  - C(app_services | health_contract_errors) is the list of mistakes in the services' C(liveness) and
+    C(readiness) probes, each naming the service, the option and the fix; empty when all is well.
+  - C(app_services | app_deploy_services(order=..., user=..., group=..., env_file=..., liveness_path=...,
+    readiness_path=...)) renders app_deploy's C(services) in start order (fails on the same mistakes).
+positional: _input
+options:
+  _input:
+    description: role app's C(app_services)
+    type: list
+    elements: dict
+    required: true
+"""
+
+PROBES = ("liveness", "readiness")
+KINDS = ("http", "tcp", "command", "none")
+_COMMON = {"kind", "name", "timeout"}
+OPTIONS = {
+    "http": _COMMON | {"expect_version", "path", "url", "port", "status", "json_field", "json_value", "header",
+                       "header_value", "body_contains"},
+    "tcp": _COMMON | {"port"},
+    "command": _COMMON | {"expect_version", "argv"},
+    "none": {"kind"},
+}
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+DOTTED = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+EXAMPLE = "{kind: http, path: /health}"
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+def _http_errors(probe: dict[str, Any], where: str) -> list[str]:
+    errors = []
+    path, url = probe.get("path"), probe.get("url")
+    if path is not None and url is not None:
+        errors.append(f"{where} has both path and url: keep one (path is requested on the service's port)")
+    elif path is None and url is None:
+        errors.append(f"{where}.path is missing: give the path to request, e.g. path: /health")
+    elif path is not None and not (isinstance(path, str) and path.startswith("/")):
+        errors.append(f"{where}.path is {path!r}: give a path that starts with /, e.g. /health")
+    elif url is not None:
+        parts = urllib.parse.urlsplit(str(url))
+        if parts.scheme not in ("http", "https") or parts.hostname not in LOOPBACK:
+            errors.append(f"{where}.url is {url!r}: probes check the service on this host, so give an http(s) URL on "
+                          f"its loopback (127.0.0.1, [::1], localhost), or path")
+    if "status" in probe:
+        try:
+            probes.parse_status(probe["status"])
+        except probes.CheckError as exc:
+            errors.append(f"{where}.{exc}")
+    field, header = probe.get("json_field"), probe.get("header")
+    if field is not None and not (isinstance(field, str) and DOTTED.match(field)):
+        errors.append(f"{where}.json_field is {field!r}: give a dotted path of the JSON body, e.g. version or "
+                      "build.version")
+    if "json_value" in probe and field is None:
+        errors.append(f"{where}.json_value needs json_field (the field it is compared with): add json_field or "
+                      "remove json_value")
+    if header is not None and not (isinstance(header, str) and probes.HEADER_NAME.match(header)):
+        errors.append(f"{where}.header is {header!r}: give the name of a response header, e.g. X-Version")
+    if "header_value" in probe and header is None:
+        errors.append(f"{where}.header_value needs header (the response header it is compared with): add header "
+                      "or remove header_value")
+    if probe.get("expect_version") is True:
+        if field is None and header is None:
+            errors.append(f"{where}.expect_version needs json_field or header (where the version is read): add one, "
+                          "or set expect_version: false")
+        elif not ((field and "json_value" not in probe) or (header and "header_value" not in probe)):
+            errors.append(f"{where}.expect_version leaves nothing to compare with the version (json_value and "
+                          "header_value are set): remove one of them, or set expect_version: false")
+    return errors
+
+
+def probe_errors(service: dict[str, Any], which: str) -> list[str]:
+    """The mistakes in one probe (``which``: liveness or readiness) of one service."""
+    where = f"app_services '{service.get('name', '?')}': {which}"
+    probe = service.get(which)
+    if probe is None:
+        return []
+    if not isinstance(probe, dict):
+        return [f"{where} is {probe!r}: give a probe such as {EXAMPLE}, or {{kind: none}} for none"]
+    kind = probe.get("kind", "http")
+    if kind not in KINDS:
+        return [f"{where}.kind is {kind!r}: use http, tcp, command or none"]
+    errors = []
+    for key in sorted(set(probe) - OPTIONS[kind]):
+        owners = [k for k in KINDS if key in OPTIONS[k]]
+        fix = f"remove it, or use kind: {' or '.join(owners)}" if owners else "remove it (not a probe option)"
+        errors.append(f"{where}.{key} is not an option of a {kind} probe: {fix}")
+    if kind == "none":
+        return errors
+    timeout = probe.get("timeout")
+    if "timeout" in probe and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+        errors.append(f"{where}.timeout is {timeout!r}: give the seconds the probe may take, more than 0 (e.g. 5)")
+    if "expect_version" in probe and not isinstance(probe["expect_version"], bool):
+        errors.append(f"{where}.expect_version is {probe['expect_version']!r}: give true or false")
+    if kind in ("http", "tcp"):
+        port = probe.get("port", service.get("port"))
+        if "port" in probe and not _is_port(probe["port"]):
+            errors.append(f"{where}.port is {probe['port']!r}: give a TCP port between 1 and 65535")
+        elif port is None and not (kind == "http" and probe.get("url")):
+            errors.append(f"{where} is a {kind} probe but service '{service.get('name', '?')}' has no port: give the "
+                          f"service a port (or {which}.port), or use kind: command or none")
+    if kind == "http":
+        errors += _http_errors(probe, where)
+    if kind == "command":
+        try:
+            probes.validate_argv(probe.get("argv"), "argv")
+        except probes.CheckError as exc:
+            errors.append(f"{where}.{exc}")
+    return errors
+
+
+def health_contract_errors(services: list[dict[str, Any]]) -> list[str]:
+    """Every mistake in the liveness and readiness probes of ``services``."""
+    errors = []
+    for service in services or []:
+        if not isinstance(service, dict):
+            continue  # role app's preflight reports malformed services
+        legacy = service.get("health") or {}
+        for which in PROBES:
+            if which in service and isinstance(legacy, dict) and which in legacy:
+                errors.append(f"app_services '{service.get('name', '?')}': health.{which} (a path) and {which} (a "
+                              f"probe) are both set: keep {which} and put the path in it")
+            errors += probe_errors(service, which)
+    return errors
+
+
+def _render(service: dict[str, Any], which: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    probe, port = service.get(which), service.get("port")
+    if probe is None:  # the reference app's contract, for a service with a port
+        if port is None:
+            return None
+        path = (service.get("health") or {}).get(which) or settings[f"{which}_path"]
+        out: dict[str, Any] = {"url": f"http://127.0.0.1:{port}{path}", "name": which}
+        if which == "readiness":
+            out["json_field"] = "version"
+        return out
+    kind = probe.get("kind", "http")
+    if kind == "none":
+        return None
+    out = {"kind": kind, "name": probe.get("name") or which}
+    if "timeout" in probe:
+        out["timeout"] = float(probe["timeout"])
+    if kind == "tcp":
+        out["port"] = probe.get("port", port)
+        return out
+    out["expect_version"] = bool(probe.get("expect_version", False))
+    if kind == "command":
+        out.update(argv=list(probe["argv"]), user=settings["user"], group=settings["group"],
+                   env_file=settings["env_file"])
+        return out
+    out["url"] = probe.get("url") or f"http://127.0.0.1:{probe.get('port', port)}{probe['path']}"
+    for key in ("json_field", "json_value", "header", "header_value", "body_contains"):
+        if key in probe:
+            out[key] = probe[key]
+    if "status" in probe:
+        out["status"] = probe["status"] if isinstance(probe["status"], list) else [probe["status"]]
+    return out
+
+
+def app_deploy_services(services: list[dict[str, Any]], order: list[str], app_name: str, user: str, group: str,
+                        env_file: str, liveness_path: str, readiness_path: str) -> list[dict[str, Any]]:
+    """app_deploy's ``services`` in start ``order``: one unit each, with its liveness then readiness probe."""
+    errors = health_contract_errors(services)
+    if errors:
+        raise AnsibleFilterError("; ".join(errors))
+    settings = {"user": user, "group": group, "env_file": env_file, "liveness_path": liveness_path,
+                "readiness_path": readiness_path}
+    by_name = {s["name"]: s for s in services}
+    out = []
+    for name in order:
+        rendered = [_render(by_name[name], which, settings) for which in PROBES]
+        out.append({"unit": f"{app_name}-{name}.service", "probes": [p for p in rendered if p is not None]})
+    return out
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"health_contract_errors": health_contract_errors, "app_deploy_services": app_deploy_services}

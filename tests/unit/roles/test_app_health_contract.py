@@ -1,0 +1,129 @@
+"""Role app's health contract under ansible-playbook: what `__app_deploy_services` gives app_deploy (the gate,
+the soak, rollback, verify and the restart handler all pass it), and the preflight that refuses a bad contract
+before anything changes, with a message naming the service, the option and the fix.
+
+Runs on localhost only (the preflight only asserts and computes); ONE ansible-playbook run for every case.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
+WEB = {"name": "web", "args": ["serve"], "port": 8000}
+
+# What app_deploy received for the default app_services before services declared their own contract
+# (roles/app/vars/main.yml, 5dd02d6): liveness 200, readiness with the JSON version of the release.
+TODAY = [{"unit": "refapp-web.service", "probes": [
+    {"url": "http://127.0.0.1:8000/api/health/liveness", "name": "liveness"},
+    {"url": "http://127.0.0.1:8000/api/health/readiness", "name": "readiness", "json_field": "version"}]}]
+ENV_FILE = "/opt/shop/shared/config/.env"
+SHOP = {"app_name": "shop", "app_services": [
+    {"name": "web", "args": ["serve"], "port": 8080,
+     "liveness": {"kind": "tcp"},
+     "readiness": {"path": "/healthz", "status": "200-299", "header": "X-Version", "expect_version": True}},
+    {"name": "worker", "args": ["work"], "requires": ["web"],
+     "readiness": {"kind": "command", "argv": ["shop", "--version"], "expect_version": True, "timeout": 10}},
+    {"name": "beat", "args": ["beat"]},
+    {"name": "admin", "args": ["admin"], "port": 8081, "liveness": {"kind": "none"},
+     "readiness": {"url": "http://localhost:8081/status", "json_field": "db.ok", "json_value": True}},
+]}
+SHOP_EXPECTED = [
+    {"unit": "shop-web.service", "probes": [
+        {"kind": "tcp", "name": "liveness", "port": 8080},
+        {"kind": "http", "name": "readiness", "expect_version": True, "url": "http://127.0.0.1:8080/healthz",
+         "header": "X-Version", "status": ["200-299"]}]},
+    {"unit": "shop-worker.service", "probes": [
+        {"kind": "command", "name": "readiness", "timeout": 10.0, "expect_version": True, "argv": ["shop", "--version"],
+         "user": "shop", "group": "shop", "env_file": ENV_FILE}]},
+    {"unit": "shop-beat.service", "probes": []},
+    {"unit": "shop-admin.service", "probes": [
+        {"kind": "http", "name": "readiness", "expect_version": False, "url": "http://localhost:8081/status",
+         "json_field": "db.ok", "json_value": True}]},
+]
+
+
+def service(**probes) -> dict:
+    return {"app_services": [{**WEB, **probes}]}
+
+
+CASES = {
+    "default app_services": ({}, TODAY),
+    "legacy health paths": (service(health={"readiness": "/ready"}),
+                            [{"unit": "refapp-web.service", "probes": [
+                                TODAY[0]["probes"][0],
+                                {"url": "http://127.0.0.1:8000/ready", "name": "readiness",
+                                 "json_field": "version"}]}]),
+    "every kind": (SHOP, SHOP_EXPECTED),
+    "unknown kind": (service(readiness={"kind": "grpc"}), "kind"),
+    "http probe without a port": ({"app_services": [{"name": "worker", "args": ["work"],
+                                                     "liveness": {"path": "/health"}}]},
+                                  "app_services 'worker': liveness is a http probe but service 'worker' has no port"),
+    "expect_version with nothing to read it from": (
+        service(readiness={"path": "/ready", "expect_version": True}),
+        "app_services 'web': readiness.expect_version needs json_field or header"),
+    "nonsense header": (service(readiness={"path": "/ready", "header": "X Version: 1"}),
+                        "app_services 'web': readiness.header is 'X Version: 1': give the name of a response header"),
+    "negative timeout": (service(liveness={"kind": "tcp", "timeout": -1}),
+                         "app_services 'web': liveness.timeout is -1: give the seconds"),
+    "command as a string": (service(readiness={"kind": "command", "argv": "shop --version"}),
+                            "app_services 'web': readiness.argv must be a non-empty list of strings"),
+    "argv on an http probe": (service(readiness={"path": "/r", "argv": ["x"]}),
+                              "app_services 'web': readiness.argv is not an option of a http probe: remove it, or "
+                              "use kind: command"),
+    "remote url": (service(readiness={"url": "http://example.com/health"}),
+                   "app_services 'web': readiness.url is 'http://example.com/health'"),
+}
+
+
+def case_play(name: str, extra: dict) -> dict:
+    include = {"name": "Preflight of the role",
+               "ansible.builtin.include_role": {"name": "app", "tasks_from": "preflight", "public": True}}
+    show = {"name": "Services", "ansible.builtin.debug": {"msg": "{{ __app_deploy_services }}"}}
+    return {"name": name, "hosts": "localhost", "gather_facts": False,
+            "vars": {"ansible_facts": FACTS, **extra},
+            "tasks": [{"name": "Preflight", "block": [include, show],
+                       "rescue": [{"name": "Rescued", "ansible.builtin.meta": "noop"}]}]}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, tuple[list[str], object]]:
+    """{case: (failure messages, services shown or None)} from ONE ansible-playbook run."""
+    d = tmp_path_factory.mktemp("app-contract")
+    (d / "play.yml").write_text(yaml.safe_dump([case_play(n, extra) for n, (extra, _) in CASES.items()],
+                                               sort_keys=False))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_INJECT_FACT_VARS": "false",
+           "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOCALHOST_WARNING": "false"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,",
+                           "-c", "local", str(d / "play.yml")], capture_output=True, text=True, env=env, cwd=d,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout[proc.stdout.index("{"):])
+    out = {}
+    for played in report["plays"]:
+        messages, shown = [], None
+        for task in played["tasks"]:
+            result = task["hosts"].get("localhost", {})
+            if task["task"]["name"] == "Services" and not result.get("skipped"):
+                shown = result.get("msg")
+            if result.get("failed"):
+                messages.append(" ".join(str(result.get("msg", "")).split()))
+        out[played["play"]["name"]] = (messages, shown)
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_contract(results, case):
+    messages, shown = results[case]
+    expected = CASES[case][1]
+    if isinstance(expected, str):
+        assert shown is None and any(expected in m for m in messages), messages
+    else:
+        assert messages == [] and shown == expected, messages
