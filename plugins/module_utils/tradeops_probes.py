@@ -280,7 +280,7 @@ def check_command(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, expe
     """Run ``argv`` (as ``user``/``group``/``groups`` ids when given, in ``cwd`` with ``env``); healthy on exit 0
     within ``timeout`` seconds whose output contains ``expect_output`` (when given). The result holds the exit
     code and the tail of the output, ``secrets`` masked; never the environment nor the arguments."""
-    command = validate_argv(list(argv))
+    command = validate_argv(argv)
     program = command[0]
 
     def probe() -> tuple[str, str, dict[str, Any]]:

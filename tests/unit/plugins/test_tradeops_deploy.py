@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -837,3 +838,59 @@ def test_deploy_metric_series_refuses_an_unknown_outcome():
     assert [labels.get("outcome") for labels, _ in series] == ["success", "failed", "rolled_back", None]
     with pytest.raises(ValueError, match="one of success, failed, rolled_back"):
         deploy_metric_series("refapp", "rolled-back", 1.5, 2.0)
+
+
+# -- health contracts: tcp and command probes --------------------------------------------
+
+
+def contract(app: Any, command: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Every unit: TCP liveness, readiness a command run from the release (``python`` of its venv)."""
+    return [{"unit": unit, "probes": [
+        {"kind": "tcp", "name": "liveness", "host": "127.0.0.1", "port": port},
+        {"kind": "command", "name": "readiness", "argv": ["python", "-c", command], "expect_version": True,
+         "env_file": str(app.env_file), "timeout": timeout},
+    ]} for unit, port in app.ports.items()]  # fmt: skip
+
+
+VERSION_AND_ENV = "import os, tinysvc; print(tinysvc.VERSION, 'state', os.environ['TINYSVC_STATE'], os.getcwd())"
+
+
+def test_a_command_probe_gates_from_the_release_its_venv_and_env_file_and_rolls_back(make_app):
+    """The command runs from the current release (its venv's python imports the release's code, in its
+    directory, with the env file's entries masked in the result); a release failing it is rolled back and
+    the one rolled back to passes it with its own version."""
+    app = make_app("tiny-api.service")
+    first = ok(app.deploy("1.0", services=contract(app, VERSION_AND_ENV)))
+    checks = first["health"]["tiny-api.service"]["checks"]
+    assert [(c["name"], c["kind"], c["status"]) for c in checks] == [
+        ("unit:tiny-api.service", "systemd", "healthy"), ("liveness", "tcp", "healthy"),
+        ("readiness", "command", "healthy")]  # fmt: skip
+    output = checks[2]["data"]["output"]
+    assert output == f"1.0 state *** {app.store.release_path(first['release'])}"
+    assert str(app.state) not in json.dumps(first)
+    failing = "import sys, tinysvc; print(tinysvc.VERSION); sys.exit(tinysvc.VERSION == '2.0')"
+    second = app.deploy("2.0", services=contract(app, failing))
+    assert second["failed"] and second["outcome"] == "rolled-back"
+    assert "readiness [unhealthy] python exited 1: 2.0" in second["msg"]
+    assert second["health"]["tiny-api.service"]["status"] == "healthy"
+    assert second["health"]["tiny-api.service"]["version"] == "1.0"
+    ok(app.run(action="verify", services=contract(app, failing)))  # 1.0 serves, and passes it
+
+
+def test_a_command_probe_that_hangs_is_killed_at_its_timeout_and_fails_the_gate(make_app):
+    app = make_app("tiny-api.service")
+    started = time.monotonic()
+    result = app.deploy("1.0", services=contract(app, "import time; time.sleep(60)", timeout=0.5))
+    assert time.monotonic() - started < 20
+    assert result["failed"] and result["outcome"] == "failed" and "NOTHING SERVES" in result["msg"]
+    # each attempt within the probe's timeout, the last one within what was left of the deadline
+    assert re.search(r"readiness \[unhealthy\] python did not finish within 0?\.\d+ s \(killed\)", result["msg"])
+
+
+def test_a_probe_of_an_unknown_kind_or_without_its_target_fails_before_anything_changes(make_app):
+    app = make_app("tiny-api.service")
+    for probe, message in [({"kind": "grpc"}, "kind 'grpc' is not one of"), ({"kind": "tcp"}, "port None"),
+                           ({"kind": "command", "argv": []}, "argv must be a non-empty list")]:
+        result = app.run(action="verify", services=[{"unit": "tiny-api.service", "probes": [probe]}])
+        assert result["failed"] and message in result["msg"], result["msg"]
+    assert not Path(app.root).exists()

@@ -1,0 +1,100 @@
+"""plugins/filter/health_contract.py: every mistake in a service's health contract is named with the service,
+the option and the fix (role app's preflight fails on them); a good contract renders app_deploy's services."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+_spec = importlib.util.spec_from_file_location(
+    "health_contract", Path(__file__).resolve().parents[3] / "plugins" / "filter" / "health_contract.py")
+health_contract = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(health_contract)
+errors_of = health_contract.health_contract_errors
+SETTINGS = {"app_name": "shop", "user": "shop", "group": "shop", "env_file": "/opt/shop/shared/config/.env",
+            "liveness_path": "/live", "readiness_path": "/ready"}
+
+
+def web(**probes) -> list[dict]:
+    return [{"name": "web", "args": [], "port": 8000, **probes}]
+
+
+@pytest.mark.parametrize(("services", "message"), [
+    (web(readiness="none"), "readiness is 'none': give a probe such as {kind: http, path: /health}, or {kind: none}"),
+    (web(readiness={"kind": "grpc"}), "readiness.kind is 'grpc': use http, tcp, command or none"),
+    (web(liveness={"kind": "none", "path": "/x"}), "liveness.path is not an option of a none probe: remove it, or use "
+                                                   "kind: http"),
+    (web(liveness={"kind": "tcp", "argv": ["x"]}), "liveness.argv is not an option of a tcp probe: remove it, or use "
+                                                   "kind: command"),
+    (web(liveness={"path": "/x", "retries": 3}), "liveness.retries is not an option of a http probe: remove it (not a "
+                                                 "probe option)"),
+    ([{"name": "worker", "liveness": {"kind": "tcp"}}], "app_services 'worker': liveness is a tcp probe but service "
+                                                        "'worker' has no port: give the service a port (or "
+                                                        "liveness.port), or use kind: command or none"),
+    (web(liveness={"kind": "tcp", "port": 0}), "liveness.port is 0: give a TCP port between 1 and 65535"),
+    (web(readiness={"path": "/a", "url": "http://127.0.0.1:8000/a"}), "readiness has both path and url"),
+    (web(readiness={"status": 200}), "readiness.path is missing: give the path to request"),
+    (web(readiness={"path": "health"}), "readiness.path is 'health': give a path that starts with /"),
+    (web(readiness={"url": "http://10.0.0.5:8000/health"}), "readiness.url is 'http://10.0.0.5:8000/health': probes "
+                                                            "check the service on this host"),
+    (web(readiness={"path": "/r", "status": "2xx"}), "readiness.status '2xx': give an HTTP status (200), a range"),
+    (web(readiness={"path": "/r", "json_field": "a..b"}), "readiness.json_field is 'a..b': give a dotted path"),
+    (web(readiness={"path": "/r", "json_value": "1"}), "readiness.json_value needs json_field"),
+    (web(readiness={"path": "/r", "header": "X-Version:"}), "readiness.header is 'X-Version:': give the name of a "
+                                                            "response header"),
+    (web(readiness={"path": "/r", "header_value": "1"}), "readiness.header_value needs header"),
+    (web(readiness={"path": "/r", "expect_version": True}), "readiness.expect_version needs json_field or header"),
+    (web(readiness={"path": "/r", "json_field": "v", "json_value": "1", "expect_version": True}),
+     "readiness.expect_version leaves nothing to compare with the version"),
+    (web(readiness={"path": "/r", "expect_version": "yes"}), "readiness.expect_version is 'yes': give true or false"),
+    (web(readiness={"kind": "tcp", "timeout": -2}), "readiness.timeout is -2: give the seconds the probe may take, "
+                                                    "more than 0"),
+    (web(readiness={"kind": "tcp", "timeout": True}), "readiness.timeout is True"),
+    (web(readiness={"kind": "command"}), "readiness.argv must be a non-empty list of strings, e.g. [myapp, --version]"),
+    (web(readiness={"kind": "command", "argv": "myapp --version"}), "readiness.argv must be a non-empty list"),
+    (web(readiness={"kind": "command", "argv": ["myapp", 2]}), "readiness.argv[1] is 2 (int): every item must be a "
+                                                               "string (quote it: '2')"),
+    (web(health={"readiness": "/r"}, readiness={"path": "/r"}), "health.readiness (a path) and readiness (a probe) "
+                                                                "are both set"),
+])  # fmt: skip
+def test_each_mistake_names_the_service_the_option_and_the_fix(services, message):
+    errors = errors_of(services)
+    assert len(errors) == 1 and message in errors[0], errors
+    assert errors[0].startswith(f"app_services '{services[0]['name']}': ")
+    with pytest.raises(AnsibleFilterError, match="app_services"):
+        health_contract.app_deploy_services(services, [s["name"] for s in services], **SETTINGS)
+
+
+@pytest.mark.parametrize("probe", [
+    {"kind": "none"}, {"kind": "tcp"}, {"kind": "tcp", "port": 9000, "timeout": 2},
+    {"path": "/h", "status": [200, "300-399"], "json_field": "a.b.0", "json_value": {"x": 1}, "header": "X-V",
+     "header_value": "1", "body_contains": "ok", "name": "deep", "timeout": 1.5},
+    {"url": "https://[::1]:8443/h", "header": "X-Version", "expect_version": True},
+    {"path": "/h", "json_field": "version", "header": "X-Build", "header_value": "7", "expect_version": True},
+    {"kind": "command", "argv": ["myapp", "check"], "expect_version": False, "timeout": 30},
+])  # fmt: skip
+def test_good_contracts_pass(probe):
+    assert errors_of(web(readiness=probe, liveness=probe)) == []
+
+
+def test_services_without_a_contract_keep_the_reference_apps_or_none_without_a_port():
+    services = [{"name": "web", "port": 8000}, {"name": "worker"}]
+    rendered = health_contract.app_deploy_services(services, ["worker", "web"], **SETTINGS)
+    assert rendered == [
+        {"unit": "shop-worker.service", "probes": []},
+        {"unit": "shop-web.service", "probes": [
+            {"url": "http://127.0.0.1:8000/live", "name": "liveness"},
+            {"url": "http://127.0.0.1:8000/ready", "name": "readiness", "json_field": "version"}]},
+    ]  # fmt: skip
+
+
+def test_declared_probes_say_expect_version_explicitly():
+    """app_deploy gates a probe whose json_field is `version` on the version unless told otherwise: a
+    declared probe always says, so `json_field: version` without expect_version is not version-gated."""
+    rendered = health_contract.app_deploy_services(
+        web(readiness={"path": "/r", "json_field": "version", "status": "200-204"}), ["web"], **SETTINGS)
+    readiness = rendered[0]["probes"][1]
+    assert readiness == {"kind": "http", "name": "readiness", "expect_version": False, "json_field": "version",
+                         "url": "http://127.0.0.1:8000/r", "status": ["200-204"]}
