@@ -14,6 +14,8 @@ that appears in it masked.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import http.client
 import json
 import os
@@ -21,6 +23,7 @@ import re
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import time
 import urllib.error
@@ -309,22 +312,36 @@ def check_command(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, expe
     return timed_check(name or f"command:{program}", "command", probe)
 
 
-def read_env_file(path: str) -> dict[str, str]:
+ENV_FILE_MAX = 1 << 20  # an env file is a few lines; more means a wrong file
+
+
+def read_env_file(path: str, owners: Sequence[int] = (0,)) -> dict[str, str]:
     """``KEY=value`` lines as systemd's ``EnvironmentFile=`` reads them (comments ``#``/``;``, blank lines,
-    surrounding quotes removed). Read by root; its values are never shown."""
+    surrounding quotes removed). Read by root; its values are never shown.
+
+    The file sits in a directory the app user owns, so it is hostile input: opened without following a
+    link, and refused unless it is a regular file with one link (no hard link to another file) owned by
+    one of ``owners`` (root or the probe's user): root never hands another file's content to the probe."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid not in owners:
+            raise PermissionError(errno.EPERM, "not a regular file with one link owned by root or the app user")
+        data = handle.read(ENV_FILE_MAX + 1)
+    if len(data) > ENV_FILE_MAX:
+        raise PermissionError(errno.EFBIG, f"larger than {ENV_FILE_MAX} bytes")
     env: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for raw in handle:
-            line = raw.strip()
-            if not line or line.startswith(("#", ";")):
-                continue
-            key, sep, value = line.partition("=")
-            key, value = key.strip(), value.strip()
-            if not sep or not key:
-                continue
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            env[key] = value
+    for raw in data.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        env[key] = value
     return env
 
 
@@ -338,9 +355,13 @@ def release_command(release_path: str, *, user: str | None = None, group: str | 
 
     env: dict[str, str] = {"LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     secrets: list[str] = []
+    owners = [0]
+    if user:
+        with contextlib.suppress(KeyError):  # an unknown user is refused below, with the group
+            owners.append(pwd.getpwnam(user).pw_uid)
     if env_file:
         try:
-            loaded = read_env_file(env_file)
+            loaded = read_env_file(env_file, owners)
         except OSError as exc:
             raise CheckError(f"env_file {env_file}: {error_reason(exc)}; role app writes it (shared/config/.env)"
                              ) from exc

@@ -115,6 +115,27 @@ def test_env_file_as_systemd_reads_it(tmp_path):
     assert tp.read_env_file(str(env_file)) == {"A": "1", "B": "two words", "C": "quoted", "D": "single", "E": ""}
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the file must be owned by root or the probe's user")
+def test_env_file_planted_by_the_app_user_is_refused(tmp_path):
+    """The env file sits in a directory the app user owns: a link to a root-only file (symlink or
+    hard link) or a file owned by someone else must never reach the probe's environment."""
+    secret = tmp_path / "shadow"
+    secret.write_text("ROOT_ONLY=hash\n")
+    link = tmp_path / "symlink.env"
+    link.symlink_to(secret)
+    hard = tmp_path / "hard.env"
+    os.link(secret, hard)
+    other = tmp_path / "other.env"
+    other.write_text("A=1\n")
+    os.chown(other, pwd.getpwnam("nobody").pw_uid, -1)
+    for path in (link, hard, other):
+        with pytest.raises(OSError):
+            tp.read_env_file(str(path))
+    with pytest.raises(CheckError, match="env_file"):
+        tp.release_command("/", env_file=str(link))
+    assert tp.read_env_file(str(other), owners=(0, pwd.getpwnam("nobody").pw_uid)) == {"A": "1"}
+
+
 def test_release_command_runs_from_the_release_with_its_venv_and_env_file(tmp_path):
     release = tmp_path / "releases" / "1.0-20260101T000000Z"
     (release / "venv" / "bin").mkdir(parents=True)
