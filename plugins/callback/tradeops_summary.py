@@ -522,6 +522,7 @@ class CallbackModule(CallbackBase):
         if not self.uses_release:
             return
         records, lines = [], []
+        would = "check mode, would be: " if self._check_mode() else ""
         for host in sorted(self.hosts):
             run = self.hosts[host]
             summary = stats.summarize(host) if hasattr(stats, "summarize") else {}
@@ -531,7 +532,7 @@ class CallbackModule(CallbackBase):
             record = self.host_record(host, run, counted)
             records.append(record)
             _, sentence = self.outcome(run, counted)
-            lines.append(f"{host}: {sentence}")
+            lines.append(f"{host}: {would}{sentence}")
             lines.append(f"  release {record['release'] or '-'}  previous {record['previous'] or '-'}")
             table = "  ".join(f"{p} {fmt_s(s)}" for p, s in record["phases"].items())
             lines.append(f"  {table}  | total {fmt_s(record['total_s'])} s")

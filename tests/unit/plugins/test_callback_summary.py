@@ -506,3 +506,8 @@ def test_app_deploy_runs_are_summarised(tmp_path):
     assert one["phases"]["venv"] > 0 and one["phases"]["unpack"] > 0
     assert [e["action"] for e in two["ledger"]] == ["create", "activate", "mark", "summary"]
     assert [e["action"] for e in back["ledger"]] == ["rollback", "summary"]
+    ledger = (root / "ledger.jsonl").read_text()
+    proc = _playbook(book, log, "-e", "act=deploy", "-e", "version=2.0", "-e", f"wheelhouse={houses['2.0']}", "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "localhost: check mode, would be: deployed 2.0" in proc.stdout, proc.stdout
+    assert "check mode: nothing was changed" in proc.stdout and (root / "ledger.jsonl").read_text() == ledger
