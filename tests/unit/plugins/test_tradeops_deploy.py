@@ -860,7 +860,9 @@ def test_a_command_probe_gates_from_the_release_its_venv_and_env_file_and_rolls_
     directory, with the env file's entries masked in the result); a release failing it is rolled back and
     the one rolled back to passes it with its own version."""
     app = make_app("tiny-api.service")
-    first = ok(app.deploy("1.0", services=contract(app, VERSION_AND_ENV)))
+    # Each attempt starts the release's python: 1.5 s (the file's default) was too short on a loaded machine,
+    # where the last attempt's failure was the TCP probe of a service still starting, not the command.
+    first = ok(app.deploy("1.0", services=contract(app, VERSION_AND_ENV), deadline=6))
     checks = first["health"]["tiny-api.service"]["checks"]
     assert [(c["name"], c["kind"], c["status"]) for c in checks] == [
         ("unit:tiny-api.service", "systemd", "healthy"), ("liveness", "tcp", "healthy"),
@@ -869,12 +871,12 @@ def test_a_command_probe_gates_from_the_release_its_venv_and_env_file_and_rolls_
     assert output == f"1.0 state *** {app.store.release_path(first['release'])}"
     assert str(app.state) not in json.dumps(first)
     failing = "import sys, tinysvc; print(tinysvc.VERSION); sys.exit(tinysvc.VERSION == '2.0')"
-    second = app.deploy("2.0", services=contract(app, failing))
+    second = app.deploy("2.0", services=contract(app, failing), deadline=6)
     assert second["failed"] and second["outcome"] == "rolled-back"
     assert "readiness [unhealthy] python exited 1: 2.0" in second["msg"]
     assert second["health"]["tiny-api.service"]["status"] == "healthy"
     assert second["health"]["tiny-api.service"]["version"] == "1.0"
-    ok(app.run(action="verify", services=contract(app, failing)))  # 1.0 serves, and passes it
+    ok(app.run(action="verify", services=contract(app, failing), deadline=6))  # 1.0 serves, and passes it
 
 
 def test_a_command_probe_that_hangs_is_killed_at_its_timeout_and_fails_the_gate(make_app):
