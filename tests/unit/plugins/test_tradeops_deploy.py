@@ -882,7 +882,7 @@ def test_a_command_probe_gates_from_the_release_its_venv_and_env_file_and_rolls_
 def test_a_command_probe_that_hangs_is_killed_at_its_timeout_and_fails_the_gate(make_app):
     app = make_app("tiny-api.service")
     started = time.monotonic()
-    result = app.deploy("1.0", services=contract(app, "import time; time.sleep(60)", timeout=0.5))
+    result = app.deploy("1.0", services=contract(app, "import time; time.sleep(60)", timeout=0.5), deadline=4)
     assert time.monotonic() - started < 20
     assert result["failed"] and result["outcome"] == "failed" and "NOTHING SERVES" in result["msg"]
     # each attempt within the probe's timeout, the last one within what was left of the deadline
