@@ -6,7 +6,6 @@ Runs on localhost only (the preflight only asserts and computes); ONE ansible-pl
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from play_report import failures_by_play
 
 ROOT = Path(__file__).resolve().parents[3]
 FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
@@ -105,18 +105,7 @@ def results(tmp_path_factory) -> dict[str, tuple[list[str], object]]:
                            "-c", "local", str(d / "play.yml")], capture_output=True, text=True, env=env, cwd=d,
                           check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(proc.stdout[proc.stdout.index("{"):])
-    out = {}
-    for played in report["plays"]:
-        messages, shown = [], None
-        for task in played["tasks"]:
-            result = task["hosts"].get("localhost", {})
-            if task["task"]["name"] == "Services" and not result.get("skipped"):
-                shown = result.get("msg")
-            if result.get("failed"):
-                messages.append(" ".join(str(result.get("msg", "")).split()))
-        out[played["play"]["name"]] = (messages, shown)
-    return out
+    return failures_by_play(proc.stdout, "Services")
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -7,7 +7,6 @@ read no facts).
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from play_report import failures_by_play
 
 ROOT = Path(__file__).resolve().parents[3]
 FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
@@ -64,19 +64,7 @@ def results(tmp_path_factory) -> dict[str, tuple[list[str], object]]:
     proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(d / "inventory.yml"),
                            str(d / "play.yml")], capture_output=True, text=True, env=env, cwd=d, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(proc.stdout[proc.stdout.index("{"):])
-    out = {}
-    for played in report["plays"]:
-        messages, shown = [], None
-        for task in played["tasks"]:
-            result = task["hosts"].get("localhost", {})
-            if task["task"]["name"] == "Endpoints" and not result.get("skipped"):
-                shown = result.get("msg")
-            for item in result.get("results", [result]):
-                if item.get("failed"):
-                    messages.append(" ".join(str(item.get("msg", "")).split()))
-        out[played["play"]["name"]] = (messages, shown)
-    return out
+    return failures_by_play(proc.stdout, "Endpoints")
 
 
 @pytest.mark.parametrize("case", list(CASES))
