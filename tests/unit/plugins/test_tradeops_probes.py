@@ -94,7 +94,7 @@ def test_a_hanging_command_and_its_children_are_killed_at_the_timeout(tmp_path):
 
 
 def test_command_output_is_truncated_and_secrets_masked():
-    secret = "s3cr3t-token-value"
+    secret = "s3cr3t-token-value"  # pragma: allowlist secret (a made-up value)
     result = tp.check_command(py(f"print('x' * 5000); print('token={secret} short=abc')"), secrets=[secret, "abc"])
     assert len(result.data["output"]) == tp.OUTPUT_LIMIT
     assert secret not in json.dumps(result.as_dict()) and "token=***" in result.data["output"]
