@@ -18,7 +18,7 @@ def failures_by_play(stdout: str, shown_task: str) -> dict[str, tuple[list[str],
             if task["task"]["name"] == shown_task and not result.get("skipped"):
                 shown = result.get("msg")
             for item in result.get("results", [result]):
-                if item.get("failed"):
+                if item.get("failed") or item.get("evaluated_to") is False:  # a looped assert's item: no "failed"
                     messages.append(" ".join(str(item.get("msg", "")).split()))
         out[played["play"]["name"]] = (messages, shown)
     return out

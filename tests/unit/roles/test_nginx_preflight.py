@@ -23,6 +23,8 @@ INVENTORY = {"all": {"hosts": {
     "app1": {"lan_ip": "10.0.0.1", "wan_ip": "192.0.2.1"},
     "app2": {"wan_ip": "192.0.2.2"},
     "app3": {"wan_ip": "192.0.2.3", "nginx_backend_address": "fd00::3", "nginx_backend_port": 9000},
+    "batch1": {"app_services": []},  # a batch-only application (role app): no port
+    "web1": {"app_services": [{"name": "web", "args": ["serve"], "port": 8000}]},
 }}}
 HOSTS = ["app1", "app2", "app3"]
 
@@ -49,6 +51,11 @@ CASES = {
                    ["192.0.2.1:8000", "192.0.2.2:8000", "[fd00::3]:9000"]),
     "source name": ({"nginx_upstream_address_source": "name", "nginx_upstream_port": 8080},
                     ["app1:8080", "app2:8080", "[fd00::3]:9000"]),
+    "a batch-only backend": ({"nginx_upstream_address_source": "name", "nginx_upstream_hosts": ["web1", "batch1"]},
+                             "backend batch1: its app_services declare no port (a batch-only application: nothing "
+                             "listens for nginx there). Remove batch1 from nginx_upstream_hosts"),
+    "a backend whose app listens": ({"nginx_upstream_address_source": "name", "nginx_upstream_hosts": ["web1"]},
+                                    ["web1:8000"]),
 }
 
 
