@@ -847,31 +847,26 @@ class Deployer:
             return
         version = self.version_of(current)
         self.result.update(release=current, version=version, previous=current)
-        if not self.services:  # a batch-only application: nothing to restart, its gate says whether it still works
-            if self.check_mode:
-                self.result.update(outcome="unchanged", msg=f"check mode: no service to restart; would run the gate "
-                                                            f"({self.gate_text() or 'none'}) of {current} ({version})")
-                return
-            gate = self.run_gate(current, version)
-            self.result.update(outcome="unchanged" if gate.ok else "failed",
-                               msg=f"no service to restart; {current} ({version}) passes its gate")
-            if not gate.ok:
-                raise DeployFailed(f"{current} ({version}) fails its gate now: {gate.failing}. Nothing was restarted "
-                                   "(no services) and action=restart does not roll back: fix the configuration, or "
-                                   "use action=rollback to go to the previous good release.")
-            return
+        # A batch-only application (no services): nothing to restart, its gate says whether it still works.
+        units, restarts = ", ".join(s.unit for s in self.services), bool(self.services)
+        done = "restarted" if restarts else "unchanged"
         if self.check_mode:
-            self.changed = True
-            self.result.update(outcome="restarted", msg=f"check mode: would restart "
-                               f"{', '.join(s.unit for s in self.services)} behind the health gate")
+            self.changed = restarts
+            what = (f"restart {units} behind the health gate" if restarts else
+                    f"run the gate ({self.gate_text() or 'none'}) of {current} ({version}); no service to restart")
+            self.result.update(outcome=done, msg=f"check mode: would {what}")
             return
         gate = self.restart_and_gate(version)
-        self.result.update(outcome="restarted" if gate.ok else "failed",
-                           msg=f"restarted {current} ({version}), healthy")
+        self.result.update(outcome=done if gate.ok else "failed",
+                           msg=f"restarted {current} ({version}), healthy" if restarts else
+                               f"no service to restart; {current} ({version}) passes its gate")
         if not gate.ok:
-            raise DeployFailed(f"restart of {current} ({version}) failed its health gate: {gate.failing}. "
-                               "action=restart does not roll back: use action=rollback to go to the previous good "
-                               "release.")
+            what = (f"restart of {current} ({version}) failed its health gate" if restarts else
+                    f"{current} ({version}) fails its gate now")
+            nothing = "" if restarts else " Nothing was restarted (no services), and"
+            raise DeployFailed(f"{what}: {gate.failing}.{nothing} action=restart does not roll back: "
+                               f"{'' if restarts else 'fix the configuration, or '}use action=rollback to go to the "
+                               "previous good release.")
 
     def do_verify(self) -> None:
         current = self.store.current()

@@ -1066,7 +1066,8 @@ def test_batch_only_check_mode_reports_the_gate_and_changes_nothing(make_app, ru
     assert back["changed"] and back["msg"].startswith(f"check mode: would switch current from {two} to {one} once its "
                                                       "gate (python -c import os")
     handler = ok(app.run(action="restart", check_mode=True, services=[], gate=gate))
-    assert handler["changed"] is False and handler["msg"].startswith("check mode: no service to restart")
+    assert handler["changed"] is False and handler["msg"].startswith("check mode: would run the gate (python -c")
+    assert handler["msg"].endswith(f"of {two} (1.1); no service to restart")
     # through the module: gate takes the probe options of services[].probes
     params = {k: v for k, v in app.params(version="2.0", wheelhouse=app.wheelhouse("2.0"), services=[],
                                           gate=gate).items() if v is not None}
