@@ -898,7 +898,7 @@ class Deployer:
         started = time.monotonic()
         p, store = self.params, self.store
         action = p.get("action") or "deploy"
-        self.result = {"action": action}
+        self.result = {"action": action, "app": self.app_label()}
         failure: str | None = None
         details: dict[str, Any] = {}
         locked = False
@@ -968,6 +968,10 @@ class Deployer:
         self.result["ledger_entries"] = self.ledger
         self.result["warnings"] = self.warnings
 
+    def app_label(self) -> str:
+        """The application's name: ``metrics_app``, else the last component of ``path``."""
+        return self.params.get("metrics_app") or os.path.basename(os.path.normpath(self.store.path))
+
     def write_metrics(self, failed: bool, elapsed: float) -> None:
         """Publish this deploy's or rollback's outcome under ``metrics_dir`` (before the lock is
         released, so two runs publish in the order they ran). Off without ``metrics_dir``; a
@@ -977,7 +981,7 @@ class Deployer:
         directory = p.get("metrics_dir")
         if not directory or action not in ("deploy", "rollback", "soak"):
             return
-        app = p.get("metrics_app") or os.path.basename(os.path.normpath(self.store.path))
+        app = self.app_label()
         outcome = metric_outcome(action, self.result.get("outcome"), failed)
         try:
             path = update_textfile(directory, METRICS_STEM, METRICS,

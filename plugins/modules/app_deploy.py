@@ -327,7 +327,8 @@ options:
       - Unset (the default), no metrics. A metrics file that cannot be written is a warning, never a failure.
     type: path
   metrics_app:
-    description: The C(app) label of the metrics (default the last component of O(path), e.g. C(refapp)).
+    description: The application's name, the C(app) label of the metrics and RV(app) (default the last component of
+      O(path), e.g. C(refapp)).
     type: str
 notes:
   - Runs as root on the target. The logic lives in C(module_utils/tradeops_deploy.py) over
@@ -423,6 +424,11 @@ action:
   description: The action run.
   returned: always
   type: str
+app:
+  description: The application, O(metrics_app) or else the last component of O(path).
+  returned: always
+  type: str
+  sample: refapp
 outcome:
   description:
     - deploy, C(deployed), C(unchanged), C(rolled-back) (gate failed, previous release healthy), C(not-switched)
