@@ -7,15 +7,25 @@ sha256, app name/version, and one checksum of the whole set). Hosts install it
 offline (``pip install --no-index --find-links``): they never reach an index.
 
     build_wheelhouse.py --source PATH --version V --out DIR [--python-version 3.11]
+                        [--requirement 'gunicorn>=22' ...]
 
 PATH is a source tree with pyproject.toml, or a ready wheel. The reference app
 (files/reference_app) gets V stamped in at build time; any other project must
 already carry version V in its metadata — a mismatch is an error, so a deploy
-of "2.0.0" can never ship something else.
+of "2.0.0" can never ship something else. ``--requirement`` adds distributions the
+application does not declare but runs with (its WSGI/ASGI server: gunicorn, uvicorn).
+
+Dependencies are binary wheels for the hosts' Python and platform (manylinux
+x86_64), taken from the index the controller's pip uses, whatever Python runs
+this script. A dependency with no such wheel (an sdist only) is built once on the
+controller and kept in ``<out>/../.built/py<X.Y>/`` for every later build: by a
+``python<X.Y>`` found on the controller (so a compiled extension matches the hosts'
+Python), else by this Python when the result is pure Python. One that can be neither
+downloaded nor built fails here, naming the package, before anything reaches a host.
 
 Prints the wheelhouse directory on stdout. Exit 0 on success, 2 on bad input,
 1 when a build step fails. A wheelhouse already built for the same inputs is
-reused (the source is hashed), so a re-deploy costs no build.
+reused (the source and the requirements are hashed), so a re-deploy costs no build.
 """
 from __future__ import annotations
 
@@ -31,7 +41,19 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+try:  # ansible-core depends on packaging; pip carries a copy of it
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+except ImportError:  # pragma: no cover
+    from pip._vendor.packaging.markers import default_environment
+    from pip._vendor.packaging.requirements import Requirement
+    from pip._vendor.packaging.utils import canonicalize_name
+
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "plugins" / "module_utils"))
+from tradeops_release import ReleaseError, check_requirements  # noqa: E402  (what hosts accept, checked here first)
+
 VERSION_RE = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")
 SKIP_DIRS = {"__pycache__", ".git", "build", "dist", ".venv", ".pytest_cache", ".ruff_cache"}
 
@@ -88,36 +110,215 @@ def build_app_wheel(source: Path, version: str, out: Path) -> Path:
     return wheels[0]
 
 
-def fetch_dependencies(requires: list[str], python_version: str, out: Path,
-                       find_links: list[Path] | None = None, no_index: bool = False) -> None:
-    """Binary wheels of the dependencies for the target Python, from the controller's
-    index and/or local wheel directories (find_links)."""
-    reqs = [r for r in requires if "extra ==" not in r]
-    if not reqs:
-        return
-    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-           "--dest", str(out), "--python-version", python_version, "--implementation", "cp",
-           "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
-           "--platform", "linux_x86_64", "--platform", "any", *reqs]
-    for link in find_links or []:
+PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "linux_x86_64", "any")
+# What pip says when no distribution of a requirement fits: its name is the first word after.
+_MISSING = re.compile(r"(?:No matching distribution found for|Could not find a version that satisfies the "
+                      r"requirement) ([A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?(?:[<>=!~;][^\s()]*)?)")
+MAX_BUILT = 20  # sdist-only dependencies built for one wheelhouse before giving up
+
+
+def _pip_download(reqs: list[str], python_version: str, out: Path, links: list[Path],
+                  no_index: bool) -> subprocess.CompletedProcess:
+    # pip evaluates environment markers (python_version < "3.12") for the Python it runs under, whatever
+    # --python-version says: a Python of the hosts' version resolves what the hosts need.
+    cmd = [target_python(python_version) or sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+           "--only-binary=:all:", "--dest", str(out), "--python-version", python_version, "--implementation", "cp"]
+    for platform in PLATFORMS:
+        cmd += ["--platform", platform]
+    for link in links:
         cmd += ["--find-links", str(link)]
     if no_index:
         cmd.append("--no-index")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise BuildError(f"fetching dependency wheels for Python {python_version} failed "
-                         f"(every dependency needs a binary wheel):\n{proc.stderr[-2000:]}")
+    return subprocess.run([*cmd, *reqs], capture_output=True, text=True, check=False)
+
+
+def missing_requirement(stderr: str) -> str | None:
+    """The requirement pip found no wheel for, from its error output (None: another failure)."""
+    found = _MISSING.findall(stderr)
+    return found[-1] if found else None
+
+
+def minor_of(python_version: str) -> str:
+    """3.11 of 3.11.2."""
+    return ".".join(python_version.split(".")[:2])
+
+
+def target_python(python_version: str) -> str | None:
+    """A Python of the hosts' version on the controller, with pip (python3.11 for 3.11): it builds
+    wheels whose compiled parts match the hosts'. None when there is none."""
+    python_version = minor_of(python_version)
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == python_version:
+        return sys.executable
+    found = shutil.which(f"python{python_version}")
+    if found is None:
+        return None
+    probe = subprocess.run([found, "-m", "pip", "--version"], capture_output=True, text=True, check=False)
+    return found if probe.returncode == 0 else None
+
+
+def wheel_fits(wheel: Path, python_version: str) -> bool:
+    """Whether a wheel built on the controller installs on the hosts' Python (x86_64 Linux)."""
+    python_tags, abi, platform = wheel.stem.rsplit("-", 3)[-3:]  # name-version[-build]-python-abi-platform
+    minor = int(python_version.split(".")[1])
+
+    def python_ok(tag: str) -> bool:
+        if tag.startswith("py3"):
+            return True
+        if not re.fullmatch(r"cp3\d+", tag):
+            return False
+        built_for = int(tag[3:])
+        return built_for == minor or (abi == "abi3" and built_for <= minor)
+
+    return (any(python_ok(t) for t in python_tags.split(".")) and abi in ("none", "abi3", f"cp3{minor}")
+            and (platform == "any" or platform.endswith("x86_64")))
+
+
+def build_missing(requirement: str, python_version: str, built: Path, links: list[Path], no_index: bool) -> Path:
+    """Build the wheel of one dependency that has none for the target (from its sdist), into the
+    cache of built wheels; returns the wheel. Raises BuildError naming the package."""
+    builder = target_python(python_version)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=built))
+    try:
+        cmd = [builder or sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps",
+               "--wheel-dir", str(tmp), requirement]
+        for link in links:
+            cmd += ["--find-links", str(link)]
+        if no_index:
+            cmd += ["--no-index", "--no-build-isolation"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wheels = sorted(tmp.glob("*.whl"))
+        if proc.returncode != 0 or len(wheels) != 1:
+            raise BuildError(
+                f"dependency {requirement}: no wheel for Python {python_version} (manylinux x86_64) on the index, "
+                f"and building one from its source failed:\n{(proc.stderr or proc.stdout)[-1500:]}\n"
+                "Give a wheel of it (--find-links DIR), or require a version that publishes wheels.")
+        wheel = wheels[0]
+        if not wheel_fits(wheel, python_version):
+            raise BuildError(
+                f"dependency {requirement}: no wheel for Python {python_version} on the index, and the one built "
+                f"here ({wheel.name}) is compiled for this controller's Python, not the hosts': install "
+                f"python{python_version} (with pip) on the controller, or give a wheel of it (--find-links DIR).")
+        dest = built / wheel.name
+        wheel.replace(dest)  # atomic: a concurrent build of the same wheel leaves one whole file
+        return dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def target_environment(python_version: str) -> dict[str, str]:
+    """Environment markers of the hosts (CPython X.Y on x86_64 Linux)."""
+    env = default_environment()
+    full = python_version if python_version.count(".") == 2 else f"{python_version}.0"
+    env.update(python_version=minor_of(python_version), python_full_version=full,
+               implementation_name="cpython", platform_python_implementation="CPython", sys_platform="linux",
+               platform_system="Linux", platform_machine="x86_64", os_name="posix")
+    return env
+
+
+def unmet_requirements(wheels: list[Path], requires: list[str], python_version: str,
+                       app: str = "the application") -> dict[str, str]:
+    """What the hosts' Python needs that the downloaded wheels do not satisfy, walking from ``requires``
+    through each wheel's Requires-Dist with the hosts' markers: {requirement without its marker (it holds for
+    the hosts): why}, empty when complete."""
+    have = {canonicalize_name(str(wheel_metadata(w)["name"])): w for w in wheels}
+    env = target_environment(python_version)
+    todo = [(Requirement(r), app) for r in requires]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    unmet: dict[str, str] = {}
+    while todo:
+        req, parent = todo.pop()
+        extras = frozenset(req.extras)
+        if req.marker is not None and not any(req.marker.evaluate({**env, "extra": e}) for e in extras or {""}):
+            continue
+        name = canonicalize_name(req.name)
+        wheel = have.get(name)
+        version = str(wheel_metadata(wheel)["version"]) if wheel else None
+        if version is None or not req.specifier.contains(version, prereleases=True):
+            bare = f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{req.specifier}"
+            unmet[bare] = f"{bare} (required by {parent}; the wheelhouse has {version or 'none'})"
+            continue
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        for line in wheel_metadata(wheel)["requires"]:
+            dep = Requirement(str(line))
+            if dep.marker is None or any(dep.marker.evaluate({**env, "extra": e}) for e in extras or {""}):
+                todo.append((Requirement(str(dep).split(";")[0]), f"{req.name} {version}"))
+    return unmet
+
+
+def fetch_dependencies(requires: list[str], python_version: str, out: Path,
+                       find_links: list[Path] | None = None, no_index: bool = False,
+                       built: Path | None = None, app: str = "the application") -> list[str]:
+    """Binary wheels of the dependencies for the target Python (X.Y or X.Y.Z), from the controller's
+    index and/or local wheel directories (find_links), plus the cache of wheels built from source
+    (``built``), where a dependency with no wheel is built once. The set is then walked with the
+    hosts' markers; what a marker adds for them (python_full_version < "3.11.3") is fetched too.
+    Returns the requirements built from source."""
+    reqs = [r for r in requires if "extra ==" not in r]
+    if not reqs:
+        return []
+    links = list(find_links or [])
+    if built is not None:
+        built.mkdir(parents=True, exist_ok=True)
+        links.append(built)
+    made: list[str] = []
+    added: list[str] = []
+    unmet: dict[str, str] = {}
+
+    def incomplete() -> BuildError:
+        return BuildError(
+            f"the dependency wheels do not satisfy what Python {python_version} needs: {'; '.join(unmet.values())}. "
+            f"pip resolved them under {target_python(python_version) or sys.executable}, whose environment markers "
+            f"(python_version...) differ from the hosts': install python{minor_of(python_version)} with pip on the "
+            "controller, or pin the dependency.")
+
+    while True:
+        dest = Path(tempfile.mkdtemp(prefix=".deps-", dir=out))
+        try:
+            proc = _pip_download([*reqs, *added], python_version, dest, links, no_index)
+            if proc.returncode == 0:
+                wheels = sorted(dest.glob("*.whl"))
+                unmet = unmet_requirements([*wheels, *out.glob("*.whl")], reqs, python_version, app)
+                if not unmet:
+                    for wheel in wheels:
+                        wheel.replace(out / wheel.name)
+                    return made
+                new = [r for r in unmet if r not in added]
+                if not new or len(added) >= MAX_BUILT:
+                    raise incomplete()
+                added += new  # what a marker adds for the hosts only (python_full_version < "3.11.3")
+                continue
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+        if added:  # the hosts' requirements conflict with what pip resolved here
+            raise incomplete()
+        missing = missing_requirement(proc.stderr)
+        if missing is None or built is None or missing in made or len(made) >= MAX_BUILT:
+            named = f" ({missing} has none)" if missing else ""
+            raise BuildError(f"fetching dependency wheels for Python {python_version} failed{named}: every "
+                             f"dependency needs a binary wheel or a source that builds:\n{proc.stderr[-2000:]}")
+        build_missing(missing, python_version, built, links, no_index)
+        made.append(missing)
 
 
 def build(source: Path, version: str, out_root: Path, python_version: str,
-          find_links: list[Path] | None = None, no_index: bool = False) -> Path:
+          find_links: list[Path] | None = None, no_index: bool = False,
+          requirements: list[str] | None = None) -> Path:
     if not VERSION_RE.match(version):
         raise ValueError(f"app_version '{version}' is not a release version (PEP 440, e.g. 1.4.2)")
-    if not re.match(r"^3\.\d+$", python_version):
-        raise ValueError(f"python version '{python_version}' must look like 3.11")
+    if not re.match(r"^3\.\d+(\.\d+)?\Z", python_version):
+        raise ValueError(f"python version '{python_version}' must look like 3.11 or 3.11.2")
     if not source.exists():
         raise ValueError(f"app_source {source} does not exist: give a project tree with pyproject.toml or a .whl")
-    digest = source_digest(source)[:16]
+    try:
+        requirements = check_requirements(requirements, "--requirement")
+    except ReleaseError as exc:
+        raise ValueError(str(exc)) from exc
+    digest = source_digest(source)
+    if requirements:
+        digest = hashlib.sha256("\n".join([digest, *requirements]).encode()).hexdigest()
+    digest = digest[:16]
     final = out_root / f"{version}-py{python_version}-{digest}"
     manifest = final / "wheelhouse.json"
     if manifest.is_file():
@@ -130,12 +331,15 @@ def build(source: Path, version: str, out_root: Path, python_version: str,
         if meta["version"] != version:
             raise BuildError(f"{source} builds version {meta['version']}, not app_version {version}: "
                              "set the version in the project (or deploy that version)")
-        fetch_dependencies(list(meta["requires"]), python_version, tmp, find_links, no_index)
+        built = fetch_dependencies([*meta["requires"], *requirements], python_version, tmp, find_links, no_index,
+                                   out_root.parent / ".built" / f"py{minor_of(python_version)}",
+                                   f"{meta['name']} {version}")
         files = {p.name: sha256_file(p) for p in sorted(tmp.glob("*.whl"))}
         whole = hashlib.sha256("".join(f"{n} {s}\n" for n, s in files.items()).encode()).hexdigest()
         (tmp / "wheelhouse.json").write_text(json.dumps({
             "name": meta["name"], "version": version, "python": python_version, "app_wheel": app.name,
-            "files": files, "sha256": whole, "source_digest": digest}, indent=2) + "\n")
+            "files": files, "sha256": whole, "source_digest": digest,
+            "requirements": requirements, "built_from_source": built}, indent=2) + "\n")
         try:
             tmp.rename(final)
         except OSError:
@@ -151,14 +355,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", required=True, type=Path, help="project tree with pyproject.toml, or a .whl")
     ap.add_argument("--version", required=True, help="release version, PEP 440")
     ap.add_argument("--out", required=True, type=Path, help="directory under which wheelhouses are kept")
-    ap.add_argument("--python-version", default="3.11", help="target hosts' Python, e.g. 3.11 (default)")
+    ap.add_argument("--python-version", default="3.11",
+                    help="target hosts' Python, e.g. 3.11 (default) or 3.11.2 (its environment markers are exact)")
     ap.add_argument("--find-links", action="append", type=Path, default=[],
                     help="local directory of dependency wheels (repeatable)")
     ap.add_argument("--no-index", action="store_true", help="take dependencies from --find-links only")
+    ap.add_argument("--requirement", action="append", default=[], metavar="REQ",
+                    help="a distribution the app runs with but does not declare, e.g. 'gunicorn>=22' (repeatable)")
     args = ap.parse_args(argv)
     try:
         print(build(args.source.resolve(), args.version, args.out.resolve(), args.python_version,
-                    args.find_links, args.no_index))
+                    args.find_links, args.no_index, args.requirement))
     except ValueError as exc:
         print(f"build_wheelhouse: {exc}", file=sys.stderr)
         return 2

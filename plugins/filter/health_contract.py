@@ -43,9 +43,11 @@ from ansible.errors import AnsibleFilterError
 
 try:  # the unit tests register plugins/module_utils as ansible.module_utils (tests/unit/conftest.py)
     from ansible.module_utils import tradeops_probes as probes
+    from ansible.module_utils import tradeops_release as release
 except ImportError:  # Ansible loads controller plugins without its module_utils path: load it beside us
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
     import tradeops_probes as probes  # type: ignore[no-redef]
+    import tradeops_release as release  # type: ignore[no-redef]
 
 DOCUMENTATION = """
 name: health_contract_errors
@@ -58,6 +60,8 @@ description:
   - C(app_gate | app_gate_errors(app_services, deadline)) is the list of mistakes in role app's C(app_gate)
     (a command probe; required when C(app_services) is empty); C(app_gate | app_deploy_gate(user=...,
     group=..., env_file=...)) renders app_deploy's C(gate).
+  - C(console_scripts | app_install_errors(app_requirements)) is the list of mistakes in what a release runs
+    (role app's C(__app_console_scripts): names with the setting naming each) and installs beside the app.
 positional: _input
 options:
   _input:
@@ -286,7 +290,24 @@ def app_deploy_services(services: list[dict[str, Any]], order: list[str], app_na
     return out
 
 
+def app_install_errors(console_scripts: list[dict[str, Any]], requirements: list[Any]) -> list[str]:
+    """Mistakes in the programs the services run (each a name in the release's venv/bin) and in
+    ``app_requirements`` (requirement specifiers), with the checks app_deploy applies on the host."""
+    errors = []
+    for item in console_scripts or []:
+        try:
+            release.check_console_script(item.get("name"), item.get("setting", "app_console_script"))
+        except release.ReleaseError as exc:
+            errors.append(str(exc))
+    try:
+        release.check_requirements(requirements, "app_requirements")
+    except release.ReleaseError as exc:
+        errors.append(str(exc))
+    return errors
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"health_contract_errors": health_contract_errors, "app_deploy_services": app_deploy_services,
-                "app_gate_errors": app_gate_errors, "app_deploy_gate": app_deploy_gate}
+                "app_gate_errors": app_gate_errors, "app_deploy_gate": app_deploy_gate,
+                "app_install_errors": app_install_errors}

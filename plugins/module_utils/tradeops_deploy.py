@@ -50,8 +50,10 @@ try:
     from ansible.module_utils.tradeops_probes import release_command
     from ansible.module_utils.tradeops_release import (
         DEFAULT_STALE_AFTER,
+        VENV_DIR,
         ReleaseError,
         ReleaseStore,
+        check_console_script,
         previous_good,
         run_action,
     )
@@ -69,8 +71,10 @@ except ImportError:  # on a host without Ansible: the module_utils files side by
     from tradeops_probes import release_command  # type: ignore[no-redef]
     from tradeops_release import (  # type: ignore[no-redef]
         DEFAULT_STALE_AFTER,
+        VENV_DIR,
         ReleaseError,
         ReleaseStore,
+        check_console_script,
         previous_good,
         run_action,
     )
@@ -425,6 +429,8 @@ class Deployer:
         self.services = parse_services(p.get("services"), deadline)
         self.app_gate = parse_gate(p.get("gate"))
         self.migration = parse_migration(p.get("migrate"), p.get("owner"), p.get("group"))
+        for item in p.get("console_scripts") or []:
+            check_console_script(item.get("name"), item.get("setting") or "console_scripts[].name")
         if action == "deploy":
             missing = [k for k in ("version", "wheelhouse") if not p.get(k)]
             if missing:
@@ -544,6 +550,22 @@ class Deployer:
             self.not_switched(release, before, f"migration {' '.join(self.migration.argv)} failed (exit {result.rc}): "
                                                f"{result.tail()}")
 
+    def check_console_scripts(self, release: str, release_path: str, before: str | None) -> None:
+        """Every program the services and the migration run is in the new release's venv/bin (a console script of
+        the app or of any distribution installed with it): else the release is refused before the switch, naming
+        the setting, instead of units that fail with status 203/EXEC after it."""
+        bin_dir = os.path.join(release_path, VENV_DIR, "bin")
+        absent = [item for item in self.params.get("console_scripts") or []
+                  if not os.path.isfile(os.path.join(bin_dir, item["name"]))]
+        if not absent:
+            return
+        have = sorted(n for n in os.listdir(bin_dir) if not n.startswith(("python", "activate", "pip"))
+                      and not n.endswith(".pth")) if os.path.isdir(bin_dir) else []
+        named = "; ".join(f"{item['setting']} = {item['name']!r}" for item in absent)
+        self.not_switched(release, before, f"no console script {named} is installed in the release (its venv/bin "
+                                           f"has: {', '.join(have) or 'nothing'}). Fix the name, or add the "
+                                           "distribution that provides it to app_requirements")
+
     def not_switched(self, release: str, before: str | None, reason: str) -> None:
         """A release refused before the switch (its migration or, for a batch-only app, its gate failed): marked
         bad; nothing was switched or restarted, so the release that was current still is (deploy.yml puts the host
@@ -616,6 +638,8 @@ class Deployer:
             self.result.update(outcome="deployed",
                                msg=f"check mode: would {', '.join(steps)}{accounts}. Nothing was changed.")
             return
+        if not is_current:
+            self.check_console_scripts(release, created["release_path"], before)
         if self.migration and not is_current:  # idempotent by contract: also after an interrupted run
             self.migrate(release, created["release_path"], before)
         if gate_first:

@@ -63,6 +63,10 @@ PARTIAL_MAX_AGE = 600  # seconds before prune removes leftovers of an interrupte
 PIP_TIMEOUT = 900
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,99}$")
+# A PEP 508 requirement with no URL, path or pip option: a name, extras, version clauses, a marker.
+REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?\s*([<>=!~]=?[^;@/\\\s]*)?"
+                            r"\s*(;[^@\n]*)?\Z")
+SCRIPT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
 STAMP_RE = r"\d{8}T\d{6}Z"
 RELEASE_ID_RE = re.compile(rf"^(?P<version>[A-Za-z0-9][A-Za-z0-9._+!-]*)-(?P<stamp>{STAMP_RE})$")
 WHEEL_RE = re.compile(
@@ -134,6 +138,26 @@ def check_relative(value: str, what: str) -> str:
     if not value or os.path.isabs(value) or norm.startswith("..") or norm in (".", ""):
         raise ReleaseError(f"{what} {value!r} must be a relative path inside the tree, without '..'")
     return norm
+
+
+def check_console_script(name: Any, what: str) -> str:
+    """A program's file name under a release's venv/bin: no path, no option."""
+    if not isinstance(name, str) or not SCRIPT_RE.match(name):
+        raise ReleaseError(f"{what} = {name!r}: give the name of a program in the release's venv/bin (e.g. "
+                           "gunicorn), not a path")
+    return name
+
+
+def check_requirements(requirements: Iterable[str] | None, what: str = "requirements") -> list[str]:
+    """Requirement specifiers given beside the app's own (its server: gunicorn, uvicorn), each one a
+    name with optional extras, versions and marker: never a URL, a path or a pip option."""
+    checked = []
+    for req in requirements or []:
+        if not isinstance(req, str) or not REQUIREMENT_RE.match(req):
+            raise ReleaseError(f"{what}: {req!r} is not a requirement specifier; give a distribution name with an "
+                               "optional version, e.g. 'gunicorn>=22,<24' (no URL, path or pip option)")
+        checked.append(req)
+    return checked
 
 
 def validate_version(version: str | None) -> str:
@@ -969,9 +993,11 @@ class ReleaseStore:
 
     def create(self, *, version: str, wheelhouse: str, package: str | None = None, python: str = DEFAULT_PYTHON,
                shared_links: dict[str, str] | None = None, owner: str | None = None,
-               group: str | None = None, check_mode: bool = False) -> dict[str, Any]:
+               group: str | None = None, requirements: list[str] | None = None,
+               check_mode: bool = False) -> dict[str, Any]:
         started = time.monotonic()
         validate_version(version)
+        extra = check_requirements(requirements)
         links = {check_relative(k, "shared_links key"): check_relative(v, "shared_links target")
                  for k, v in (DEFAULT_SHARED_LINKS if shared_links is None else shared_links).items()}
         for key in links:
@@ -989,6 +1015,7 @@ class ReleaseStore:
         t = lap("wheelhouse_s", t)
         info = python_info(python)
         _, _, requires = read_wheel_requires(wh.app_wheel)
+        requires = [*requires, *(r for r in extra if r not in requires)]
         dep_hashes = {os.path.basename(w): wheel_content_digest(w) for w in wh.dep_wheels}
         deps_sha = set_digest(dep_hashes, [f"python {info['tag']}", *(f"requires {r}" for r in requires)])
         deps_sha = deps_sha if requires else None
@@ -1476,7 +1503,8 @@ def run_action(store: ReleaseStore, action: str, params: dict[str, Any], check_m
         check_free_space(store.path, int(params.get("min_free_mb") or 0))
         result = store.create(version=params["version"], wheelhouse=params["wheelhouse"], package=params["package"],
                               python=params.get("python") or DEFAULT_PYTHON, shared_links=params.get("shared_links"),
-                              owner=params.get("owner"), group=params.get("group"), check_mode=check_mode)
+                              owner=params.get("owner"), group=params.get("group"),
+                              requirements=params.get("requirements"), check_mode=check_mode)
     elif action == "activate":
         result = store.activate(release=params.get("release"), version=params.get("version"),
                                 allow_bad=bool(params.get("allow_bad")), reason=params.get("reason"),

@@ -47,6 +47,7 @@ attributes:
     platforms: posix
 extends_documentation_fragment:
   - tradeops_lock
+  - tradeops_requirements
 options:
   path:
     description: Root of the application tree, for example C(/opt/refapp).
@@ -121,6 +122,24 @@ options:
     description: Releases kept by the prune after a successful deploy (plus current, the last and previous good one).
     type: int
     default: 5
+  console_scripts:
+    description:
+      - Programs the services (and the migration) run from the release's C(venv/bin), each with the setting that
+        names it. After the release is made and before anything is switched, each must exist there (a console
+        script of the application or of any distribution installed in the release); one that does not marks the
+        release bad, switches nothing and fails, naming the setting and the scripts the release has.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: File name under C(venv/bin) (no path).
+        type: str
+        required: true
+      setting:
+        description: The setting that names it, quoted in the failure (e.g. C(app_services[web].console_script)).
+        type: str
+        required: true
   migrate:
     description:
       - Command run from the new release before the switch, whenever the release is not current yet (after an
@@ -588,10 +607,15 @@ def argument_spec() -> dict:
         package=dict(type="str"),
         python=dict(type="path", default="/usr/bin/python3"),
         shared_links=dict(type="dict", default=dict(DEFAULT_SHARED_LINKS)),
+        requirements=dict(type="list", elements="str", default=[]),
         owner=dict(type="str"),
         group=dict(type="str"),
         min_free_mb=dict(type="int", default=0),
         keep=dict(type="int", default=5),
+        console_scripts=dict(type="list", elements="dict", default=[], options=dict(
+            name=dict(type="str", required=True),
+            setting=dict(type="str", required=True),
+        )),
         migrate=dict(type="dict", options=dict(
             argv=dict(type="list", elements="str", required=True),
             user=dict(type="str"),

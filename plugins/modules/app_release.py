@@ -38,6 +38,7 @@ attributes:
     platforms: posix
 extends_documentation_fragment:
   - tradeops_lock
+  - tradeops_requirements
 options:
   path:
     description: Root of the application tree, for example C(/opt/refapp).
@@ -330,6 +331,7 @@ def argument_spec() -> dict:
         package=dict(type="str"),
         python=dict(type="path", default="/usr/bin/python3"),
         shared_links=dict(type="dict", default=dict(DEFAULT_SHARED_LINKS)),
+        requirements=dict(type="list", elements="str", default=[]),
         owner=dict(type="str"),
         group=dict(type="str"),
         keep=dict(type="int", default=5),

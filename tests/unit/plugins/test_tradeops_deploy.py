@@ -433,6 +433,31 @@ def test_failed_migration_marks_the_release_bad_and_switches_nothing(make_app):
     assert not app.lock_file().exists()
 
 
+def test_a_console_script_no_distribution_installs_is_refused_before_the_switch(make_app):
+    app = make_app()
+    scripts = [{"name": "tinysvc", "setting": "app_console_script"}]
+    one = ok(app.deploy("1.0", console_scripts=scripts))["release"]
+    pids = app.pids()
+    app.systemd.calls.clear()
+    gunicorn = {"name": "gunicorn", "setting": "app_services[web].console_script"}
+    result = app.deploy("2.0", console_scripts=[*scripts, gunicorn])
+    assert result["failed"] and result["outcome"] == "not-switched"
+    assert "no console script app_services[web].console_script = 'gunicorn' is installed" in result["msg"]
+    assert "tinysvc, tinysvc-migrate" in result["msg"] and "app_requirements" in result["msg"]
+    assert f"Nothing was switched: {one} still serves" in result["msg"]
+    assert app.store.current() == one and app.systemd.verbs() == [] and app.pids() == pids
+    assert app.status(result["release"]) == "bad"
+    assert actions(result["ledger_entries"]) == ["create", "mark:bad", "summary:not-switched"]  # no migration ran
+
+
+@pytest.mark.parametrize("name", ["../../../bin/sh", "/usr/bin/env", "-x", ""])
+def test_a_console_script_that_is_a_path_is_refused(make_app, name):
+    app = make_app()
+    result = app.deploy("1.0", console_scripts=[{"name": name, "setting": "app_console_script"}])
+    assert result["failed"] and "give the name of a program in the release's venv/bin" in result["msg"]
+    assert app.store.current() is None and not Path(app.root, "releases").exists()  # refused before anything
+
+
 def test_a_held_lock_refuses_the_deploy_with_the_holder_and_is_left_untouched(make_app):
     app = make_app()
     app.store.lock(owner="alice", host="ctl-2", pid=777, reason="deploy 9.9")

@@ -131,6 +131,26 @@ def test_app_without_dependencies_needs_no_layer(fresh_store, wheelhouses):
     assert not os.listdir(os.path.join(store.path, "deps"))
 
 
+def test_requirements_the_app_does_not_declare_are_installed_with_their_console_scripts(store, wheelhouses):
+    """An app that runs under a server it does not depend on (gunicorn for a Flask app): app_requirements."""
+    wheelhouse = wheelhouses("1.0", requires=())  # holds tinydep's wheel, which the app does not require
+    bare = create(store, "1.0", wheelhouse)
+    assert bare["deps_sha256"] is None
+    served = create(store, "1.1", wheelhouses("1.1", requires=()), requirements=["tinydep>=1.0"])
+    assert served["deps_sha256"] and served["deps_reused"]  # the same layer as an app that requires tinydep
+    assert run_in_release(store, served["release"], "tinydep-version") == "1.0"
+    assert store.read_meta(served["release"])["requires"] == ["tinydep>=1.0"]
+
+
+@pytest.mark.parametrize("requirement", ["--index-url=http://evil.invalid/simple", "tinydep @ https://x.invalid/t.whl",
+                                         "./tinydep", "/tmp/tinydep.whl", "tinydep\n--pre", 3])
+def test_a_requirement_that_is_no_specifier_is_refused_before_anything_is_written(fresh_store, wheelhouses,
+                                                                                   requirement):
+    with pytest.raises(ReleaseError, match="is not a requirement specifier"):
+        create(fresh_store, "1.0", wheelhouses("1.0"), requirements=[requirement])
+    assert not os.path.exists(os.path.join(fresh_store.path, "releases"))
+
+
 def test_recreating_the_same_version_and_wheelhouse_changes_nothing(store, wheelhouses):
     wheelhouse = wheelhouses("1.0")
     first = create(store, "1.0", wheelhouse)

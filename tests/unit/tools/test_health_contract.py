@@ -166,3 +166,19 @@ def test_a_service_command_probe_takes_expect_output_too():
     assert rendered[0]["probes"][1]["expect_output"] == "ready"
     assert "expect_output is not an option of a tcp probe: remove it, or use kind: command" in errors_of(
         web(readiness={"kind": "tcp", "expect_output": "x"}))[0]
+
+
+@pytest.mark.parametrize(("scripts", "requirements", "words"), [
+    ([{"name": "gunicorn", "setting": "app_services[web].console_script"}], ["gunicorn>=22,<24", "uvicorn[standard]"],
+     []),
+    ([{"name": "/usr/bin/gunicorn", "setting": "app_services[web].console_script"}], [],
+     ["app_services[web].console_script = '/usr/bin/gunicorn': give the name of a program"]),
+    ([{"name": "../x", "setting": "app_console_script"}], ["ok", "--extra-index-url=http://evil.invalid"],
+     ["app_console_script = '../x'", "app_requirements: '--extra-index-url=http://evil.invalid' is not a requirement"]),
+    ([], ["pkg @ file:///tmp/pkg.whl"], ["app_requirements: 'pkg @ file:///tmp/pkg.whl' is not a requirement"]),
+])
+def test_install_errors_name_the_setting(scripts, requirements, words):
+    errors = health_contract.app_install_errors(scripts, requirements)
+    assert len(errors) == len(words)
+    for error, word in zip(errors, words, strict=True):
+        assert word in error
