@@ -7,9 +7,11 @@ root) and MOLECULE_INVENTORY_FILE (the scenario's inventory).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
@@ -28,3 +30,34 @@ def playbook(path: str | Path, *args: str) -> subprocess.CompletedProcess:
     print(proc.stdout[-6000:], proc.stderr[-2000:])
     proc.text = " ".join((proc.stdout + proc.stderr).split())  # type: ignore[attr-defined]
     return proc
+
+
+class Load:
+    """Bounded load for as long as a block runs: tests/lab/loadgen.py (installed as /usr/local/bin/loadgen) in the
+    scenario's container ``client`` GETs ``url`` at ``rate`` per second, never past ``max_seconds``. ``result`` is
+    loadgen's summary (ok, failed, failures by kind, latency percentiles); each run is appended to
+    ``.cache/<log>.jsonl`` for the record."""
+
+    def __init__(self, client: str, url: str, rate: int = 20, max_seconds: int = 600, log: str = "load") -> None:
+        scenario = os.environ.get("MOLECULE_SCENARIO_NAME", "")
+        self.container = f"tradeops-mol-{scenario}-{client}"
+        self.argv = ["loadgen", url, "--rate", str(rate), "--max-seconds", str(max_seconds)]
+        self.log = PROJECT / ".cache" / f"{log}.jsonl"
+        self.result: dict = {}
+
+    def __enter__(self) -> Load:
+        self.proc = subprocess.Popen(["docker", "exec", self.container, *self.argv],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(2)
+        subprocess.run(["docker", "exec", self.container, "touch", "/run/tradeops-loadgen.stop"], check=True)
+        out, err = self.proc.communicate(timeout=60)
+        self.result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err}
+        print("load:", self.result)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("a") as handle:
+            handle.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                     "url": self.argv[1], **self.result}) + "\n")

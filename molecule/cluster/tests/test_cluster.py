@@ -12,7 +12,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -20,9 +19,11 @@ from pathlib import Path
 import pytest
 import testinfra
 
+sys.path.insert(0, str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule" / ".testinfra"))
+from testinfra_helpers import Load as _Load
+
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 INVENTORY = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-PREFIX = f"tradeops-mol-{os.environ.get('MOLECULE_SCENARIO_NAME', 'cluster')}-"
 ACCESS_LOG = "/var/log/nginx/access.log"
 APPS = ("app1", "app2")
 
@@ -67,26 +68,9 @@ def served_version(host) -> str:
     return get_json(host, "http://127.0.0.1:8000/api/health/readiness")["version"]
 
 
-class Load:
+def Load() -> _Load:
     """tests/lab/loadgen.py on db1 against https://lb1, for as long as a block runs."""
-
-    def __enter__(self) -> Load:
-        self.proc = subprocess.Popen(["docker", "exec", f"{PREFIX}db1", "loadgen", "https://lb1/api/version",
-                                      "--rate", "20", "--max-seconds", "600"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(2)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        time.sleep(2)
-        subprocess.run(["docker", "exec", f"{PREFIX}db1", "touch", "/run/tradeops-loadgen.stop"], check=True)
-        out, err = self.proc.communicate(timeout=60)
-        self.result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err}
-        print("load:", self.result)
-        log = PROJECT / ".cache" / "cluster-load.jsonl"  # the figures, for the record
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as handle:
-            handle.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.result}) + "\n")
+    return _Load("db1", "https://lb1/api/version", log="cluster-load")
 
 
 def served_by(hosts, count: int = 12) -> Counter:
