@@ -61,8 +61,10 @@ from typing import IO, Any
 
 try:
     from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, try_lock, update_textfile
-except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py (scripts/build_agent.py)
+    from ansible.module_utils.tradeops_safefs import Dir, UnsafeMember, UnsafePath, merge, unpack_tar
+except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs.py (scripts/build_agent.py)
     from tradeops_agent.metrics import atomic_write, fsync_dir, try_lock, update_textfile  # type: ignore[no-redef]
+    from tradeops_agent.safefs import Dir, UnsafeMember, UnsafePath, merge, unpack_tar  # type: ignore[no-redef]
 
 __version__ = "0.1.0"
 TOOL = "tradeops-backup"
@@ -1240,19 +1242,8 @@ def _verify_archive(path: Path, entry: dict[str, Any], item: dict[str, Any], key
     def check() -> str:
         if entry.get("encrypted") and key_file is None:
             raise CannotCheck(f"{entry['path']} is encrypted and no encryption.key_file is configured")
-        members = 0
-        with _plain_reader(path, key_file if entry.get("encrypted") else None) as reader, \
-                tarfile.open(fileobj=reader, mode="r|gz") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                members += 1
-                if member.isfile():
-                    fileobj = tar.extractfile(member)
-                    if fileobj is not None:
-                        while fileobj.read(CHUNK):
-                            pass
-            while reader.read(CHUNK):
-                pass
-        if entry.get("encrypted") and reader.sha.hexdigest() != entry.get("plain_sha256"):
+        members, plain_sha256 = read_archive(path, key_file if entry.get("encrypted") else None)
+        if entry.get("encrypted") and plain_sha256 != entry.get("plain_sha256"):
             raise BackupError("decrypted archive differs from the sha256 recorded at backup time")
         if members != item.get("members"):
             raise BackupError(f"archive holds {members} members, the manifest says {item.get('members')}")
@@ -1816,41 +1807,38 @@ def place_redis_rdb(source: Path, target: Path, confirm: bool = False) -> dict[s
     return {"path": str(target), "keys": info["keys"]}
 
 
-def _safe_member(member: tarfile.TarInfo, target: Path) -> bool:
-    """Only regular files, directories and links that stay inside ``target``."""
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        return False
-    name = Path(member.name)
-    if name.is_absolute() or ".." in name.parts:
-        return False
-    if member.issym() or member.islnk():
-        link = Path(member.linkname)
-        if link.is_absolute():
-            return False
-        base = target / name.parent if member.issym() else target
-        if not os.path.normpath(base / link).startswith(str(target) + os.sep):
-            return False
-    return True
-
-
-# Python >= 3.12 (and patched 3.11) also apply the data filter; _safe_member does the same checks everywhere.
-_EXTRACT_FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+def read_archive(path: Path, key_file: str | None, into: Dir | None = None) -> tuple[int, str]:
+    """Read a stored archive (decrypted with ``key_file``) member by member with the checks a restore makes
+    (``safefs.unpack_tar``): verify calls it without ``into``, restore with a fresh directory, so "verified"
+    means "restore accepts it". Returns the number of members and the sha256 of the plain archive; BackupError
+    names a member it refuses."""
+    try:
+        with _plain_reader(path, key_file) as reader:
+            members = unpack_tar(reader, into)
+            while reader.read(CHUNK):  # the whole stream: openssl's exit status and gzip's trailer are checked
+                pass
+    except UnsafeMember as exc:
+        raise BackupError(f"{path.name} holds an {exc}; a restore refuses it, nothing was extracted") from None
+    return members, reader.sha.hexdigest()
 
 
 def extract_archive(path: Path, target: Path, key_file: str | None, confirm: bool = False) -> dict[str, Any]:
-    """Extract a (decrypted) archive over ``target``; files not in the archive are left alone. Refuses unsafe
-    members (absolute, ``..``, devices); replaces existing files only with ``confirm``."""
-    target.mkdir(parents=True, exist_ok=True)
-    if any(target.iterdir()) and not confirm:
-        raise BackupError(f"{target} is not empty; extracting overwrites files there: pass confirm")
-    count = 0
-    with _plain_reader(path, key_file) as reader, tarfile.open(fileobj=reader, mode="r|gz") as tar:  # type: ignore[call-overload]
-        for member in tar:
-            if not _safe_member(member, target.resolve()):
-                raise BackupError(f"{path.name} holds an unsafe member {member.name!r}; not extracting it")
-            member.mode &= 0o7777 & ~0o6000  # no setuid/setgid from an archive
-            tar.extract(member, target, set_attrs=True, **_EXTRACT_FILTER)
-            count += 1
+    """Extract a (decrypted) archive over ``target``; files not in the archive are left alone. The archive is
+    unpacked into a fresh private directory beside ``target`` first (``read_archive``: unsafe members refused
+    before anything reaches the target), then moved in rename by rename on directory descriptors: a link that
+    the target holds (planted after the backup) is replaced, never followed. Replaces existing files only with
+    ``confirm``."""
+    target = Path(os.path.abspath(target))
+    try:
+        with Dir.open(str(target.parent), create=0o777) as parent, parent.sub(target.name, create=0o777) as dest:
+            if dest.listdir() and not confirm:
+                raise BackupError(f"{target} is not empty; extracting overwrites files there: pass confirm")
+            with parent.fresh(f".{target.name}.restore-") as staging:
+                count, _ = read_archive(path, key_file, staging)
+                merge(staging, dest, dry_run=True)
+                merge(staging, dest)
+    except UnsafePath as exc:
+        raise BackupError(f"restoring {path.name} into {target}: {exc}") from None
     return {"path": str(target), "members": count}
 
 
