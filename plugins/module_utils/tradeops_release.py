@@ -24,6 +24,7 @@ import configparser
 import contextlib
 import csv
 import email.parser
+import errno
 import getpass
 import hashlib
 import io
@@ -509,7 +510,7 @@ def entry_point_scripts(text: str, python: str) -> dict[str, str]:
         for name, value in parser.items(section):
             target = value.split("[", 1)[0].strip()
             module, _, attr = target.partition(":")
-            if not module or not attr or "/" in name:
+            if not module or not attr or "/" in name or name.strip() in ("", ".", ".."):
                 continue
             head = attr.split(".")[0]
             scripts[name.strip()] = shebang(python) + SCRIPT_TEMPLATE.format(
@@ -519,10 +520,19 @@ def entry_point_scripts(text: str, python: str) -> dict[str, str]:
 
 
 def _write_file(path: str, data: bytes, mode: int) -> None:
+    """Write a file of a release being built: never through a link already there (a fresh venv's
+    bin/python* point at the system's interpreter)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as handle:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ReleaseError(f"refusing to write {path}: it is a symbolic link (of the venv: a wheel file or "
+                               "script of that name would replace its interpreter); rename it in the wheel") from None
+        raise
+    with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    os.chmod(path, mode)
+        os.fchmod(handle.fileno(), mode)
 
 
 def install_wheel(wheel: str, scheme: dict[str, str], python: str) -> list[str]:
@@ -555,8 +565,7 @@ def install_wheel(wheel: str, scheme: dict[str, str], python: str) -> list[str]:
             name = info.filename
             if name.endswith("/"):
                 continue
-            norm = os.path.normpath(name)
-            if name.startswith("/") or norm.startswith("..") or "\\" in name:
+            if name.startswith("/") or ".." in name.split("/") or "\\" in name or "\0" in name:
                 raise ReleaseError(f"{wheel}: refusing unsafe path {name!r} in the wheel")
             if name == f"{dist_info}/RECORD" or name.startswith(f"{dist_info}/RECORD."):
                 continue

@@ -146,3 +146,35 @@ def test_verify_refuses_what_restore_refuses(site: dict[str, Path]) -> None:
     with pytest.raises(tb.BackupError, match="unsafe member"):
         tb.restore_item(cfg, None, "data", target=str(site["target"]), confirm=True)
     _outside_untouched(site)
+
+
+# -- wheels: install_wheel unpacks the app's wheel into a fresh venv, whose bin/python* are links ----------------
+
+
+@pytest.mark.parametrize(("files", "scripts"), [
+    ({}, {"python": "tinyapp:main"}),  # a console script named like the venv's interpreter link
+    ({"tiny_app-1.0.data/scripts/python3": "#!python\nprint('x')\n"}, {}),  # a data script of that name
+    ({"tiny_app-1.0.data/data/../../out/pwned": "x"}, {}),  # '..' after the data directory's key
+    ({"tiny_app-1.0.data/purelib/../../../out/pwned": "x"}, {}),
+], ids=["console-script", "data-script", "data-dot-dot", "purelib-dot-dot"])
+def test_a_wheel_never_writes_through_a_link_or_out_of_its_scheme(tmp_path: Path, files: dict[str, str],
+                                                                  scripts: dict[str, str]) -> None:
+    from ansible.module_utils import tradeops_release as tr
+    from plugin_testlib import make_wheel
+
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = out / "python3.11"
+    victim.write_text("the system's interpreter")
+    venv = tmp_path / "release" / "venv"
+    scheme = {k: str(venv / v) for k, v in {"purelib": "lib/site-packages", "platlib": "lib/site-packages",
+                                            "scripts": "bin", "data": ".", "headers": "include"}.items()}
+    (venv / "bin").mkdir(parents=True)
+    for name in ("python", "python3"):
+        (venv / "bin" / name).symlink_to(victim)  # as `python -m venv` makes them
+    wheel = make_wheel(tmp_path, "tiny-app", "1.0", {"tinyapp/__init__.py": "def main(): pass\n", **files},
+                       scripts=scripts)
+    with pytest.raises(tr.ReleaseError, match=r"refusing|link"):
+        tr.install_wheel(str(wheel), scheme, "/usr/bin/python3")
+    assert victim.read_text() == "the system's interpreter"
+    assert sorted(p.name for p in out.iterdir()) == ["python3.11"]
