@@ -58,8 +58,10 @@ from typing import Any
 
 try:
     from ansible.module_utils.tradeops_metrics import atomic_write, escape_label, update_textfile
-except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py (scripts/build_agent.py)
+    from ansible.module_utils.tradeops_safefs import Dir, UnsafePath
+except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs.py (scripts/build_agent.py)
     from tradeops_agent.metrics import atomic_write, escape_label, update_textfile  # type: ignore[no-redef]
+    from tradeops_agent.safefs import Dir, UnsafePath  # type: ignore[no-redef]
 try:
     from ansible.module_utils import tradeops_health as health
 except ImportError:  # in the ops agent wheel
@@ -322,33 +324,43 @@ def run_sqlite(cfg: dict[str, Any]) -> dict[str, Any]:
 def cleanup_dir(root: str | Path, max_age_days: float, now: float | None = None,
                 dry_run: bool = False) -> dict[str, Any]:
     """Remove files and symbolic links under ``root`` last modified more than ``max_age_days`` ago, then the
-    empty directories below ``root`` that are as old. Never follows a link, never leaves ``root``."""
+    empty directories below ``root`` that are as old. Never follows a link, never leaves ``root``: the root is
+    opened without following a link another user could have planted on the way (safefs.Dir) and the tree is
+    walked on directory descriptors, so a directory swapped for a link mid-walk is not entered; every entry is
+    examined and removed relative to its directory's descriptor."""
     root = check_cleanup_root(str(root))
     cutoff = (time.time() if now is None else now) - max_age_days * 86400
     result: dict[str, Any] = {"path": str(root), "status": OK, "removed": [], "kept": 0, "bytes": 0, "errors": []}
-    if not root.is_dir() or root.is_symlink():
-        result.update(status=SKIPPED, detail="no such directory" if not root.is_symlink() else "a symbolic link")
+    try:
+        with Dir.open(str(root.parent)) as parent:
+            top = parent.sub(root.name)
+    except FileNotFoundError:
+        result.update(status=SKIPPED, detail="no such directory")
         return result
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False, followlinks=False):
-        here = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
-            entry = here / name
-            try:
-                st = entry.lstat()
-                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) or st.st_mtime >= cutoff:
-                    result["kept"] += 1
-                    continue
-                if not dry_run:
-                    entry.unlink()
-                result["removed"].append(str(entry))
-                result["bytes"] += st.st_size if stat.S_ISREG(st.st_mode) else 0
-            except OSError as exc:
-                result["errors"].append(f"{entry}: {exc.strerror or exc}")
-        if here != root and not here.is_symlink():
-            with contextlib.suppress(OSError):  # not empty, or newer: kept
-                if here.lstat().st_mtime < cutoff and not any(here.iterdir()) and not dry_run:
-                    here.rmdir()
-                    result["removed"].append(str(here) + "/")
+    except UnsafePath as exc:
+        result.update(status=SKIPPED, detail=f"{exc}")
+        return result
+    with top:
+        for base, dirnames, filenames, here in top.walk():
+            for name in filenames + dirnames:
+                entry = os.path.join(base, name)
+                try:
+                    st = here.lstat(name)
+                    if stat.S_ISDIR(st.st_mode):  # emptied below (deepest first): removed when old and empty
+                        if st.st_mtime < cutoff and not dry_run:
+                            with contextlib.suppress(OSError):  # not empty: kept
+                                here.rmdir(name)
+                                result["removed"].append(entry + "/")
+                        continue
+                    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) or st.st_mtime >= cutoff:
+                        result["kept"] += 1
+                        continue
+                    if not dry_run:
+                        here.unlink(name)
+                    result["removed"].append(entry)
+                    result["bytes"] += st.st_size if stat.S_ISREG(st.st_mode) else 0
+                except OSError as exc:
+                    result["errors"].append(f"{entry}: {exc.strerror or exc}")
     if result["errors"]:
         result["status"] = FAILED
     return result

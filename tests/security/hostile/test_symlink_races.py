@@ -1,0 +1,126 @@
+"""No follow-the-symlink as root: app_files fixes owner and mode on the file it checked (a link swapped
+in between is replaced, never followed) and tradeops-maintenance cleanup walks on directory descriptors
+(a directory swapped for a link mid-walk is not entered, a link on the way to its root not followed).
+The swaps are made at the worst moment, deterministically, by wrapping the call that comes right before."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.module_utils import tradeops_files as tf
+from ansible.module_utils import tradeops_maintenance as tm
+
+NOBODY = pwd.getpwnam("nobody")
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A root-only file outside every configured path (think /etc/shadow)."""
+    out = tmp_path / "outside"
+    out.mkdir()
+    path = out / "shadow"
+    path.write_text("root:secret\n")
+    path.chmod(0o600)
+    return path
+
+
+def _unchanged(path: Path) -> None:
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+    assert path.read_text() == "root:secret\n"
+
+
+@pytest.mark.parametrize("wrong", ["mode", "owner"])
+def test_app_files_fixes_metadata_on_the_file_it_checked(tmp_path: Path, victim: Path, monkeypatch: Any,
+                                                          wrong: str) -> None:
+    config = tmp_path / "shared" / "config"  # the app's user owns it
+    config.mkdir(parents=True)
+    os.chown(config, NOBODY.pw_uid, NOBODY.pw_gid)
+    env = config / ".env"
+    env.write_text("TOKEN=x\n")
+    env.chmod(0o644 if wrong == "mode" else 0o640)
+    item = {"path": str(env), "content": "TOKEN=x\n", "mode": "0640", "owner": "nobody", "group": "nogroup"}
+    if wrong == "mode":
+        os.chown(env, NOBODY.pw_uid, NOBODY.pw_gid)
+    checked = tf.differences
+
+    def then_swap(spec: Any, check_mode: bool = False) -> list[str]:
+        found = checked(spec, check_mode)
+        env.unlink()
+        env.symlink_to(victim)  # the app's user, right after the check
+        return found
+
+    monkeypatch.setattr(tf, "differences", then_swap)
+    result = tf.sync([item], daemon_reload="never")
+    assert result["changed_files"] == [str(env)]
+    _unchanged(victim)
+    assert not env.is_symlink() and env.read_text() == "TOKEN=x\n"  # replaced by the rendered file
+    st = env.lstat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY.pw_uid, 0o640)
+
+
+def test_app_files_does_not_write_into_a_directory_reached_through_a_planted_link(tmp_path: Path,
+                                                                                  victim: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, NOBODY.pw_uid, NOBODY.pw_gid)
+    (shared / "config").symlink_to(victim.parent, target_is_directory=True)  # planted by the app's user
+    with pytest.raises(tf.FilesError, match="symbolic link"):
+        tf.sync([{"path": str(shared / "config" / "shadow"), "content": "pwned\n", "mode": "0644"}],
+                daemon_reload="never")
+    _unchanged(victim)
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["shadow"]
+
+
+def _old(path: Path, now: float) -> None:
+    os.utime(path, (now - 30 * 86400,) * 2, follow_symlinks=False)
+
+
+def test_cleanup_does_not_enter_a_directory_swapped_for_a_link_mid_walk(tmp_path: Path, victim: Path,
+                                                                        monkeypatch: Any) -> None:
+    now = time.time()
+    root = tmp_path / "app" / "cache"
+    (root / "z").mkdir(parents=True)
+    (root / "z" / "old.bin").write_text("stale cache")
+    (victim.parent / "old.bin").write_text("precious, and old")
+    for path in (root / "z" / "old.bin", victim.parent / "old.bin", victim):
+        _old(path, now)
+    listing = os.scandir
+    swapped: list[str] = []
+
+    def swap_then_list(target: Any = ".") -> Any:
+        where = os.readlink(f"/proc/self/fd/{target}") if isinstance(target, int) else os.fspath(target)
+        if os.path.normpath(where) == str(root / "z") and not swapped:
+            os.rename(root / "z", root / "z.moved")
+            (root / "z").symlink_to(victim.parent, target_is_directory=True)  # the app's user, mid-walk
+            swapped.append(where)
+        return listing(target)
+
+    monkeypatch.setattr(os, "scandir", swap_then_list)
+    result = tm.cleanup_dir(root, 7, now=now)
+    monkeypatch.undo()
+    assert swapped, "the walk never listed the directory"
+    assert (victim.parent / "old.bin").read_text() == "precious, and old"
+    _unchanged(victim)
+    assert not [r for r in result["removed"] if "outside" in r], result
+
+
+def test_cleanup_does_not_follow_a_planted_link_on_the_way_to_its_root(tmp_path: Path, victim: Path) -> None:
+    now = time.time()
+    app = tmp_path / "app"
+    app.mkdir()
+    os.chown(app, NOBODY.pw_uid, NOBODY.pw_gid)
+    (victim.parent / "cache").mkdir()
+    (victim.parent / "cache" / "old.bin").write_text("precious, and old")
+    _old(victim.parent / "cache" / "old.bin", now)
+    (app / "shared").symlink_to(victim.parent, target_is_directory=True)  # a directory when it was configured
+    result = tm.cleanup_dir(app / "shared" / "cache", 7, now=now)
+    assert (victim.parent / "cache" / "old.bin").read_text() == "precious, and old"
+    assert result["status"] in ("skipped", "failed") and not result["removed"], result
+    assert "symbolic link" in result.get("detail", "") + " ".join(result["errors"]), result
