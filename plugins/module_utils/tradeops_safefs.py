@@ -219,6 +219,9 @@ class Dir:
         self.mkdir(name, 0o700)
         try:
             with self.sub(name) as made:
+                st = made.lstat()
+                if hasattr(os, "geteuid") and (st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077):
+                    raise UnsafePath(f"{made.path} was replaced by another user's directory as it was made")
                 yield made
         finally:
             self.rmtree(name)
@@ -297,7 +300,7 @@ def _check_member(member: tarfile.TarInfo, kinds: dict[str, str], links: dict[st
     name = member.name
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
         raise UnsafeMember(name, "a device, FIFO or other special file")
-    if "\0" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+    if "\0" in name or name.startswith("/") or (os.name == "nt" and name[1:2] == ":"):
         raise UnsafeMember(name, "an absolute name")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
