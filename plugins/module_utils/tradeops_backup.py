@@ -60,9 +60,11 @@ from pathlib import Path
 from typing import IO, Any
 
 try:
+    from ansible.module_utils.tradeops_checks import number, seconds, strings, text
     from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, try_lock, update_textfile
     from ansible.module_utils.tradeops_safefs import Dir, UnsafeMember, UnsafePath, merge, unpack_tar
 except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs.py (scripts/build_agent.py)
+    from tradeops_agent.checks import number, seconds, strings, text  # type: ignore[no-redef]
     from tradeops_agent.metrics import atomic_write, fsync_dir, try_lock, update_textfile  # type: ignore[no-redef]
     from tradeops_agent.safefs import Dir, UnsafeMember, UnsafePath, merge, unpack_tar  # type: ignore[no-redef]
 
@@ -80,8 +82,14 @@ CIPHER = ["-aes-256-cbc", "-pbkdf2", "-iter", "200000"]
 DECRYPT_HINT = "openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:KEYFILE -in FILE.enc -out FILE"
 ENC_SUFFIX = ".enc"
 SCRATCH_PREFIX = "tradeops_verify_"
-_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9._-]+$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9._-]+\Z")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+# The typed fields of a configuration item (what each kind reads): checked by load_config.
+_ITEM_TEXT = ("name", "path", "dbname", "host", "user", "username", "password_file", "passfile", "sslmode", "bindir",
+              "maintenance_db", "owner", "rdb_path")
+_ITEM_BOOL = ("secret", "no_owner")
+_ITEM_SECONDS = ("connect_timeout", "busy_timeout")
+_ITEM_LISTS = {"exclude_tables": "audit_log", "exclude": "*.tmp"}
 CHUNK = 1 << 20
 
 
@@ -253,6 +261,13 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
     if not raw.get("backup_root"):
         raise ConfigError("backup_root is required (the local directory that holds the backups)")
+    text(raw["backup_root"], "backup_root", error=ConfigError)
+    for key in ("set", "host"):
+        if raw.get(key) is not None:
+            text(raw[key], key, error=ConfigError)
+    for key in ("retention", "verify", "timeouts", "encryption"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise ConfigError(f"{key} must be an object, got {raw[key]!r}")
     cfg = json.loads(json.dumps(_DEFAULTS))
     for key, value in raw.items():
         if isinstance(cfg.get(key), dict) and isinstance(value, dict) and key != "offsite":
@@ -261,8 +276,9 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
             cfg[key] = value
     cfg["backup_root"] = os.path.abspath(str(cfg["backup_root"]))
     cfg["host"] = cfg["host"] or socket.gethostname().split(".")[0]
-    if not _NAME_RE.match(cfg["set"]) or not re.match(r"^[A-Za-z0-9._-]+$", cfg["host"]):
-        raise ConfigError("set and host may hold letters, digits, '.', '_' and '-' only")
+    if not _NAME_RE.match(cfg["set"]) or not re.match(r"^[A-Za-z0-9._-]+\Z", cfg["host"]):
+        raise ConfigError(f"set {cfg['set']!r} and host {cfg['host']!r} may hold letters, digits, '.', '_' and '-' "
+                          "only")
     names: set[str] = set()
     for kind in ("postgresql", "sqlite", "redis", "paths"):
         if not isinstance(cfg[kind], list):
@@ -270,6 +286,7 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
         for item in cfg[kind]:
             if not isinstance(item, dict):
                 raise ConfigError(f"{kind}: each entry must be an object")
+            _check_item(kind, item)
             if kind == "postgresql":
                 item.setdefault("name", item.get("dbname"))
                 item.setdefault("dbname", item.get("name"))
@@ -289,8 +306,10 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"{kind} entry {name!r} is secret: encryption.key_file is required")
     ret = cfg["retention"]
     for key in ("keep_days", "keep_count"):
-        if ret.get(key) is not None and (not isinstance(ret[key], int | float) or ret[key] < 0):
-            raise ConfigError(f"retention.{key} must be a number >= 0 (or null for no limit)")
+        if ret.get(key) is not None:
+            number(ret[key], f"retention.{key} (null for no limit)", error=ConfigError, minimum=0,
+                   integer=key == "keep_count")
+    _check_sections(cfg)
     if cfg["offsite"] is not None:
         if not isinstance(cfg["offsite"], dict):
             raise ConfigError("offsite must be an object (or null)")
@@ -306,6 +325,40 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
             off["retention"] = dict(cfg["retention"])
         cfg["offsite"] = off
     return cfg
+
+
+def _check_item(kind: str, item: dict[str, Any]) -> None:
+    """The typed fields of one configuration item: a string where a string is read, a list of strings where a
+    list is (a lone string would be iterated by character), a bool, a port, a number of seconds."""
+    where = f"{kind} entry {item.get('name')!r}"
+    for key in _ITEM_TEXT:
+        if item.get(key) is not None:
+            text(item[key], f"{where}: {key}", error=ConfigError)
+    for key in _ITEM_BOOL:
+        if item.get(key) is not None and not isinstance(item[key], bool):
+            raise ConfigError(f"{where}: {key} must be true or false, got {item[key]!r}")
+    for key in _ITEM_SECONDS:
+        if item.get(key) is not None:
+            seconds(item[key], f"{where}: {key}", error=ConfigError)
+    if item.get("port") is not None:
+        number(item["port"], f"{where}: port", error=ConfigError, integer=True, minimum=1, maximum=65535)
+    for key, example in _ITEM_LISTS.items():
+        if item.get(key) is not None:
+            strings(item[key], f"{where}: {key}", error=ConfigError, example=example)
+
+
+def _check_sections(cfg: dict[str, Any]) -> None:
+    """verify, timeouts and encryption: numbers of hours and seconds that are finite and > 0, bools, a path."""
+    vcfg, timeouts = cfg["verify"], cfg["timeouts"]
+    if vcfg.get("max_age_hours") is not None:
+        number(vcfg["max_age_hours"], "verify.max_age_hours (null for no limit)", error=ConfigError, minimum=0)
+    for key in ("scratch_restore", "offsite"):
+        if not isinstance(vcfg.get(key, True), bool):
+            raise ConfigError(f"verify.{key} must be true or false, got {vcfg[key]!r}")
+    for key in ("tool", "redis_bgsave"):
+        seconds(timeouts.get(key), f"timeouts.{key}", error=ConfigError)
+    if cfg["encryption"].get("key_file") is not None:
+        text(cfg["encryption"]["key_file"], "encryption.key_file", error=ConfigError)
 
 
 def config_secrets(cfg: dict[str, Any]) -> list[str]:
@@ -471,7 +524,7 @@ def keyspace_counts(info: dict[str, str]) -> dict[str, int]:
     """``{"db0": keys, ...}`` from INFO keyspace."""
     counts = {}
     for key, value in info.items():
-        if re.match(r"^db\d+$", key):
+        if re.match(r"^db\d+\Z", key):
             fields = dict(part.split("=", 1) for part in value.split(","))
             counts[key] = int(fields.get("keys", 0))
     return counts
@@ -1263,6 +1316,8 @@ def verify_backup(cfg: dict[str, Any], backup_id: str | None = None, scratch_res
     scratch_restore = vcfg.get("scratch_restore", True) if scratch_restore is None else scratch_restore
     offsite = bool(cfg.get("offsite")) and (vcfg.get("offsite", True) if offsite is None else offsite)
     max_age = vcfg.get("max_age_hours") if max_age_hours is None else max_age_hours
+    if max_age is not None:
+        number(max_age, "max_age_hours", error=ConfigError, minimum=0)
     directory = resolve_backup(root, backup_id)
     manifest = load_manifest(directory)
     assert manifest is not None

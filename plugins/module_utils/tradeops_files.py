@@ -27,7 +27,8 @@ except ImportError:  # on a host without Ansible: the module_utils files side by
     from tradeops_safefs import Dir, UnsafePath  # type: ignore[no-redef]
 
 UNIT_DIRS = ("/etc/systemd/system/", "/lib/systemd/system/", "/usr/lib/systemd/system/", "/run/systemd/system/")
-UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|path|mount)$")
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|path|mount)")  # fullmatch
+MODE = re.compile(r"0?[0-7]{3,4}")  # fullmatch: 0640, 640, 2750
 SYSTEMCTL_TIMEOUT = 60
 
 
@@ -59,12 +60,12 @@ def parse_files(items: list[dict[str, Any]]) -> list[FileSpec]:
             raise FilesError(f"{where}: {path} is given twice")
         seen.add(path)
         mode = item.get("mode") if item.get("mode") is not None else "0644"
-        try:
-            mode_int = int(str(mode), 8)
-        except ValueError:
-            raise FilesError(f"{where}: mode {mode!r} is not octal, e.g. '0640'") from None
-        if not 0 <= mode_int <= 0o7777:
-            raise FilesError(f"{where}: mode {mode!r} is out of range")
+        if not isinstance(mode, str):  # YAML reads an unquoted 0640 as the number 416 (written as 0o416)
+            raise FilesError(f"{where}: mode {mode!r} is a {type(mode).__name__}, not a string: an unquoted 0640 "
+                             "in YAML is the decimal number 416; quote it: mode: '0640'")
+        if not MODE.fullmatch(mode):
+            raise FilesError(f"{where}: mode {mode!r} is not octal, e.g. '0640'")
+        mode_int = int(mode, 8)
         if item.get("content") is None:
             raise FilesError(f"{where}: content is required")
         specs.append(FileSpec(path, str(item["content"]), str(item.get("owner") or "root"),
@@ -191,9 +192,9 @@ def sync(items: list[dict[str, Any]], enable_units: list[str] | None = None, dae
     (``always``) or never, enable what is not enabled. The result names paths, never content."""
     specs = parse_files(items)
     units = list(enable_units or [])
-    bad = [u for u in units if not UNIT_NAME.match(u)]
+    bad = [u for u in units if not isinstance(u, str) or not UNIT_NAME.fullmatch(u)]
     if bad:
-        raise FilesError(f"enable_units: {', '.join(bad)} is not a unit name (e.g. refapp-web.service)")
+        raise FilesError(f"enable_units: {', '.join(map(repr, bad))} is not a unit name (e.g. refapp-web.service)")
     changes = {s.path: differences(s, check_mode) for s in specs}
     changed = [p for p, why in changes.items() if why]
     missing_dirs = sorted({os.path.dirname(p) for p in changed if not os.path.isdir(os.path.dirname(p))})

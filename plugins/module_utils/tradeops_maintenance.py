@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -77,7 +78,7 @@ JOB_METRICS = {
     "last_run_timestamp_seconds": "Unix time the scheduled job last finished",
     "last_duration_seconds": "Seconds the scheduled job's last run took",
 }
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 # Directories cleanup refuses as roots (and anything less than two levels deep).
 _SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/run",
                 "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/log", "/usr/local",  # noqa: S108 - refused, not used
@@ -137,7 +138,8 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     cfg["host"] = str(cfg["host"] or socket.gethostname().split(".")[0])
     if not _NAME.match(cfg["host"]):
         raise MaintenanceError(f"host {cfg['host']!r}: letters, digits, '.', '_' and '-' only")
-    if not isinstance(cfg["busy_timeout_ms"], int) or cfg["busy_timeout_ms"] < 0:
+    if not isinstance(cfg["busy_timeout_ms"], int) or isinstance(cfg["busy_timeout_ms"], bool) \
+            or cfg["busy_timeout_ms"] < 0:
         raise MaintenanceError("busy_timeout_ms must be an integer >= 0 (milliseconds a locked database is waited for)")
     names: set[str] = set()
     if not isinstance(cfg["sqlite"], list):
@@ -156,7 +158,7 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
             raise MaintenanceError("cleanup: each entry must be an object {path, max_age_days}")
         check_cleanup_root(str(item.get("path") or ""))
         age = item.setdefault("max_age_days", 7)
-        if not isinstance(age, int | float) or isinstance(age, bool) or age <= 0:
+        if not isinstance(age, int | float) or isinstance(age, bool) or not math.isfinite(age) or age <= 0:
             raise MaintenanceError(f"cleanup {item['path']}: max_age_days must be a number > 0 (got {age!r})")
     for period, keep in cfg["keep"].items():
         if period not in PERIODS or not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
@@ -176,9 +178,11 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
         if not prom["url"]:
             cfg["prometheus"] = None
         else:
-            if not re.match(r"^https?://[^/\s]+", str(prom["url"])):
-                raise MaintenanceError(f"prometheus.url {prom['url']!r}: give http(s)://host:port")
-            if not re.match(r"^[0-9]+[smhd]$", str(prom["rate_window"])):
+            try:
+                health.check_url(prom["url"], "prometheus")
+            except health.CheckError as exc:
+                raise MaintenanceError(f"{exc}: give http(s)://host:port") from None
+            if not re.match(r"^[0-9]+[smhd]\Z", str(prom["rate_window"])):
                 raise MaintenanceError("prometheus.rate_window must be a Prometheus duration such as 5m")
             prom["url"] = str(prom["url"]).rstrip("/")
             prom["instance"] = prom["instance"] or cfg["host"]
@@ -566,7 +570,7 @@ def prune_reports(directory: Path, host: str, period: str, keep: int) -> list[st
     """Delete all but the newest ``keep`` reports of ``host`` and ``period`` (each of .md and .json)."""
     deleted = []
     for ext in (".md", ".json"):
-        pattern = re.compile(rf"^{re.escape(host)}-{period}-\d{{4}}-\d{{2}}(-\d{{2}})?{re.escape(ext)}$")
+        pattern = re.compile(rf"^{re.escape(host)}-{period}-\d{{4}}-\d{{2}}(-\d{{2}})?{re.escape(ext)}\Z")
         names = sorted((p.name for p in directory.iterdir() if pattern.match(p.name)), reverse=True)
         for name in names[keep:]:
             (directory / name).unlink()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -69,3 +70,25 @@ def on_host(agent_dir: Path) -> Callable[[str, dict[str, Any]], Any]:
         return json.loads(proc.stdout)
 
     return run
+
+
+FAKE_SYSTEMD = """#!/bin/sh
+echo "$0 $*" >> "$FAKE_SYSTEMD_LOG"
+exit 1
+"""
+
+
+@pytest.fixture
+def fake_systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """systemctl, systemd-run and journalctl on PATH that log their arguments and fail: no module run by these
+    tests reaches the machine's service manager. Returns the log."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    for tool in ("systemctl", "systemd-run", "journalctl"):
+        (bin_dir / tool).write_text(FAKE_SYSTEMD)
+        (bin_dir / tool).chmod(0o755)
+    log = tmp_path / "systemd.log"
+    log.write_text("")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SYSTEMD_LOG", str(log))
+    return log
