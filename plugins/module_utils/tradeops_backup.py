@@ -62,11 +62,18 @@ from typing import IO, Any
 try:
     from ansible.module_utils.tradeops_checks import number, seconds, strings, text
     from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, try_lock, update_textfile
-    from ansible.module_utils.tradeops_safefs import Dir, UnsafeMember, UnsafePath, merge, unpack_tar
+    from ansible.module_utils.tradeops_safefs import Dir, UnsafeMember, UnsafePath, merge, pack_tree, unpack_tar
 except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs.py (scripts/build_agent.py)
     from tradeops_agent.checks import number, seconds, strings, text  # type: ignore[no-redef]
     from tradeops_agent.metrics import atomic_write, fsync_dir, try_lock, update_textfile  # type: ignore[no-redef]
-    from tradeops_agent.safefs import Dir, UnsafeMember, UnsafePath, merge, unpack_tar  # type: ignore[no-redef]
+    from tradeops_agent.safefs import (  # type: ignore[no-redef]
+        Dir,
+        UnsafeMember,
+        UnsafePath,
+        merge,
+        pack_tree,
+        unpack_tar,
+    )
 
 __version__ = "0.1.0"
 TOOL = "tradeops-backup"
@@ -814,7 +821,8 @@ def _excluded(rel: str, patterns: Sequence[str], skip: set[str], full: str) -> b
 
 def backup_paths(item: dict[str, Any], out: Path, key_file: str | None, skip: set[str]) -> dict[str, Any]:
     """tar.gz of a directory (or one file) streamed to ``out`` (through openssl when ``key_file``): a secret's
-    plain archive never touches the disk."""
+    plain archive never touches the disk. Read by safefs.pack_tree: never through a link the app's user swaps
+    in while it is archived."""
     root = Path(item["path"])
     if not root.exists():
         raise BackupError(f"path {root} of item {item['name']!r} does not exist")
@@ -833,24 +841,7 @@ def backup_paths(item: dict[str, Any], out: Path, key_file: str | None, skip: se
     try:
         with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as gz, \
                 tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-            if root.is_file():
-                tar.add(str(root), arcname=root.name, recursive=False)
-                members = 1
-            else:
-                for base, dirs, files in os.walk(root):
-                    dirs.sort()
-                    for name in [*sorted(dirs), *sorted(files)]:
-                        full = os.path.join(base, name)
-                        rel = os.path.relpath(full, root)
-                        if _excluded(rel, patterns, skip, full):
-                            if name in dirs:
-                                dirs.remove(name)
-                            continue
-                        try:
-                            tar.add(full, arcname=rel, recursive=False)
-                        except FileNotFoundError:
-                            continue  # removed while we walked
-                        members += 1
+            members = pack_tree(tar, str(root), lambda rel, full: _excluded(rel, patterns, skip, full))
     except BrokenPipeError as exc:
         raise BackupError(f"encrypting {item['name']}: openssl stopped: "
                           f"{_tail(proc.stderr.read().decode()) if proc and proc.stderr else ''}") from exc

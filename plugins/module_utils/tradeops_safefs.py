@@ -14,7 +14,8 @@ link. Everything here works on file descriptors instead of paths:
 - ``Dir.walk()`` walks a tree bottom-up on directory descriptors (``os.fwalk``): a directory swapped for a
   link mid-walk is not entered;
 - ``unpack_tar`` reads a tar stream with the checks a restore makes and, given a fresh ``Dir``, writes it
-  there; ``merge`` then moves that finished tree into the target, rename by rename.
+  there; ``merge`` then moves that finished tree into the target, rename by rename; ``pack_tree`` writes
+  one (a backup) reading every file from a descriptor opened without following a link.
 
 Shipped to hosts as ``ansible.module_utils`` and as ``tradeops_agent/safefs.py`` in the ops agent wheel
 (``scripts/build_agent.py``). On Windows (no ``O_NOFOLLOW``, no ``dir_fd``: the ops agent's backup and
@@ -30,7 +31,7 @@ import secrets
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 try:
@@ -226,14 +227,15 @@ class Dir:
         finally:
             self.rmtree(name)
 
-    def walk(self) -> Iterator[tuple[str, list[str], list[str], Dir]]:
-        """``(path, dirs, nondirs, Dir)`` of every directory of the tree, deepest first; a link to a directory
-        is among the nondirs; a directory swapped for a link while walking is skipped."""
+    def walk(self, topdown: bool = False) -> Iterator[tuple[str, list[str], list[str], Dir]]:
+        """``(path, dirs, nondirs, Dir)`` of every directory of the tree, deepest first (``topdown``: as
+        os.walk, the dirs list may be pruned); a link to a directory is among the nondirs; a directory
+        swapped for a link while walking is skipped."""
         if self.fd is None:
-            for base, dirs, files in os.walk(self.path, topdown=False):
+            for base, dirs, files in os.walk(self.path, topdown=topdown):
                 yield base, dirs, files, Dir(base, None)
             return
-        for base, dirs, files, fd in os.fwalk(".", topdown=False, follow_symlinks=False, dir_fd=self.fd):
+        for base, dirs, files, fd in os.fwalk(".", topdown=topdown, follow_symlinks=False, dir_fd=self.fd):
             path = os.path.normpath(os.path.join(self.path, base))
             yield path, dirs, files, Dir(path, fd, owned=False)
 
@@ -430,6 +432,82 @@ def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, parts: list[str
         out.flush()
         set_meta(out.fileno(), os.path.join(parent.path, name), uid, gid, member.mode & 0o7777 & ~0o6000,
                  member.mtime)
+
+
+def _tarinfo(st: os.stat_result, rel: str, inodes: dict[tuple[int, int], str], linkname: str = ""
+             ) -> tarfile.TarInfo:
+    """The member for ``rel`` from a stat result taken on what is archived (as tarfile.gettarinfo: owner
+    names, a second name of a regular file as a hard link)."""
+    info = tarfile.TarInfo(rel)
+    info.mode, info.uid, info.gid, info.mtime = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime
+    with contextlib.suppress(KeyError, AttributeError):
+        info.uname = pwd.getpwuid(st.st_uid).pw_name
+    with contextlib.suppress(KeyError, AttributeError):
+        info.gname = grp.getgrgid(st.st_gid).gr_name
+    if stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, linkname
+    elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in inodes:
+        info.type, info.linkname = tarfile.LNKTYPE, inodes[(st.st_dev, st.st_ino)]
+    else:
+        inodes[(st.st_dev, st.st_ino)] = rel
+        info.size = st.st_size
+    return info
+
+
+def _pack_entry(tar: tarfile.TarFile, here: Dir, name: str, rel: str, inodes: dict[tuple[int, int], str]) -> bool:
+    """Add ``name`` of ``here`` as ``rel``: a regular file read from a descriptor opened with O_NOFOLLOW and
+    described by fstat of that descriptor, a link as a link, a directory as one. False when it is skipped:
+    gone, swapped for something else since it was listed, or a special file (FIFO, socket, device)."""
+    try:
+        st = here.lstat(name)
+        if stat.S_ISREG(st.st_mode):
+            fd = here.open_file(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO swapped in: no wait
+            with os.fdopen(fd, "rb") as handle:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    return False
+                info = _tarinfo(st, rel, inodes)
+                tar.addfile(info, handle if info.type == tarfile.REGTYPE else None)
+            return True
+        if stat.S_ISLNK(st.st_mode):
+            tar.addfile(_tarinfo(st, rel, inodes, os.readlink(here.at(name), dir_fd=here.fd)))
+            return True
+        if stat.S_ISDIR(st.st_mode):
+            tar.addfile(_tarinfo(st, rel, inodes))
+            return True
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENXIO, errno.ENOTDIR):
+            raise
+    return False
+
+
+def pack_tree(tar: tarfile.TarFile, path: str, excluded: Callable[[str, str], bool]) -> int:
+    """Add the directory (or the one file) ``path`` to ``tar`` without following a link: the tree is walked
+    top-down on directory descriptors and every entry is opened or read relative to its directory, so a file
+    or a directory that another user swaps for a link while it is archived is skipped, never read through.
+    ``excluded(rel, full)`` prunes entries (and whole directories). Returns the number of members."""
+    path = os.path.abspath(path)
+    inodes: dict[tuple[int, int], str] = {}
+    name = os.path.basename(path)
+    with Dir.open(os.path.dirname(path)) as parent:
+        mode = parent.lstat(name).st_mode
+        if not stat.S_ISDIR(mode) and not (stat.S_ISLNK(mode) and os.path.isdir(path)):  # a file, or a link: itself
+            return int(_pack_entry(tar, parent, name, name, inodes))
+    members = 0
+    with Dir.open(path) as root:  # a directory, or a link to one that only root can have made (Dir.open)
+        for base, dirs, files, here in root.walk(topdown=True):
+            above = os.path.relpath(base, path)
+            dirs.sort()
+            for entry in [*sorted(dirs), *sorted(files)]:
+                rel, full = os.path.normpath(os.path.join(above, entry)), os.path.join(base, entry)
+                if excluded(rel, full):
+                    if entry in dirs:
+                        dirs.remove(entry)
+                    continue
+                members += _pack_entry(tar, here, entry, rel, inodes)
+    return members
 
 
 def merge(src: Dir, dst: Dir, dry_run: bool = False) -> None:

@@ -124,3 +124,41 @@ def test_cleanup_does_not_follow_a_planted_link_on_the_way_to_its_root(tmp_path:
     assert (victim.parent / "cache" / "old.bin").read_text() == "precious, and old"
     assert result["status"] in ("skipped", "failed") and not result["removed"], result
     assert "symbolic link" in result.get("detail", "") + " ".join(result["errors"]), result
+
+
+def test_a_backup_never_reads_through_a_link_swapped_in_mid_walk(tmp_path: Path, victim: Path,
+                                                                 monkeypatch: Any) -> None:
+    """The app's user swaps a file of its data directory for a link to a root-only file right after the
+    backup looked at it: the archive (readable by whoever holds the bucket) must not get that file's content."""
+    import tarfile
+
+    from ansible.module_utils import tradeops_backup as tb
+
+    data = tmp_path / "shared" / "data"
+    data.mkdir(parents=True)
+    os.chown(data, NOBODY.pw_uid, NOBODY.pw_gid)
+    (data / "report.csv").write_text("a,b\n")
+    (data / "z.txt").write_text("z\n")
+    looked: list[str] = []
+    real_stat, real_lstat = os.stat, os.lstat
+
+    def then_swap(real: Any) -> Any:
+        def look(path: Any, *args: Any, **kwargs: Any) -> Any:
+            result = real(path, *args, **kwargs)
+            if str(path).endswith("report.csv") and not looked and stat.S_ISREG(result.st_mode):
+                looked.append(os.fspath(path))
+                (data / "report.csv").unlink()
+                (data / "report.csv").symlink_to(victim)  # the app's user, right after the look
+            return result
+        return look
+
+    monkeypatch.setattr(os, "stat", then_swap(real_stat))
+    monkeypatch.setattr(os, "lstat", then_swap(real_lstat))
+    out = tmp_path / "data.tar.gz"
+    tb.backup_paths({"name": "data", "path": str(data)}, out, None, set())
+    monkeypatch.undo()
+    assert looked, "the backup never looked at report.csv"
+    with tarfile.open(out) as tar:
+        contents = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    assert contents.get("report.csv", b"a,b\n") == b"a,b\n", contents  # the old content, or not at all
+    assert b"root" not in b"".join(contents.values()) and contents.get("z.txt") == b"z\n", contents
