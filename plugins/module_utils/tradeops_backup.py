@@ -54,6 +54,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -62,7 +63,15 @@ from typing import IO, Any
 try:
     from ansible.module_utils.tradeops_checks import number, seconds, strings, text
     from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, try_lock, update_textfile
-    from ansible.module_utils.tradeops_safefs import Dir, UnsafeMember, UnsafePath, merge, pack_tree, unpack_tar
+    from ansible.module_utils.tradeops_safefs import (
+        Dir,
+        UnsafeMember,
+        UnsafePath,
+        merge,
+        pack_tree,
+        set_meta,
+        unpack_tar,
+    )
 except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs.py (scripts/build_agent.py)
     from tradeops_agent.checks import number, seconds, strings, text  # type: ignore[no-redef]
     from tradeops_agent.metrics import atomic_write, fsync_dir, try_lock, update_textfile  # type: ignore[no-redef]
@@ -72,6 +81,7 @@ except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs
         UnsafePath,
         merge,
         pack_tree,
+        set_meta,
         unpack_tar,
     )
 
@@ -1806,7 +1816,10 @@ def restore_postgresql(pg: Pg, dump: Path, target_db: str, confirm: bool = False
 
 def restore_sqlite(source: Path, target: Path, confirm: bool = False) -> dict[str, Any]:
     """Restore through the backup API into ``target`` (one transaction of the target database: readers see the
-    old or the new content; its WAL is handled by SQLite, never by file copies)."""
+    old or the new content; its WAL is handled by SQLite, never by file copies). A target that is a symbolic
+    link (the application's user owns its data directory) is refused, and SQLite opens it with nofollow=1."""
+    if target.is_symlink():
+        raise BackupError(f"{target} is a symbolic link: not followed; remove it (or restore to another path)")
     if target.exists() and not confirm:
         raise BackupError(f"{target} exists; restoring replaces its content: pass confirm")
     check = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
@@ -1818,7 +1831,11 @@ def restore_sqlite(source: Path, target: Path, confirm: bool = False) -> dict[st
         raise BackupError(f"the backup copy fails PRAGMA integrity_check: {integrity}")
     target.parent.mkdir(parents=True, exist_ok=True)
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    dst = sqlite3.connect(str(target), timeout=60)
+    try:
+        dst = sqlite3.connect(f"file:{urllib.parse.quote(str(target))}?nofollow=1", uri=True, timeout=60)
+    except sqlite3.Error as exc:
+        src.close()
+        raise BackupError(f"cannot open {target} for the restore (a symbolic link is not followed): {exc}") from None
     try:
         src.backup(dst)
         counts = sqlite_counts(dst)
@@ -1831,21 +1848,24 @@ def restore_sqlite(source: Path, target: Path, confirm: bool = False) -> dict[st
 def place_redis_rdb(source: Path, target: Path, confirm: bool = False) -> dict[str, Any]:
     """Put the RDB where redis-server loads it (the service must be stopped: that is the role's job).
     Checked with redis-check-rdb first; placed atomically; owner and mode of the file it replaces are kept."""
-    if target.exists() and not confirm:
+    if os.path.lexists(target) and not confirm:
         raise BackupError(f"{target} exists; placing the RDB replaces it: pass confirm (and stop redis first)")
     info = check_rdb(source)
+    before = os.lstat(target) if os.path.lexists(target) else None
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out, CHUNK)
+            if before is not None and stat.S_ISREG(before.st_mode):  # on the descriptor: never through a link
+                with contextlib.suppress(PermissionError):
+                    set_meta(out.fileno(), tmp, before.st_uid, before.st_gid, stat.S_IMODE(before.st_mode))
             out.flush()
             os.fsync(out.fileno())
-        if target.exists():
-            st = target.stat()
-            os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            if hasattr(os, "chown"):  # not on Windows (role windows_schedule runs this tool there)
-                with contextlib.suppress(PermissionError):
-                    os.chown(tmp, st.st_uid, st.st_gid)
+            written = os.fstat(out.fileno())
+        now = os.lstat(tmp)
+        if (now.st_dev, now.st_ino) != (written.st_dev, written.st_ino):
+            raise BackupError(f"{tmp} was replaced while it was written (another user writes in {target.parent}); "
+                              "nothing was placed")
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

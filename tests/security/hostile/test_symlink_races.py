@@ -162,3 +162,61 @@ def test_a_backup_never_reads_through_a_link_swapped_in_mid_walk(tmp_path: Path,
         contents = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
     assert contents.get("report.csv", b"a,b\n") == b"a,b\n", contents  # the old content, or not at all
     assert b"root" not in b"".join(contents.values()) and contents.get("z.txt") == b"z\n", contents
+
+
+def test_a_sqlite_restore_does_not_write_through_a_planted_link(tmp_path: Path, victim: Path) -> None:
+    """The app's user replaces its database file by a link to a root-only file before a restore: the restore
+    refuses it, the file behind the link stays as it was."""
+    import sqlite3
+
+    from ansible.module_utils import tradeops_backup as tb
+
+    source = tmp_path / "backup.sqlite3"
+    with sqlite3.connect(source) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    data = tmp_path / "shared" / "data"
+    data.mkdir(parents=True)
+    os.chown(data, NOBODY.pw_uid, NOBODY.pw_gid)
+    empty = victim.parent / "empty.conf"  # a root-only file SQLite would take for an empty database
+    empty.write_bytes(b"")
+    empty.chmod(0o600)
+    (data / "app.db").symlink_to(empty)
+    with pytest.raises(tb.BackupError, match="symbolic link"):
+        tb.restore_sqlite(source, data / "app.db", confirm=True)
+    assert empty.read_bytes() == b"" and stat.S_IMODE(empty.stat().st_mode) == 0o600
+
+
+def test_placing_an_rdb_fixes_mode_and_owner_on_the_file_it_wrote(tmp_path: Path, victim: Path,
+                                                                  monkeypatch: Any) -> None:
+    """Redis's directory belongs to its user, who swaps the temporary RDB for a link right after it is written:
+    root's chmod/chown must not follow it, and the link is not put in place of dump.rdb."""
+    from ansible.module_utils import tradeops_backup as tb
+
+    source = tmp_path / "backup.rdb"
+    source.write_bytes(b"REDIS0009\xff" + bytes(8))  # an empty RDB (no keys, no checksum)
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    os.chown(redis_dir, NOBODY.pw_uid, NOBODY.pw_gid)
+    target = redis_dir / "dump.rdb"
+    target.write_bytes(b"old")
+    os.chown(target, NOBODY.pw_uid, NOBODY.pw_gid)
+    target.chmod(0o660)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def then_swap(fd: int) -> None:
+        real_fsync(fd)
+        tmp = next((p for p in redis_dir.iterdir() if p.name.startswith(".dump.rdb.")), None)
+        if tmp is not None and not synced:
+            synced.append(fd)
+            tmp.unlink()
+            tmp.symlink_to(victim)  # redis's user, right after the RDB was written
+
+    monkeypatch.setattr(os, "fsync", then_swap)
+    with pytest.raises(tb.BackupError, match="replaced"):
+        tb.place_redis_rdb(source, target, confirm=True)
+    monkeypatch.undo()
+    assert synced
+    _unchanged(victim)
+    assert not target.is_symlink() and target.read_bytes() == b"old"
