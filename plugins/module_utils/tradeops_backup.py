@@ -61,29 +61,13 @@ from pathlib import Path
 from typing import IO, Any
 
 try:
+    from ansible.module_utils import tradeops_safefs as safefs
     from ansible.module_utils.tradeops_checks import number, seconds, strings, text
     from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, try_lock, update_textfile
-    from ansible.module_utils.tradeops_safefs import (
-        Dir,
-        UnsafeMember,
-        UnsafePath,
-        merge,
-        pack_tree,
-        set_meta,
-        unpack_tar,
-    )
 except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs.py (scripts/build_agent.py)
+    from tradeops_agent import safefs  # type: ignore[no-redef]
     from tradeops_agent.checks import number, seconds, strings, text  # type: ignore[no-redef]
     from tradeops_agent.metrics import atomic_write, fsync_dir, try_lock, update_textfile  # type: ignore[no-redef]
-    from tradeops_agent.safefs import (  # type: ignore[no-redef]
-        Dir,
-        UnsafeMember,
-        UnsafePath,
-        merge,
-        pack_tree,
-        set_meta,
-        unpack_tar,
-    )
 
 __version__ = "0.1.0"
 TOOL = "tradeops-backup"
@@ -851,7 +835,7 @@ def backup_paths(item: dict[str, Any], out: Path, key_file: str | None, skip: se
     try:
         with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as gz, \
                 tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-            members = pack_tree(tar, str(root), lambda rel, full: _excluded(rel, patterns, skip, full))
+            members = safefs.pack_tree(tar, str(root), lambda rel, full: _excluded(rel, patterns, skip, full))
     except BrokenPipeError as exc:
         raise BackupError(f"encrypting {item['name']}: openssl stopped: "
                           f"{_tail(proc.stderr.read().decode()) if proc and proc.stderr else ''}") from exc
@@ -1858,7 +1842,7 @@ def place_redis_rdb(source: Path, target: Path, confirm: bool = False) -> dict[s
             shutil.copyfileobj(src, out, CHUNK)
             if before is not None and stat.S_ISREG(before.st_mode):  # on the descriptor: never through a link
                 with contextlib.suppress(PermissionError):
-                    set_meta(out.fileno(), tmp, before.st_uid, before.st_gid, stat.S_IMODE(before.st_mode))
+                    safefs.set_meta(out.fileno(), tmp, before.st_uid, before.st_gid, stat.S_IMODE(before.st_mode))
             out.flush()
             os.fsync(out.fileno())
             written = os.fstat(out.fileno())
@@ -1873,17 +1857,17 @@ def place_redis_rdb(source: Path, target: Path, confirm: bool = False) -> dict[s
     return {"path": str(target), "keys": info["keys"]}
 
 
-def read_archive(path: Path, key_file: str | None, into: Dir | None = None) -> tuple[int, str]:
+def read_archive(path: Path, key_file: str | None, into: safefs.Dir | None = None) -> tuple[int, str]:
     """Read a stored archive (decrypted with ``key_file``) member by member with the checks a restore makes
     (``safefs.unpack_tar``): verify calls it without ``into``, restore with a fresh directory, so "verified"
     means "restore accepts it". Returns the number of members and the sha256 of the plain archive; BackupError
     names a member it refuses."""
     try:
         with _plain_reader(path, key_file) as reader:
-            members = unpack_tar(reader, into)
+            members = safefs.unpack_tar(reader, into)
             while reader.read(CHUNK):  # the whole stream: openssl's exit status and gzip's trailer are checked
                 pass
-    except UnsafeMember as exc:
+    except safefs.UnsafeMember as exc:
         raise BackupError(f"{path.name} holds an {exc}; a restore refuses it, nothing was extracted") from None
     return members, reader.sha.hexdigest()
 
@@ -1896,14 +1880,14 @@ def extract_archive(path: Path, target: Path, key_file: str | None, confirm: boo
     ``confirm``."""
     target = Path(os.path.abspath(target))
     try:
-        with Dir.open(str(target.parent), create=0o777) as parent, parent.sub(target.name, create=0o777) as dest:
+        with safefs.Dir.open(str(target.parent), create=0o777) as parent, parent.sub(target.name, create=0o777) as dest:
             if dest.listdir() and not confirm:
                 raise BackupError(f"{target} is not empty; extracting overwrites files there: pass confirm")
             with parent.fresh(f".{target.name}.restore-") as staging:
                 count, _ = read_archive(path, key_file, staging)
-                merge(staging, dest, dry_run=True)
-                merge(staging, dest)
-    except UnsafePath as exc:
+                safefs.merge(staging, dest, dry_run=True)
+                safefs.merge(staging, dest)
+    except safefs.UnsafePath as exc:
         raise BackupError(f"restoring {path.name} into {target}: {exc}") from None
     return {"path": str(target), "members": count}
 
