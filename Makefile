@@ -16,7 +16,7 @@ SCENARIOS := $(if $(TRADEOPS_WINDOWS_HOST),$(SCENARIOS),$(filter-out windows,$(S
 # Scenarios run side by side (each has its own containers and network): 2 on this 2-core machine.
 MOLECULE_JOBS ?= 2
 
-.PHONY: help bootstrap venv docker servers check lint unit test molecule lab-image lab-up lab-down lab-status \
+.PHONY: help bootstrap venv docker servers check lint unit test molecule lab-image lab-images lab-up lab-down lab-status \
         demo site deploy verify bench chaos results clean
 
 help: ## list the targets
@@ -77,11 +77,24 @@ lab-down: ## remove every lab container and network
 lab-status: ## list the lab containers
 	scripts/lab.sh status
 
-molecule: bootstrap lab-image ## every molecule scenario, MOLECULE_JOBS at a time, with each one's time
+# Every image a scenario names (molecule/*/molecule.yml platforms' image: debian12 when none).
+LAB_IMAGES := $(sort debian12 $(shell sed -n 's/^ *image: *//p' molecule/*/molecule.yml))
+lab-images: docker ## build every lab image the molecule scenarios use (cached by recipe hash)
+	scripts/lab.sh image $(LAB_IMAGES)
+
+molecule: bootstrap lab-images ## every molecule scenario, MOLECULE_JOBS at a time, with each one's time
 	@[ -n "$(TRADEOPS_WINDOWS_HOST)" ] || echo "=== molecule test -s windows SKIPPED: no Windows host (set TRADEOPS_WINDOWS_HOST/_USER/_PASSWORD/_ASSETS, see molecule/windows/README.md); not run, not counted as passed"
 	MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/run_molecule.sh $(SCENARIOS)
 
-test: check molecule ## everything CI runs: lint, unit, every molecule scenario
+test: venv ## everything CI runs: lint, unit, every molecule scenario (the lab images build beside make check)
+	@mkdir -p .cache; t0=$$(date +%s); img_log=$$(mktemp .cache/lab-images.XXXXXX); \
+	$(MAKE) --no-print-directory lab-images > "$$img_log" 2>&1 & img_pid=$$!; \
+	check_rc=0; $(MAKE) --no-print-directory check || check_rc=$$?; \
+	img_rc=0; wait $$img_pid || img_rc=$$?; \
+	echo "=== make lab-images (beside make check)"; cat "$$img_log"; rm -f "$$img_log"; \
+	echo "=== check and lab images: $$(( $$(date +%s) - t0 )) s"; \
+	[ "$$check_rc" = 0 ] && [ "$$img_rc" = 0 ]
+	@$(MAKE) --no-print-directory molecule
 
 site: venv lab-up ## converge every lab host
 	$(PLAYBOOK) playbooks/site.yml

@@ -2,7 +2,8 @@
 # tradeops lab: Debian containers that boot real systemd, built without any
 # image registry (debootstrap + docker import + a small build layer).
 #
-#   scripts/lab.sh image [debian12|debian13]   build the lab image (cached by recipe hash)
+#   scripts/lab.sh image [PLATFORM ...]         build lab images (cached by recipe hash): debian12
+#                                              (default), debian13, debian12-roles, debian13-roles
 #   scripts/lab.sh up                          start lb1 app1 app2 db1 mon1 (no-op when up)
 #   scripts/lab.sh down                        remove every lab container and the network
 #   scripts/lab.sh status                      what runs, with addresses
@@ -37,18 +38,27 @@ declare -A PUBLISH=([lb1]="127.0.0.1:8080:80 127.0.0.1:8443:443" [mon1]="127.0.0
 die() { echo "lab: $*" >&2; exit 1; }
 say() { echo "lab: $*" >&2; }
 
+# Platforms: debian12, debian13, and <platform>-roles: the same image with the Debian packages the
+# roles install already unpacked (lab/image/roles-packages.txt), none of their units enabled. The
+# scenarios that prove something other than installing packages use it and skip the dpkg work on
+# every host; the roles still run their install tasks, which find the packages present.
+# molecule/monitoring, molecule/datatier and molecule/default keep the bare image: every role's
+# packages are installed from nothing there, on empty package lists.
 suite_of() {
   case "$1" in
-    debian12) echo bookworm ;;
-    debian13) echo trixie ;;
-    *) die "unknown platform '$1': use debian12 or debian13" ;;
+    debian12|debian12-roles) echo bookworm ;;
+    debian13|debian13-roles) echo trixie ;;
+    *) die "unknown platform '$1': use debian12, debian13, debian12-roles or debian13-roles" ;;
   esac
 }
 
 # The recipe: everything that decides the image's content. Its hash names the image.
 recipe_hash() {
-  { echo "$1 $MIRROR"; cat "$ROOT/lab/image/packages.txt" "$ROOT/lab/image/Dockerfile";
-    declare -f build_rootfs; } | sha256sum | cut -c1-12
+  local base=${1%-roles}
+  { echo "$base $MIRROR"; cat "$ROOT/lab/image/packages.txt" "$ROOT/lab/image/Dockerfile";
+    declare -f build_rootfs
+    if [ "$base" != "$1" ]; then cat "$ROOT/lab/image/roles-packages.txt" "$ROOT/lab/image/Dockerfile.roles"; fi
+  } | sha256sum | cut -c1-12
 }
 
 image_tag() { echo "$IMAGE_REPO:$1-$(recipe_hash "$1")"; }
@@ -70,6 +80,16 @@ cmd_image() {
   if docker image inspect "$tag" >/dev/null 2>&1; then
     docker tag "$tag" "$IMAGE_REPO:$platform"
     say "image $tag is up to date"
+    return 0
+  fi
+  if [ "${platform%-roles}" != "$platform" ]; then
+    cmd_image "${platform%-roles}"
+    t0=$(date +%s)
+    say "installing the roles' packages into $tag (about a minute)"
+    docker build -q --build-arg "BASE=$(image_tag "${platform%-roles}")" -t "$tag" -t "$IMAGE_REPO:$platform" \
+      -f "$ROOT/lab/image/Dockerfile.roles" "$ROOT/lab/image" >/dev/null \
+      || die "building $tag failed: run docker build -f lab/image/Dockerfile.roles by hand to see apt's output."
+    say "built $tag in $(( $(date +%s) - t0 )) s"
     return 0
   fi
   [ "$(id -u)" = 0 ] || die "building the lab image needs root (debootstrap); run as root or use sudo."
@@ -191,11 +211,11 @@ cmd_rmi() {
 }
 
 case "${1:-}" in
-  image) cmd_image "${2:-$PLATFORM}" ;;
+  image) shift; for p in "${@:-$PLATFORM}"; do cmd_image "$p"; done ;;
   image-tag) image_tag "${2:-$PLATFORM}" ;;
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   rmi) cmd_rmi ;;
-  *) die "usage: $0 image [debian12|debian13] | up | down | status | rmi" ;;
+  *) die "usage: $0 image [debian12|debian13|debian12-roles|debian13-roles ...] | up | down | status | rmi" ;;
 esac

@@ -28,15 +28,31 @@ order=$(for s in "${scenarios[@]}"; do
   echo "${t:-${ESTIMATE[$s]:-300}} $s"
 done | sort -k1,1rn -k2 | awk '{print $2}')
 
+# Copy molecule's output and time each of its steps (from its "<step>: Executing" to the next step's).
+steps_timed() {
+  awk '{ print; fflush()
+         line = $0; gsub(/\033\[[0-9;]*m/, "", line)
+         if (match(line, /[a-z_]+: Executing$/)) {
+           now = systime(); if (step != "") times = times sep step " " (now - t0) " s"
+           if (step != "") sep = ", "
+           step = substr(line, RSTART, RLENGTH - 11); t0 = now
+         } }
+       END { if (step != "") times = times sep step " " (systime() - t0) " s"; print "=== steps: " times }'
+}
+export -f steps_timed
+
 run_one() {
   local s=$1 start rc elapsed log=$LOGS/$1.log
   start=$(date +%s)
   echo "=== molecule test -s $s: started ($(date -u +%H:%M:%S))"
-  if molecule test -s "$s" >"$log" 2>&1; then rc=0; else rc=$?; fi
+  set -o pipefail
+  # steps_timed appends "=== steps: create 31 s, converge 402 s, ..." to the log.
+  if molecule test -s "$s" 2>&1 | steps_timed >"$log"; then rc=0; else rc=$?; fi
   elapsed=$(( $(date +%s) - start ))
   echo "$s $elapsed $rc" >>"$LOGS/.results"
   if [ "$rc" -eq 0 ]; then
-    { echo "=== molecule test -s $s: passed in $elapsed s"; grep -E '(passed|failed)( in|,)' "$log" | tail -3; } | sed "s/^/[$s] /"
+    { echo "=== molecule test -s $s: passed in $elapsed s"; grep -E '(passed|failed)( in|,)' "$log" | tail -3
+      grep '^=== steps:' "$log"; } | sed "s/^/[$s] /"
   else
     { echo "=== molecule test -s $s: FAILED (exit $rc) in $elapsed s, its whole output:"; cat "$log"; } | sed "s/^/[$s] /"
   fi

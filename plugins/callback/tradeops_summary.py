@@ -43,9 +43,12 @@ options:
     description:
       - JSON lines file the records are appended to (created mode 0600 with its parent directories).
       - "One record per host per run: C(time), C(playbook), C(host), C(outcome), C(version), C(release),
-        C(previous), C(new_release), C(new_version), C(failed_task), C(check_mode), C(phases) (seconds per phase),
-        C(total_s) and C(ledger) (the C(ledger_entry) records M(app_release) returned and the C(ledger_entries) of
-        M(app_deploy), in order)."
+        C(previous), C(app), C(new_release), C(new_version), C(failed_task), C(check_mode), C(phases) (seconds per
+        phase), C(total_s) and C(ledger) (the C(ledger_entry) records M(app_release) returned and the
+        C(ledger_entries) of M(app_deploy), in order)."
+      - "A host that ran M(app_deploy) for two applications (a service and a batch-only one) is recorded for the
+        one its outcome is about (C(app), its last deploy or rollback), with that application's own C(release) and
+        C(previous); the printed line names it and the others."
       - A relative path is relative to the current directory (from C(ansible.cfg), to the directory of that file).
     type: path
     default: .cache/deploy-summary.jsonl
@@ -212,6 +215,9 @@ class HostRun:
     unreachable: bool = False
     ledger: list[dict[str, Any]] = field(default_factory=list)
     deploys: list[dict[str, Any]] = field(default_factory=list)  # app_deploy results, in order
+    # app_deploy's app -> (current before its first call, current after its last): a host may run two applications
+    # (a service and a batch-only one) in one playbook; their releases are never mixed.
+    apps: dict[str, list[str | None]] = field(default_factory=dict)
 
     def add(self, phase: str, seconds: float) -> None:
         self.phases[phase] = self.phases.get(phase, 0.0) + seconds
@@ -364,8 +370,13 @@ class CallbackModule(CallbackBase):
             run.baseline, run.baseline_known = data.get("previous"), True
         if "current" in data:
             run.current = data.get("current")
+        app = data.get("app")
+        if app is not None and "previous" in data:
+            run.apps.setdefault(app, [data.get("previous"), None])
+        if app in run.apps and "current" in data:
+            run.apps[app][1] = data.get("current")
         run.deploys.append({k: data.get(k) for k in ("action", "outcome", "release", "version", "previous",
-                                                      "current", "rolled_back_to", "changed", "msg")}
+                                                      "current", "rolled_back_to", "changed", "msg", "app")}
                            | {"seq": self.seq, "failed": status != "ok"})
 
     def _record_release(self, run: HostRun, action: str | None, data: dict[str, Any], status: str) -> None:
@@ -434,8 +445,7 @@ class CallbackModule(CallbackBase):
         """The outcome of a host whose release work was app_deploy's: its last deploy or rollback, or
         a soak after it that failed (a restart, verify or passed soak after it does not hide it), else its
         last call."""
-        main = next((d for d in reversed(run.deploys) if d["action"] in ("deploy", "rollback")
-                     or (d["action"] == "soak" and d["failed"])), run.deploys[-1])  # a soak that passed: its deploy
+        main = CallbackModule.main_deploy(run)
         action, outcome = main["action"], main["outcome"] or ("failed" if main["failed"] else "ok")
         new = f"{main['version']} ({main['release']})"
         later = [f for f in run.failures if f.seq > main["seq"] and f.module != "fail"]
@@ -465,12 +475,25 @@ class CallbackModule(CallbackBase):
             return "restarted", f"restarted {new}"
         return "ok", f"{action}: {outcome} {new}" if main["release"] else f"{action}: {outcome}"
 
+    @staticmethod
+    def main_deploy(run: HostRun) -> dict[str, Any]:
+        """The app_deploy call a host's outcome is about: its last deploy or rollback, or a failed soak after it
+        (a passed soak: its deploy), else its last call."""
+        return next((d for d in reversed(run.deploys) if d["action"] in ("deploy", "rollback")
+                     or (d["action"] == "soak" and d["failed"])), run.deploys[-1])
+
+    @staticmethod
+    def app_of(run: HostRun) -> str | None:
+        """The application the record is about (app_deploy's), when the host ran app_deploy."""
+        return CallbackModule.main_deploy(run).get("app") if run.deploys else None
+
     def host_record(self, host: str, run: HostRun, counted_failure: bool) -> dict[str, Any]:
         outcome, _ = self.outcome(run, counted_failure)
         total = max((run.last_end or 0.0) - (run.first_start or 0.0), 0.0)
         phases = {p: round(run.phases[p], 3) for p in PHASES if p in run.phases}
         phases[OVERHEAD] = round(max(total - run.task_time, 0.0), 3)
-        release = run.current
+        app = self.app_of(run)
+        previous, release = run.apps.get(app, [run.baseline, run.current]) if app else (run.baseline, run.current)
         version = None
         for deploy in run.deploys:
             if deploy["release"] == release:
@@ -493,7 +516,8 @@ class CallbackModule(CallbackBase):
             "outcome": outcome,
             "version": version,
             "release": release,
-            "previous": run.baseline,
+            "previous": previous,
+            "app": app,
             "new_release": run.created["release"] if run.created else self._deployed(run, "release"),
             "new_version": run.created["version"] if run.created else self._deployed(run, "version"),
             "failed_task": run.failures[0].task if run.failures else None,
@@ -532,7 +556,9 @@ class CallbackModule(CallbackBase):
             record = self.host_record(host, run, counted)
             records.append(record)
             _, sentence = self.outcome(run, counted)
-            lines.append(f"{host}: {would}{sentence}")
+            others = sorted(set(run.apps) - {record["app"]})  # a host with more than one application: say which
+            about = f"{record['app']}: " if others else ""
+            lines.append(f"{host}: {would}{about}{sentence}" + (f" (also ran: {', '.join(others)})" if others else ""))
             lines.append(f"  release {record['release'] or '-'}  previous {record['previous'] or '-'}")
             table = "  ".join(f"{p} {fmt_s(s)}" for p, s in record["phases"].items())
             lines.append(f"  {table}  | total {fmt_s(record['total_s'])} s")

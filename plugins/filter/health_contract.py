@@ -8,7 +8,8 @@ Each service may declare a ``liveness`` and a ``readiness`` probe:
   optional ``json_value``, ``header`` with an optional ``header_value``, ``body_contains``;
 - ``{kind: tcp}``: the service's port (or ``port``) accepts a connection;
 - ``{kind: command, argv: [myapp, --version]}``: run from the release (its venv first on PATH,
-  its env file, as the app user, in the release directory), exit 0 is healthy;
+  its env file, as the app user, in the release directory), exit 0 is healthy; ``expect_output`` is text
+  its output must contain;
 - ``{kind: none}``: no probe (the unit's systemd state only).
 
 Every probe takes ``timeout`` (seconds) and ``name``; ``expect_version: true`` makes the JSON field's
@@ -21,6 +22,13 @@ no probe when it has none (a worker: its systemd state only).
 ``app_services | health_contract_errors`` lists what is wrong (each message names the service, the
 option and the fix); role app's preflight fails on it. ``app_services | app_deploy_services(...)``
 renders the ``services`` option of ``app_deploy``, in start order.
+
+The application's own gate, ``app_gate``, is one command probe with the same options (``kind`` may be
+left out): run once from the release, it is the whole gate of a batch-only application (``app_services:
+[]``, whose jobs run ``current``: it runs before the switch) and an extra gate after the services' own
+otherwise. ``app_gate | app_gate_errors(app_services, deadline)`` lists its mistakes (a batch-only
+application without one among them); ``app_gate | app_deploy_gate(...)`` renders ``app_deploy``'s
+``gate``.
 """
 
 from __future__ import annotations
@@ -47,6 +55,9 @@ description:
     C(readiness) probes, each naming the service, the option and the fix; empty when all is well.
   - C(app_services | app_deploy_services(order=..., user=..., group=..., env_file=..., liveness_path=...,
     readiness_path=...)) renders app_deploy's C(services) in start order (fails on the same mistakes).
+  - C(app_gate | app_gate_errors(app_services, deadline)) is the list of mistakes in role app's C(app_gate)
+    (a command probe; required when C(app_services) is empty); C(app_gate | app_deploy_gate(user=...,
+    group=..., env_file=...)) renders app_deploy's C(gate).
 positional: _input
 options:
   _input:
@@ -63,12 +74,14 @@ OPTIONS = {
     "http": _COMMON | {"expect_version", "path", "url", "port", "status", "json_field", "json_value", "header",
                        "header_value", "body_contains"},
     "tcp": _COMMON | {"port"},
-    "command": _COMMON | {"expect_version", "argv"},
+    "command": _COMMON | {"expect_version", "expect_output", "argv"},
     "none": {"kind"},
 }
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 DOTTED = re.compile(r"^[^.\s]+(\.[^.\s]+)*\Z")
 EXAMPLE = "{kind: http, path: /health}"
+GATE = "app_gate"
+GATE_EXAMPLE = "{argv: [myapp, --version], expect_version: true}"
 
 
 def _is_port(value: Any) -> bool:
@@ -127,10 +140,19 @@ def probe_errors(service: dict[str, Any], which: str) -> list[str]:
     kind = probe.get("kind", "http")
     if kind not in KINDS:
         return [f"{where}.kind is {kind!r}: use http, tcp, command or none"]
+    return _option_errors(probe, kind, where, service, which, KINDS)
+
+
+def _option_errors(probe: dict[str, Any], kind: str, where: str, service: dict[str, Any], which: str,
+                   kinds: tuple[str, ...]) -> list[str]:
+    """The mistakes in the options of a probe of a known ``kind`` (``where`` prefixes each message); an option of
+    another of the allowed ``kinds`` is named with that kind."""
     errors = []
     for key in sorted(set(probe) - OPTIONS[kind]):
-        owners = [k for k in KINDS if key in OPTIONS[k]]
+        owners = [k for k in kinds if key in OPTIONS[k] and k != kind]
         fix = f"remove it, or use kind: {' or '.join(owners)}" if owners else "remove it (not a probe option)"
+        if not owners and any(key in OPTIONS[k] for k in KINDS):
+            fix = f"remove it (the only options of {where} are {', '.join(sorted(OPTIONS[kind]))})"
         errors.append(f"{where}.{key} is not an option of a {kind} probe: {fix}")
     if kind == "none":
         return errors
@@ -153,6 +175,36 @@ def probe_errors(service: dict[str, Any], which: str) -> list[str]:
             probes.validate_argv(probe.get("argv"), "argv")
         except probes.CheckError as exc:
             errors.append(f"{where}.{exc}")
+        output = probe.get("expect_output")
+        if "expect_output" in probe and not (isinstance(output, str) and output):
+            errors.append(f"{where}.expect_output is {output!r}: give the text its output must contain, e.g. "
+                          "\"dry run ok\" (quote it), or remove it")
+    return errors
+
+
+def app_gate_errors(gate: Any, services: list[dict[str, Any]] | None, deadline: Any = None) -> list[str]:
+    """Every mistake in role app's ``app_gate`` (``{}``: none), with ``app_services`` and ``app_health_deadline``:
+    a batch-only application (no services) needs one; it is a command probe; its timeout fits the deadline."""
+    if gate in (None, {}):
+        if services:
+            return []
+        return [f"app_services is empty (a batch-only application: no service runs, its jobs run current) and "
+                f"{GATE} is not set, so nothing would check a release before it becomes current: give {GATE} a "
+                f"command run from the release, e.g. {GATE}: {GATE_EXAMPLE} (or a dry run), or list the "
+                "application's services in app_services"]
+    if not isinstance(gate, dict):
+        return [f"{GATE} is {gate!r}: give a command probe such as {GATE_EXAMPLE}, or {{}} for none"]
+    kind = gate.get("kind", "command")
+    if kind != "command":
+        return [f"{GATE}.kind is {kind!r}: the application's gate is a command run from the release; use kind: "
+                "command (or leave kind out), and put http or tcp probes on a service's readiness"]
+    errors = _option_errors(gate, kind, GATE, {"name": GATE}, GATE, (kind,))
+    timeout = gate.get("timeout", probes.DEFAULT_TIMEOUT)
+    if (not errors and isinstance(deadline, int | float) and not isinstance(deadline, bool)
+            and isinstance(timeout, int | float) and timeout > deadline):
+        errors.append(f"{GATE}.timeout is {timeout:g} but app_health_deadline is {deadline:g}: the gate would be cut "
+                      f"at {deadline:g} s; raise app_health_deadline to at least {timeout:g}, or lower "
+                      f"{GATE}.timeout")
     return errors
 
 
@@ -194,6 +246,8 @@ def _render(service: dict[str, Any], which: str, settings: dict[str, Any]) -> di
     if kind == "command":
         out.update(argv=list(probe["argv"]), user=settings["user"], group=settings["group"],
                    env_file=settings["env_file"])
+        if "expect_output" in probe:
+            out["expect_output"] = probe["expect_output"]
         return out
     out["url"] = probe.get("url") or f"http://127.0.0.1:{probe.get('port', port)}{probe['path']}"
     for key in ("json_field", "json_value", "header", "header_value", "body_contains"):
@@ -202,6 +256,18 @@ def _render(service: dict[str, Any], which: str, settings: dict[str, Any]) -> di
     if "status" in probe:
         out["status"] = probe["status"] if isinstance(probe["status"], list) else [probe["status"]]
     return out
+
+
+def app_deploy_gate(gate: Any, user: str, group: str, env_file: str) -> list[dict[str, Any]]:
+    """app_deploy's ``gate``: ``app_gate`` as a command probe named app_gate, run as ``user`` with ``env_file``
+    (``[]`` for none). Fails on a mistake ``app_gate_errors`` names (the batch-only rule aside)."""
+    if gate in (None, {}):
+        return []
+    errors = app_gate_errors(gate, [])
+    if errors:
+        raise AnsibleFilterError("; ".join(errors))
+    settings = {"user": user, "group": group, "env_file": env_file}
+    return [_render({GATE: {"kind": "command", **gate}}, GATE, settings)]
 
 
 def app_deploy_services(services: list[dict[str, Any]], order: list[str], app_name: str, user: str, group: str,
@@ -222,4 +288,5 @@ def app_deploy_services(services: list[dict[str, Any]], order: list[str], app_na
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"health_contract_errors": health_contract_errors, "app_deploy_services": app_deploy_services}
+        return {"health_contract_errors": health_contract_errors, "app_deploy_services": app_deploy_services,
+                "app_gate_errors": app_gate_errors, "app_deploy_gate": app_deploy_gate}

@@ -110,6 +110,8 @@ SOAK_TREND_MIN_RISE = 4 * 1024 * 1024
 DEFAULT_SOAK_MEMORY_HORIZON = 300.0
 MIB = 1024 * 1024
 NOT_STARTED = "not-started"
+# Key of the application's own gate (option ``gate``) in ``health``, beside the units (keyed by unit name).
+GATE = "gate"
 METRICS_STEM = "tradeops_deploy"
 METRICS = {
     "last_outcome": "Outcome of the last deploy or rollback that changed the application: 1 for it "
@@ -296,18 +298,19 @@ def expects_version(probe: dict[str, Any], version_field: str | None) -> bool:
     return bool(version_field) and probe.get("json_field") == version_field
 
 
-def probe_spec(probes: list[dict[str, Any]], unit: str, version: str | None = None, version_field: str | None = None,
-               release_path: str | None = None) -> HealthSpec:
-    """A service's checks: its unit and its probes by kind. Probes gated on the version (``expects_version``)
-    expect ``version``: an HTTP probe in its JSON field (and in its header when no value is given for it), a
-    command probe in its output. Command probes run from ``release_path`` (``release_command``)."""
-    spec = HealthSpec(systemd_units=[unit])
+def probe_spec(probes: list[dict[str, Any]], unit: str | None, version: str | None = None,
+               version_field: str | None = None, release_path: str | None = None) -> HealthSpec:
+    """A service's checks: its unit (none for the application's own gate) and its probes by kind. Probes gated on
+    the version (``expects_version``) expect ``version``: an HTTP probe in its JSON field (and in its header when
+    no value is given for it), a command probe in its output. Command probes run from ``release_path``
+    (``release_command``)."""
+    spec = HealthSpec(systemd_units=[unit] if unit else [])
     for probe in probes:
         kind = probe.get("kind") or "http"
         expected = version if version and expects_version(probe, version_field) else None
         if kind == "http":
-            http = {k: v for k, v in probe.items() if k not in ("kind", "expect_version", "host", "port", "argv",
-                                                                   "user", "group", "env_file")}
+            http = {k: v for k, v in probe.items() if k not in ("kind", "expect_version", "expect_output", "host",
+                                                                   "port", "argv", "user", "group", "env_file")}
             # an explicit expect_version fills what has no value; the version_field rule always replaces it
             if expected is not None and http.get("json_field") and (http.get("json_value") is None
                                                                      or probe.get("expect_version") is None):
@@ -320,7 +323,7 @@ def probe_spec(probes: list[dict[str, Any]], unit: str, version: str | None = No
                              "name": probe.get("name"), "timeout": probe.get("timeout")})
         elif kind == "command":
             command = {"argv": probe.get("argv"), "name": probe.get("name"), "timeout": probe.get("timeout"),
-                       "expect_output": expected}
+                       "expect_output": probe.get("expect_output"), "expect_version": expected}
             if release_path is not None:
                 command.update(release_command(release_path, user=probe.get("user"), group=probe.get("group"),
                                                env_file=probe.get("env_file")))
@@ -353,6 +356,18 @@ def parse_services(items: list[dict[str, Any]] | None, default_deadline: float, 
             checks.seconds(item["deadline"], f"{where} ({unit}): deadline", error=ReleaseError)
         services.append(Service(unit, probes, deadline))
     return services
+
+
+def parse_gate(items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """``gate``: the application's own probes (typically one command run from the release), checked like a
+    service's probes."""
+    probes = [dict(p) for p in items or []]
+    if probes:
+        try:
+            probe_spec(probes, None).validate()
+        except CheckError as exc:
+            raise ReleaseError(f"gate: {exc}") from exc
+    return probes
 
 
 def parse_migration(item: dict[str, Any] | None, owner: str | None, group: str | None) -> Migration | None:
@@ -399,6 +414,7 @@ class Deployer:
         self.restarted = False
         self.result: dict[str, Any] = {}
         self.services: list[Service] = []
+        self.app_gate: list[dict[str, Any]] = []  # option gate: the application's own probes
         self.gate = GateSettings()
         self.migration: Migration | None = None
         self.predicted: str | None = None  # check mode: the release current would point to
@@ -438,6 +454,7 @@ class Deployer:
         field_name = p.get("version_field", GateSettings.version_field)
         self.gate = GateSettings(retries, delay, max(max_delay, delay), deadline, field_name or None)
         self.services = parse_services(p.get("services"), deadline, app_name(p, self.store.path))
+        self.app_gate = parse_gate(p.get("gate"))
         self.migration = parse_migration(p.get("migrate"), p.get("owner"), p.get("group"))
         self.lock = lock_options(p)
         if action == "deploy":
@@ -483,8 +500,27 @@ class Deployer:
     def record_health(self, service: Service, version: str | None, report: HealthReport) -> None:
         self.health[service.unit] = {"version": version, **report.as_dict()}
 
+    def run_gate(self, release: str | None, version: str | None) -> GateResult:
+        """The application's own gate (option ``gate``), run once from ``release`` (its directory, venv and env
+        file), within ``deadline``: a batch-only application's whole gate (before the switch), else run once every
+        service passed its own. Recorded in ``health`` under GATE; no gate, nothing to fail."""
+        if not self.app_gate:
+            return GateResult(True)
+        if release is None:
+            raise CheckError(f"the gate runs from a release, and nothing is current under {self.store.path}")
+        spec = probe_spec(self.app_gate, None, version, self.gate.version_field, self.store.release_path(release))
+        with self.phase("health"):
+            report = evaluate(spec, retries=0, deadline=self.gate.deadline, unit_runner=self.systemd.show_runner)
+        self.health[GATE] = {"version": version, "release": release, **report.as_dict()}
+        return GateResult(True) if report.status == HEALTHY else GateResult(False, None, f"{GATE}: {report.summary()}")
+
+    def gate_text(self) -> str:
+        """What the gate runs, for messages: ``refapp check`` (a command's argv), else the probe's name."""
+        return ", ".join(" ".join(p["argv"]) if p.get("kind") == "command" else str(p.get("name") or p.get("kind"))
+                         for p in self.app_gate)
+
     def serving_healthy(self, version: str | None) -> bool:
-        """One pass of every service's checks: does the serving release answer as it should?"""
+        """One pass of every service's checks, then the gate: does the serving release answer as it should?"""
         self.health = {}
         healthy = True
         with self.phase("health"):
@@ -492,7 +528,7 @@ class Deployer:
                 report = self.check(service, version, quick=True)
                 self.record_health(service, version, report)
                 healthy = healthy and report.status == HEALTHY
-        return healthy
+        return healthy and self.run_gate(self.store.current(), version).ok
 
     def stop_all(self) -> list[str]:
         """``systemctl stop`` every unit, in reverse start order; the failures, as text."""
@@ -505,10 +541,11 @@ class Deployer:
 
     def restart_and_gate(self, version: str | None) -> GateResult:
         """Stop every unit in reverse order, clear their failed state, then start each in order
-        behind its health gate; a unit whose gate fails stops the sequence (later ones stay stopped)."""
+        behind its health gate; a unit whose gate fails stops the sequence (later ones stay stopped).
+        Then the application's gate, from ``current``. No services: the gate only, nothing restarted."""
         self.health = {}
         if not self.services:
-            return GateResult(True)
+            return self.run_gate(self.store.current(), version)
         self.restarted = self.changed = True
         units = [s.unit for s in self.services]
         with self.phase("restart"):
@@ -534,7 +571,7 @@ class Deployer:
                     self.health[later.unit] = {"version": version, "status": NOT_STARTED, "checks": [],
                                                "failed_checks": []}
                 return GateResult(False, service.unit, f"{service.unit}: {report.summary()}")
-        return GateResult(True)
+        return self.run_gate(self.store.current(), version)
 
     def migrate(self, release: str, release_path: str, before: str | None) -> None:
         assert self.migration is not None
@@ -546,14 +583,22 @@ class Deployer:
                                     "stdout": "\n".join(result.stdout.strip().splitlines()[-TAIL_LINES:]),
                                     "stderr": "\n".join(result.stderr.strip().splitlines()[-TAIL_LINES:])}
         if result.rc != 0:
-            reason = f"migration {' '.join(self.migration.argv)} failed (exit {result.rc}): {result.tail()}"
+            self.not_switched(release, before, f"migration {' '.join(self.migration.argv)} failed (exit {result.rc}): "
+                                               f"{result.tail()}")
+
+    def not_switched(self, release: str, before: str | None, reason: str) -> None:
+        """A release refused before the switch (its migration or, for a batch-only app, its gate failed): marked
+        bad; nothing was switched or restarted, so the release that was current still is (deploy.yml puts the host
+        back at the load balancers on this outcome). Always ends in DeployFailed."""
+        with self.phase("other"):
             self.keep(self.store.mark(release=release, outcome="bad", reason=reason[:1000]))
-            # Nothing switched or restarted: the release that served before still does (deploy.yml puts the
-            # host back at the load balancers on this outcome).
-            self.result["outcome"] = "not-switched" if before else "failed"
+        self.result["outcome"] = "not-switched" if before else "failed"
+        if self.services:
             serving = f"{before} still serves" if before else "nothing was serving before either"
-            raise DeployFailed(f"deploy of {self.params['version']} ({release}): {reason}\nNothing was switched: "
-                               f"{serving}. {release} is marked bad in {self.store.ledger_path}.")
+        else:
+            serving = f"{before} is still current" if before else "nothing was current before either"
+        raise DeployFailed(f"deploy of {self.params['version']} ({release}): {reason}\nNothing was switched: "
+                           f"{serving}. {release} is marked bad in {self.store.ledger_path}.")
 
     # ------------------------------------------------------------------ actions
 
@@ -579,6 +624,9 @@ class Deployer:
         self.result.update(release=release, version=version, previous=before, release_path=created["release_path"],
                            existed=bool(created.get("existed")), deps_reused=created.get("deps_reused"))
         is_current = release == before
+        # A batch-only application (no services): its gate runs from the new release BEFORE the switch, so a job
+        # that starts meanwhile never runs a release that fails it; a failure switches nothing.
+        gate_first = not self.services and not is_current
         if is_current and created.get("status") == "good":
             if self.check_mode:
                 self.result["msg"] = (f"check mode: {release} is current and marked good; health is not probed in "
@@ -594,10 +642,14 @@ class Deployer:
             steps = [f"{'use the existing' if created.get('existed') else 'create'} release {release}"]
             if self.migration and not is_current:
                 steps.append(f"run {' '.join(self.migration.argv)} from it")
+            if gate_first and self.app_gate:
+                steps.append(f"gate it ({self.gate_text()})")
             if not is_current:
                 steps.append(f"switch current from {before or 'nothing'} to it")
             if self.services:
                 steps.append(f"restart {', '.join(s.unit for s in self.services)} behind the health gate")
+            if self.app_gate and not gate_first:
+                steps.append(f"run the gate ({self.gate_text()})")
             missing = created.get("missing_accounts") or []
             if missing:  # a first deploy: role app's user and group tasks only reported, in check mode
                 self.result["missing_accounts"] = missing
@@ -608,9 +660,15 @@ class Deployer:
             return
         if self.migration and not is_current:  # idempotent by contract: also after an interrupted run
             self.migrate(release, created["release_path"], before)
+        if gate_first:
+            gate = self.run_gate(release, version)
+            if not gate.ok:
+                self.result["failed_gate"] = {"release": release, "version": version, "unit": None,
+                                              "health": self.health}
+                self.not_switched(release, before, f"its gate failed before the switch: {gate.failing}")
         with self.phase("switch"):
             self.keep(store.activate(release=release, allow_bad=True, reason=f"deploy {version}"))
-        gate = self.restart_and_gate(version)
+        gate = GateResult(True) if gate_first else self.restart_and_gate(version)
         if gate.ok:
             with self.phase("other"):
                 self.keep(store.mark(release=release, outcome="good"))
@@ -647,6 +705,10 @@ class Deployer:
             with self.phase("restart"):
                 errors = self.stop_all()
             self.result["outcome"] = "failed"
+            if not self.services:  # a batch-only application: nothing runs, its jobs start the bad release
+                raise DeployFailed(f"{head} There is no previous good release to roll back to: {release} stays "
+                                   "current, marked bad, and its scheduled jobs run it. Fix the release and deploy "
+                                   "again.")
             units = f"stopping its units failed: {'; '.join(errors)}" if errors else "its units are stopped"
             raise DeployFailed(
                 f"{head} There is no previous good release to roll back to: NOTHING SERVES. {release} stays current, "
@@ -687,8 +749,12 @@ class Deployer:
             raise ReleaseError(f"action=soak version={p['version']}: the current release {current} is version "
                                f"{version}; soak the version that was deployed (the deploy did not switch?)")
         seconds = float(p["soak"])
-        units = ", ".join(s.unit for s in self.services) or "no service"
+        units = ", ".join(s.unit for s in self.services)
         self.result.update(release=current, version=version, previous=None)
+        if not self.services:  # a batch-only application takes no traffic: its gate ran before the switch
+            self.result.update(outcome="soaked", msg=f"{current} ({version}) has no service to watch under traffic: "
+                                                     "nothing to soak")
+            return
         if self.check_mode:
             self.result.update(outcome="soaked", msg=f"check mode: would watch {units} of {current} ({version}) for "
                                                      f"{seconds:g} s under traffic. Nothing was changed.")
@@ -741,9 +807,28 @@ class Deployer:
         self.gate_failed(current, version, GateResult(False, unit, f"soak under traffic, after {watched:.0f} s of "
                                                                    f"{seconds:g}: {failing}"))
 
+    def gate_before_rollback(self, before: str | None) -> None:
+        """A batch-only application's rollback: the target's gate runs from it before the switch; a failure
+        switches nothing (the release that was current stays) and ends in DeployFailed."""
+        p = self.params
+        planned = self.store.rollback(release=p.get("release"), version=p.get("version"), check_mode=True)
+        if not planned["changed"]:
+            return  # the target is current already: gated as the serving release below
+        target, version = planned["release"], planned.get("version")
+        gate = self.run_gate(target, version)
+        if gate.ok:
+            return
+        self.result.update(release=target, version=version, previous=before, outcome="not-switched",
+                           failed_gate={"release": target, "version": version, "unit": None, "health": self.health})
+        raise DeployFailed(f"rollback to {target} ({version}) failed its gate: {gate.failing}. Nothing was switched: "
+                           f"{before} ({self.version_of(before)}) is still current.")
+
     def do_rollback(self) -> None:
         p, store = self.params, self.store
         before = store.current()
+        gate_first = not self.services and not self.check_mode
+        if gate_first:
+            self.gate_before_rollback(before)
         with self.phase("switch"):
             back = self.keep(store.rollback(release=p.get("release"), version=p.get("version"),
                                             reason=p.get("reason") or "manual rollback", check_mode=self.check_mode))
@@ -752,15 +837,18 @@ class Deployer:
                            rolled_back_to=target if back["changed"] else None)
         if self.check_mode:
             self.changed, self.predicted = bool(back["changed"]), target
-            restart = f" and restart {', '.join(s.unit for s in self.services)} behind the health gate"
+            if self.services:
+                then = f" and restart {', '.join(s.unit for s in self.services)} behind the health gate"
+            else:
+                then = f" once its gate ({self.gate_text()}) passes from it" if self.app_gate else ""
             self.result.update(outcome="rolled-back" if back["changed"] else "unchanged",
                                msg=f"check mode: would switch current from {before or 'nothing'} to {target}"
-                                   f"{restart if back['changed'] and self.services else ''}. Nothing was changed.")
+                                   f"{then if back['changed'] else ''}. Nothing was changed.")
             return
         if not back["changed"] and self.serving_healthy(version):
             self.result.update(outcome="unchanged", msg=f"{target} ({version}) is already current and healthy")
             return
-        gate = self.restart_and_gate(version)
+        gate = GateResult(True) if gate_first and back["changed"] else self.restart_and_gate(version)
         if gate.ok:
             self.result.update(outcome="rolled-back" if back["changed"] else "restarted",
                                msg=f"current is {target} ({version}), healthy; was {before or 'nothing'}")
@@ -801,18 +889,26 @@ class Deployer:
             return
         version = self.version_of(current)
         self.result.update(release=current, version=version, previous=current)
+        # A batch-only application (no services): nothing to restart, its gate says whether it still works.
+        units, restarts = ", ".join(s.unit for s in self.services), bool(self.services)
+        done = "restarted" if restarts else "unchanged"
         if self.check_mode:
-            self.changed = bool(self.services)
-            self.result.update(outcome="restarted", msg=f"check mode: would restart "
-                               f"{', '.join(s.unit for s in self.services) or 'nothing'} behind the health gate")
+            self.changed = restarts
+            what = (f"restart {units} behind the health gate" if restarts else
+                    f"run the gate ({self.gate_text() or 'none'}) of {current} ({version}); no service to restart")
+            self.result.update(outcome=done, msg=f"check mode: would {what}")
             return
         gate = self.restart_and_gate(version)
-        self.result.update(outcome="restarted" if gate.ok else "failed",
-                           msg=f"restarted {current} ({version}), healthy")
+        self.result.update(outcome=done if gate.ok else "failed",
+                           msg=f"restarted {current} ({version}), healthy" if restarts else
+                               f"no service to restart; {current} ({version}) passes its gate")
         if not gate.ok:
-            raise DeployFailed(f"restart of {current} ({version}) failed its health gate: {gate.failing}. "
-                               "action=restart does not roll back: use action=rollback to go to the previous good "
-                               "release.")
+            what = (f"restart of {current} ({version}) failed its health gate" if restarts else
+                    f"{current} ({version}) fails its gate now")
+            nothing = "" if restarts else " Nothing was restarted (no services), and"
+            raise DeployFailed(f"{what}: {gate.failing}.{nothing} action=restart does not roll back: "
+                               f"{'' if restarts else 'fix the configuration, or '}use action=rollback to go to the "
+                               "previous good release.")
 
     def do_verify(self) -> None:
         current = self.store.current()
@@ -827,6 +923,9 @@ class Deployer:
                 self.record_health(service, version, report)
                 if report.status != HEALTHY:
                     failing.append(f"{service.unit}: {report.summary()}")
+        gate = self.run_gate(current, version)
+        if not gate.ok:
+            failing.append(gate.failing)
         self.result.update(outcome="unhealthy" if failing else "healthy", msg=f"{current} ({version}) is healthy")
         if failing:
             raise DeployFailed(f"{current} ({version}) is not healthy: {' | '.join(failing)}")
@@ -841,7 +940,7 @@ class Deployer:
         started = time.monotonic()
         p, store = self.params, self.store
         action = p.get("action") or "deploy"
-        self.result = {"action": action}
+        self.result = {"action": action, "app": self.app_label()}
         failure: str | None = None
         details: dict[str, Any] = {}
         locked = False
@@ -909,6 +1008,10 @@ class Deployer:
         self.result["ledger_entries"] = self.ledger
         self.result["warnings"] = self.warnings
 
+    def app_label(self) -> str:
+        """The application's name: ``metrics_app``, else the last component of ``path``."""
+        return self.params.get("metrics_app") or os.path.basename(os.path.normpath(self.store.path))
+
     def write_metrics(self, failed: bool, elapsed: float) -> None:
         """Publish this deploy's or rollback's outcome under ``metrics_dir`` (before the lock is
         released, so two runs publish in the order they ran). Off without ``metrics_dir``; a
@@ -918,7 +1021,7 @@ class Deployer:
         directory = p.get("metrics_dir")
         if not directory or action not in ("deploy", "rollback", "soak"):
             return
-        app = p.get("metrics_app") or os.path.basename(os.path.normpath(self.store.path))
+        app = self.app_label()
         outcome = metric_outcome(action, self.result.get("outcome"), failed)
         try:
             path = update_textfile(directory, METRICS_STEM, METRICS,

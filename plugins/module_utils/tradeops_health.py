@@ -104,12 +104,14 @@ PROBE_KINDS = ("http", "tcp", "command")
 def service_probe_argument_spec() -> dict[str, Any]:
     """A probe of app_deploy's ``services[].probes``: an HTTP probe (as ``probe_argument_spec``), a TCP
     probe (``host``, ``port``) or a command run from the release (``argv``, ``user``, ``group``,
-    ``env_file``); ``expect_version`` gates it on the version of the release being started."""
+    ``env_file``, ``expect_output``); ``expect_version`` gates it on the version of the release being started.
+    app_deploy's ``gate`` takes the same probes."""
     spec = probe_argument_spec()
     spec["url"] = dict(type="str")
     spec.update(
         kind=dict(type="str", default="http", choices=list(PROBE_KINDS)),
         expect_version=dict(type="bool"),
+        expect_output=dict(type="str"),
         host=dict(type="str", default="127.0.0.1"),
         port=dict(type="int"),
         argv=dict(type="list", elements="str"),

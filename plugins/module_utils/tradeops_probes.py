@@ -307,12 +307,13 @@ def _run_killing_group(argv: list[str], timeout: float, **popen: Any) -> tuple[i
 
 
 def check_command(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, expect_output: str | None = None,
-                  cwd: str | None = None, env: dict[str, str] | None = None, user: int | None = None,
-                  group: int | None = None, groups: list[int] | None = None, secrets: Sequence[str] = (),
-                  name: str | None = None) -> CheckResult:
+                  expect_version: str | None = None, cwd: str | None = None, env: dict[str, str] | None = None,
+                  user: int | None = None, group: int | None = None, groups: list[int] | None = None,
+                  secrets: Sequence[str] = (), name: str | None = None) -> CheckResult:
     """Run ``argv`` (as ``user``/``group``/``groups`` ids when given, in ``cwd`` with ``env``); healthy on exit 0
-    within ``timeout`` seconds whose output contains ``expect_output`` (when given). The result holds the exit
-    code and the tail of the output, ``secrets`` masked; never the environment nor the arguments."""
+    within ``timeout`` seconds whose output contains ``expect_output`` and the version ``expect_version`` (each when
+    given; a failure names the one missing). The result holds the exit code and the tail of the output, ``secrets``
+    masked; never the environment nor the arguments."""
     command = validate_argv(argv)
     program = command[0]
 
@@ -334,9 +335,11 @@ def check_command(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, expe
             return UNHEALTHY, f"{program} did not finish within {timeout:g} s (killed): {shown}", data
         if rc != 0:
             return UNHEALTHY, f"{program} exited {rc}: {shown}", data
-        if expect_output is not None and str(expect_output) not in output:
-            missing = f"its output does not contain {str(expect_output)!r}"
-            return UNHEALTHY, f"{program} exited 0 but {missing}: {shown}", data
+        for wanted, what, option in ((expect_output, "", "expect_output"),
+                                     (expect_version, "the version ", "expect_version")):
+            if wanted is not None and str(wanted) not in output:
+                missing = f"its output does not contain {what}{str(wanted)!r} ({option})"
+                return UNHEALTHY, f"{program} exited 0 but {missing}: {shown}", data
         return HEALTHY, f"{program} exited 0", data
 
     return timed_check(name or f"command:{program}", "command", probe)

@@ -185,7 +185,7 @@ options:
         type: list
         elements: dict
         default: []
-        suboptions:
+        suboptions: &probe_options
           kind:
             description: C(http) (a request), C(tcp) (a connection to O(services[].probes[].port)) or C(command).
             type: str
@@ -256,6 +256,9 @@ options:
                 O(services[].probes[].env_file).
             type: list
             elements: str
+          expect_output:
+            description: C(command), text its output must contain (besides the version, with expect_version).
+            type: str
           user:
             description: C(command), user it runs as, with its own groups (default root, none dropped).
             type: str
@@ -265,6 +268,21 @@ options:
           env_file:
             description: C(command), environment file loaded for it, as the units' C(EnvironmentFile=).
             type: path
+  gate:
+    description:
+      - The application's own gate, probes as O(services[].probes) (typically one C(command), e.g. C(myapp --version)
+        or a dry run), each run B(once) from the release being gated (no retries), within O(deadline).
+      - "With O(services): run after every service passed its own gate, from C(current); a failure is a failed
+        gate (rolled back as one)."
+      - "Without O(services) (a batch-only application, whose jobs run C(current)): C(deploy) runs it from the new
+        release B(before) the switch, and a failure switches nothing (the release is marked bad, outcome
+        C(not-switched)); C(rollback) runs it from the target before switching to it; C(verify) and C(restart)
+        run it from C(current) (C(restart) restarts nothing); C(soak) has nothing to watch."
+      - Its result is RV(health) C(gate).
+    type: list
+    elements: dict
+    default: []
+    suboptions: *probe_options
   version_field:
     description:
       - JSON field (in a probe's C(json_field)) that reports the serving version; such probes are gated on the
@@ -314,7 +332,8 @@ options:
       - Unset (the default), no metrics. A metrics file that cannot be written is a warning, never a failure.
     type: path
   metrics_app:
-    description: The C(app) label of the metrics (default the last component of O(path), e.g. C(refapp)).
+    description: The application's name, the C(app) label of the metrics and RV(app) (default the last component of
+      O(path), e.g. C(refapp)).
     type: str
   app_name:
     description:
@@ -372,6 +391,24 @@ EXAMPLES = r"""
     force_unlock: "{{ force_unlock | default(false) | bool }}"
   register: app_deployed
 
+- name: Deploy a batch-only application (no services; its jobs run current), gated before the switch by a dry run
+  app_deploy:
+    path: /opt/screener
+    version: "2.0.0"
+    wheelhouse: /opt/screener/wheelhouses/screener-2.0.0
+    owner: screener
+    group: screener
+    migrate: {argv: [screener, migrate], env_file: /opt/screener/shared/config/.env}
+    gate:
+      - kind: command
+        name: app_gate
+        argv: [screener, scan, --dry-run]
+        expect_output: "dry run ok"
+        expect_version: true
+        timeout: 120
+        user: screener
+        env_file: /opt/screener/shared/config/.env
+
 - name: Roll back to a named release, verified
   app_deploy:
     path: /opt/refapp
@@ -400,13 +437,21 @@ action:
   description: The action run.
   returned: always
   type: str
+app:
+  description: The application, O(metrics_app) or else the last component of O(path).
+  returned: always
+  type: str
+  sample: refapp
 outcome:
   description:
     - deploy, C(deployed), C(unchanged), C(rolled-back) (gate failed, previous release healthy), C(not-switched)
-      (the migration failed, nothing switched or restarted, the previous release still serves), C(rollback-failed),
-      C(failed); rollback, C(rolled-back), C(unchanged), C(restarted), C(switched-forward), C(failed);
-      restart, C(restarted), C(unchanged) (nothing deployed yet), C(failed); verify, C(healthy), C(unhealthy);
-      soak, C(soaked) (healthy the whole time), C(rolled-back), C(rollback-failed), C(failed).
+      (the migration failed, or the O(gate) of an application without services did; nothing switched or
+      restarted, the previous release still current), C(rollback-failed), C(failed); rollback, C(rolled-back),
+      C(unchanged), C(restarted), C(switched-forward), C(not-switched) (no services, the target failed its
+      O(gate)), C(failed);
+      restart, C(restarted), C(unchanged) (nothing deployed yet, or no services and the gate passed), C(failed);
+      verify, C(healthy), C(unhealthy); soak, C(soaked) (healthy the whole time, or no service to watch),
+      C(rolled-back), C(rollback-failed), C(failed).
   returned: always
   type: str
   sample: deployed
@@ -450,7 +495,8 @@ restarted:
 health:
   description:
     - Per unit (in start order), the last health result, of the release serving at the end (after a rollback, of
-      the release rolled back to), status (C(healthy), C(degraded), C(unhealthy), or C(not-started) for a unit
+      the release rolled back to), and under C(gate) the last result of O(gate) (with the C(release) it ran from),
+      status (C(healthy), C(degraded), C(unhealthy), or C(not-started) for a unit
       after one whose gate failed), version expected, checks, failed_checks, attempts, elapsed.
   returned: always
   type: dict
@@ -571,6 +617,7 @@ def argument_spec() -> dict:
             deadline=dict(type="float"),
             probes=dict(type="list", elements="dict", default=[], options=service_probe_argument_spec()),
         )),
+        gate=dict(type="list", elements="dict", default=[], options=service_probe_argument_spec()),
         version_field=dict(type="str", default="version"),
         deadline=dict(type="float", default=60.0),
         retries=dict(type="int", default=1000),

@@ -19,6 +19,8 @@ For each upstream host, first match wins:
 A backend whose address cannot be found gets an `error` naming the variable to set
 (the role's preflight fails with it before anything changes); one whose facts lacked an
 address is listed by `needs_facts`, so the role gathers them (delegated) and asks again.
+So does a backend whose inventory declares `app_services` (role app) none of which has a
+`port`: a batch-only application, where nothing listens for nginx.
 """
 from __future__ import annotations
 
@@ -94,6 +96,12 @@ def nginx_backends(hosts: Iterable[str], hostvars: Mapping[str, Any], source: st
                          f"(host unreachable or interface missing) and none in the live upstream. Set "
                          f"nginx_backend_address for {name}, or fix nginx_upstream_interface, or bring the "
                          f"host back and run again.")
+        services = hv.get("app_services")
+        if not error and isinstance(services, list) and not any(
+                isinstance(s, Mapping) and s.get("port") not in (None, "") for s in services):
+            error = (f"backend {name}: its app_services declare no port (a batch-only application: nothing "
+                     f"listens for nginx there). Remove {name} from nginx_upstream_hosts (default: the app "
+                     "group), or give the service nginx fronts a port in its app_services.")
         backend_port = hv.get("nginx_backend_port")
         backend_port = port if backend_port in (None, "") else backend_port
         host = f"[{address}]" if ":" in address else address

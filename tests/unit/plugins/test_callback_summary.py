@@ -511,3 +511,41 @@ def test_app_deploy_runs_are_summarised(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "localhost: check mode, would be: deployed 2.0" in proc.stdout, proc.stdout
     assert "check mode: nothing was changed" in proc.stdout and (root / "ledger.jsonl").read_text() == ledger
+
+
+TWO_APPS_BOOK = """
+- name: A service application and a batch-only one on the same host
+  hosts: all
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    common: {package: tiny-app, python: %(python)s, lock_owner: tester, lock_host: ctl, lock_pid: 4242}
+  tasks:
+    - name: Deploy the web application
+      app_deploy: "{{ common | combine({'path': '%(root)s/web', 'version': version, 'wheelhouse': wheelhouse}) }}"
+    - name: Deploy the batch-only application, gated by a command from the release
+      app_deploy: >-
+        {{ common | combine({'path': '%(root)s/screener', 'version': version, 'wheelhouse': wheelhouse,
+                             'gate': [{'kind': 'command', 'name': 'app_gate', 'argv': ['python', '--version']}]}) }}
+"""
+
+
+def test_two_applications_of_one_host_are_never_mixed(tmp_path):
+    """One run deploys two applications on a host: the record is the last one's (app, release, previous all its
+    own), and the printed line names it and the other."""
+    if not os.path.exists(HOST_PYTHON):
+        pytest.skip("needs /usr/bin/python3")
+    from plugin_testlib import build_wheelhouse
+
+    book = tmp_path / "deploy.yml"
+    book.write_text(TWO_APPS_BOOK % {"root": tmp_path / "opt", "python": HOST_PYTHON})
+    log = tmp_path / "summary.jsonl"
+    for version in ("1.0", "2.0"):
+        wheelhouse = build_wheelhouse(tmp_path / f"wh-{version}", version)
+        proc = _playbook(book, log, "-e", f"version={version}", "-e", f"wheelhouse={wheelhouse}")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    first, second = [json.loads(line) for line in log.read_text().splitlines()]
+    batch = sorted(os.listdir(tmp_path / "opt" / "screener" / "releases"))
+    assert first["app"] == second["app"] == "screener" and first["previous"] is None
+    assert second["previous"] == batch[0] and second["release"] == batch[1] and second["version"] == "2.0"
+    assert f"localhost: screener: deployed 2.0 ({batch[1]}) (also ran: web)" in proc.stdout

@@ -1,9 +1,32 @@
-"""Reading the plays of a preflight test run: one play per case, run once with the json callback."""
+"""Preflight tests of the roles under ansible-playbook: one play per case, ALL run in one ansible-playbook
+(a second or more each otherwise) with the json callback, then read per play."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def run_plays(directory: Path, plays: list[dict[str, Any]], inventory: str = "localhost,") -> str:
+    """Write ``plays`` to ``directory``/play.yml and run them with the project's ansible.cfg and the json callback
+    (``inventory``: a file or ``localhost,``, then run locally); the stdout, once the run itself did not fail."""
+    (directory / "play.yml").write_text(yaml.safe_dump(plays, sort_keys=False))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_INJECT_FACT_VARS": "false",
+           "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOCALHOST_WARNING": "false"}
+    local = ["-c", "local"] if inventory == "localhost," else []
+    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", inventory, *local,
+                           str(directory / "play.yml")], capture_output=True, text=True, env=env, cwd=directory,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
 
 
 def failures_by_play(stdout: str, shown_task: str) -> dict[str, tuple[list[str], Any]]:
@@ -18,7 +41,16 @@ def failures_by_play(stdout: str, shown_task: str) -> dict[str, tuple[list[str],
             if task["task"]["name"] == shown_task and not result.get("skipped"):
                 shown = result.get("msg")
             for item in result.get("results", [result]):
-                if item.get("failed"):
+                if item.get("failed") or item.get("evaluated_to") is False:  # a looped assert's item: no "failed"
                     messages.append(" ".join(str(item.get("msg", "")).split()))
         out[played["play"]["name"]] = (messages, shown)
     return out
+
+
+def check_case(messages: list[str], shown: Any, expected: Any) -> None:
+    """One case's outcome: ``expected`` a string is (part of) a failure message, and nothing was shown; anything
+    else is what the shown task showed, with no failure."""
+    if isinstance(expected, str):
+        assert shown is None and any(expected in m for m in messages), messages
+    else:
+        assert messages == [] and shown == expected, messages

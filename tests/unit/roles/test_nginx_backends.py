@@ -53,6 +53,23 @@ def test_default_is_the_default_route_address_from_facts():
     assert all(not b["error"] and not b["needs_facts"] for b in got.values())
 
 
+@pytest.mark.parametrize(("services", "error"), [
+    (None, False),  # role app's default, not in the inventory
+    ([{"name": "web", "args": [], "port": 8000}], False),
+    ([{"name": "worker", "args": []}, {"name": "web", "args": [], "port": 8000}], False),
+    ([], True),  # a batch-only application
+    ([{"name": "worker", "args": []}], True),
+])  # fmt: skip
+def test_a_backend_whose_app_services_declare_no_port_is_refused(services, error):
+    hostvars = {"app1": {**HOSTVARS["app1"], **({"app_services": services} if services is not None else {})}}
+    got = nb.nginx_backends(["app1"], hostvars)[0]
+    if error:
+        assert got["error"].startswith("backend app1: its app_services declare no port (a batch-only application")
+        assert "Remove app1 from nginx_upstream_hosts" in got["error"]
+    else:
+        assert got["error"] == "" and got["endpoint"] == "172.18.0.3:8000"
+
+
 def test_a_named_interface_is_used_when_given():
     got = by_name(nb.nginx_backends(["app1"], HOSTVARS, "fact", "", "eth1"))
     assert got["app1"]["address"] == "10.0.0.3"

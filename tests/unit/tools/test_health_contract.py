@@ -98,3 +98,71 @@ def test_declared_probes_say_expect_version_explicitly():
     readiness = rendered[0]["probes"][1]
     assert readiness == {"kind": "http", "name": "readiness", "expect_version": False, "json_field": "version",
                          "url": "http://127.0.0.1:8000/r", "status": ["200-204"]}
+
+
+# -- app_gate: the application's own gate (a batch-only application's whole gate) ----------------
+
+GATE_SETTINGS = {"user": "shop", "group": "shop", "env_file": "/opt/shop/shared/config/.env"}
+gate_errors_of = health_contract.app_gate_errors
+
+
+@pytest.mark.parametrize(("gate", "services", "message"), [
+    ({}, [], "app_services is empty (a batch-only application: no service runs, its jobs run current) and app_gate "
+             "is not set, so nothing would check a release before it becomes current: give app_gate a command run "
+             "from the release, e.g. app_gate: {argv: [myapp, --version], expect_version: true}"),
+    (None, [], "app_gate is not set"),
+    ("myapp --version", [], "app_gate is 'myapp --version': give a command probe such as {argv: [myapp, --version]"),
+    ({"kind": "http", "path": "/h"}, [], "app_gate.kind is 'http': the application's gate is a command run from the "
+                                         "release; use kind: command (or leave kind out)"),
+    ({"kind": "none"}, web(), "app_gate.kind is 'none'"),
+    ({"timeout": 5}, [], "app_gate.argv must be a non-empty list of strings, e.g. [myapp, --version]"),
+    ({"argv": "myapp --version"}, [], "app_gate.argv must be a non-empty list of strings"),
+    ({"argv": ["myapp", 1]}, [], "app_gate.argv[1] is 1 (int): every item must be a string"),
+    ({"argv": ["myapp"], "path": "/h"}, [], "app_gate.path is not an option of a command probe: remove it (the only "
+                                            "options of app_gate are argv, expect_output, expect_version, kind, name, "
+                                            "timeout)"),
+    ({"argv": ["myapp"], "retries": 3}, [], "app_gate.retries is not an option of a command probe: remove it (not a "
+                                            "probe option)"),
+    ({"argv": ["myapp"], "timeout": 0}, [], "app_gate.timeout is 0: give the seconds the probe may take, more than 0"),
+    ({"argv": ["myapp"], "timeout": 90}, [], "app_gate.timeout is 90 but app_health_deadline is 60: the gate would "
+                                             "be cut at 60 s; raise app_health_deadline to at least 90, or lower "
+                                             "app_gate.timeout"),
+    ({"argv": ["myapp"], "expect_output": 3}, [], "app_gate.expect_output is 3: give the text its output must contain"),
+    ({"argv": ["myapp"], "expect_version": "yes"}, web(), "app_gate.expect_version is 'yes': give true or false"),
+])  # fmt: skip
+def test_each_mistake_of_app_gate_names_the_variable_and_the_fix(gate, services, message):
+    errors = gate_errors_of(gate, services, 60)
+    assert len(errors) == 1 and message in errors[0], errors
+    assert errors[0].startswith(("app_gate", "app_services is empty"))
+    if gate and "app_health_deadline" not in message:  # the deadline is preflight's alone
+        with pytest.raises(AnsibleFilterError, match="app_gate"):
+            health_contract.app_deploy_gate(gate, **GATE_SETTINGS)
+
+
+@pytest.mark.parametrize(("gate", "services"), [
+    ({}, web()),  # services without a gate of their own: as before
+    ({"argv": ["myapp", "--version"]}, []),
+    ({"kind": "command", "argv": ["myapp", "scan", "--dry-run"], "expect_output": "dry run ok", "expect_version": True,
+      "timeout": 60, "name": "dry-run"}, []),
+    ({"argv": ["myapp", "check"], "timeout": 10}, web()),
+])  # fmt: skip
+def test_good_gates_pass(gate, services):
+    assert gate_errors_of(gate, services, 60) == []
+
+
+def test_app_gate_renders_one_command_probe_from_the_release_or_none():
+    assert health_contract.app_deploy_gate({}, **GATE_SETTINGS) == []
+    rendered = health_contract.app_deploy_gate({"argv": ["shop", "scan", "--dry-run"], "expect_output": "ok",
+                                                "timeout": 30}, **GATE_SETTINGS)
+    assert rendered == [{"kind": "command", "name": "app_gate", "timeout": 30.0, "expect_version": False,
+                         "argv": ["shop", "scan", "--dry-run"], "user": "shop", "group": "shop",
+                         "env_file": "/opt/shop/shared/config/.env", "expect_output": "ok"}]
+
+
+def test_a_service_command_probe_takes_expect_output_too():
+    assert errors_of(web(readiness={"kind": "command", "argv": ["shop", "check"], "expect_output": "ready"})) == []
+    rendered = health_contract.app_deploy_services(
+        web(readiness={"kind": "command", "argv": ["shop", "check"], "expect_output": "ready"}), ["web"], **SETTINGS)
+    assert rendered[0]["probes"][1]["expect_output"] == "ready"
+    assert "expect_output is not an option of a tcp probe: remove it, or use kind: command" in errors_of(
+        web(readiness={"kind": "tcp", "expect_output": "x"}))[0]
