@@ -47,7 +47,8 @@ run_one() {
   echo "=== molecule test -s $s: started ($(date -u +%H:%M:%S))"
   set -o pipefail
   # steps_timed appends "=== steps: create 31 s, converge 402 s, ..." to the log.
-  if molecule test -s "$s" 2>&1 | steps_timed >"$log"; then rc=0; else rc=$?; fi
+  # Unbuffered: a pipe makes Python buffer its output, and steps_timed stamps lines as they come.
+  if PYTHONUNBUFFERED=1 molecule test -s "$s" 2>&1 | steps_timed >"$log"; then rc=0; else rc=$?; fi
   elapsed=$(( $(date +%s) - start ))
   echo "$s $elapsed $rc" >>"$LOGS/.results"
   if [ "$rc" -eq 0 ]; then
