@@ -53,8 +53,8 @@ lint-ansible:
 servers: ## PostgreSQL/Redis binaries for the unit tests (installs them when root on Debian)
 	scripts/bootstrap.sh servers
 
-unit: venv servers ## pytest unit tests (plugins, reference app, tools)
-	scripts/run_pytest.sh tests/unit
+unit: venv servers ## pytest unit tests (plugins, reference app, tools) and the hostile-input regressions
+	scripts/run_pytest.sh tests/unit tests/security/hostile
 
 check: venv servers ## the fast loop: lint and unit side by side (< 3 minutes); lint's output follows the tests'
 	@mkdir -p .cache; t0=$$(date +%s); lint_log=$$(mktemp .cache/check-lint.XXXXXX); \

@@ -8,7 +8,9 @@ Copies files/ops_agent to a temporary directory, adds the host-side logic from
 plugins/module_utils (tradeops_health.py -> tradeops_agent/health.py with its probes, tradeops_probes.py
 -> tradeops_agent/probes.py, tradeops_release.py
 -> tradeops_agent/release.py, tradeops_backup.py -> tradeops_agent/backup.py, tradeops_metrics.py ->
-tradeops_agent/metrics.py, tradeops_maintenance.py and tradeops_schedule.py likewise: one source of
+tradeops_agent/metrics.py, tradeops_safefs.py -> tradeops_agent/safefs.py, tradeops_checks.py ->
+tradeops_agent/checks.py, tradeops_maintenance.py and
+tradeops_schedule.py likewise: one source of
 truth, the repository holds no copy), stamps
 the version into tradeops_agent/__init__.py and builds the wheel offline with
 ``python -m pip wheel --no-deps --no-build-isolation --no-index`` (setuptools and wheel
@@ -49,7 +51,8 @@ DIST_NAME = "tradeops-agent"
 # Module in the wheel -> its single source in plugins/module_utils.
 SHIPPED = {"health.py": "tradeops_health.py", "release.py": "tradeops_release.py", "backup.py": "tradeops_backup.py",
            "metrics.py": "tradeops_metrics.py", "maintenance.py": "tradeops_maintenance.py",
-           "schedule.py": "tradeops_schedule.py", "probes.py": "tradeops_probes.py"}
+           "schedule.py": "tradeops_schedule.py", "probes.py": "tradeops_probes.py", "safefs.py": "tradeops_safefs.py",
+           "checks.py": "tradeops_checks.py"}
 # Wheels carry no build time: with a fixed SOURCE_DATE_EPOCH the same inputs give the same bytes.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the oldest time a zip file can hold
 _VERSION_LINE = re.compile(r'^__version__ = "[^"\n]*"$', re.MULTILINE)

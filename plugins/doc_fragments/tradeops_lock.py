@@ -33,7 +33,9 @@ options:
     description: Why the lock is taken (shown to anyone refused by it).
     type: str
   lock_stale_after:
-    description: Age in seconds after which a lock is reported as stale.
+    description:
+      - Age in seconds after which a lock is reported as stale; C(0) means any lock is (a negative value is
+        refused). A stale lock is still only broken with O(force_unlock).
     type: int
     default: 1800
   force_unlock:

@@ -82,7 +82,7 @@ OPTIONS = {
     "none": {"kind"},
 }
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-DOTTED = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+DOTTED = re.compile(r"^[^.\s]+(\.[^.\s]+)*\Z")
 EXAMPLE = "{kind: http, path: /health}"
 GATE = "app_gate"
 GATE_EXAMPLE = "{argv: [myapp, --version], expect_version: true}"

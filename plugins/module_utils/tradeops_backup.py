@@ -54,14 +54,19 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 try:
+    from ansible.module_utils import tradeops_safefs as safefs
+    from ansible.module_utils.tradeops_checks import number, seconds, strings, text
     from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, try_lock, update_textfile
-except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py (scripts/build_agent.py)
+except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs.py (scripts/build_agent.py)
+    from tradeops_agent import safefs  # type: ignore[no-redef]
+    from tradeops_agent.checks import number, seconds, strings, text  # type: ignore[no-redef]
     from tradeops_agent.metrics import atomic_write, fsync_dir, try_lock, update_textfile  # type: ignore[no-redef]
 
 __version__ = "0.1.0"
@@ -78,8 +83,14 @@ CIPHER = ["-aes-256-cbc", "-pbkdf2", "-iter", "200000"]
 DECRYPT_HINT = "openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:KEYFILE -in FILE.enc -out FILE"
 ENC_SUFFIX = ".enc"
 SCRATCH_PREFIX = "tradeops_verify_"
-_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9._-]+$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9._-]+\Z")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+# The typed fields of a configuration item (what each kind reads): checked by load_config.
+_ITEM_TEXT = ("name", "path", "dbname", "host", "user", "username", "password_file", "passfile", "sslmode", "bindir",
+              "maintenance_db", "owner", "rdb_path")
+_ITEM_BOOL = ("secret", "no_owner")
+_ITEM_SECONDS = ("connect_timeout", "busy_timeout")
+_ITEM_LISTS = {"exclude_tables": "audit_log", "exclude": "*.tmp"}
 CHUNK = 1 << 20
 
 
@@ -251,6 +262,13 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
     if not raw.get("backup_root"):
         raise ConfigError("backup_root is required (the local directory that holds the backups)")
+    text(raw["backup_root"], "backup_root", error=ConfigError)
+    for key in ("set", "host"):
+        if raw.get(key) is not None:
+            text(raw[key], key, error=ConfigError)
+    for key in ("retention", "verify", "timeouts", "encryption"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise ConfigError(f"{key} must be an object, got {raw[key]!r}")
     cfg = json.loads(json.dumps(_DEFAULTS))
     for key, value in raw.items():
         if isinstance(cfg.get(key), dict) and isinstance(value, dict) and key != "offsite":
@@ -259,8 +277,9 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
             cfg[key] = value
     cfg["backup_root"] = os.path.abspath(str(cfg["backup_root"]))
     cfg["host"] = cfg["host"] or socket.gethostname().split(".")[0]
-    if not _NAME_RE.match(cfg["set"]) or not re.match(r"^[A-Za-z0-9._-]+$", cfg["host"]):
-        raise ConfigError("set and host may hold letters, digits, '.', '_' and '-' only")
+    if not _NAME_RE.match(cfg["set"]) or not re.match(r"^[A-Za-z0-9._-]+\Z", cfg["host"]):
+        raise ConfigError(f"set {cfg['set']!r} and host {cfg['host']!r} may hold letters, digits, '.', '_' and '-' "
+                          "only")
     names: set[str] = set()
     for kind in ("postgresql", "sqlite", "redis", "paths"):
         if not isinstance(cfg[kind], list):
@@ -268,6 +287,7 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
         for item in cfg[kind]:
             if not isinstance(item, dict):
                 raise ConfigError(f"{kind}: each entry must be an object")
+            _check_item(kind, item)
             if kind == "postgresql":
                 item.setdefault("name", item.get("dbname"))
                 item.setdefault("dbname", item.get("name"))
@@ -287,8 +307,10 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"{kind} entry {name!r} is secret: encryption.key_file is required")
     ret = cfg["retention"]
     for key in ("keep_days", "keep_count"):
-        if ret.get(key) is not None and (not isinstance(ret[key], int | float) or ret[key] < 0):
-            raise ConfigError(f"retention.{key} must be a number >= 0 (or null for no limit)")
+        if ret.get(key) is not None:
+            number(ret[key], f"retention.{key} (null for no limit)", error=ConfigError, minimum=0,
+                   integer=key == "keep_count")
+    _check_sections(cfg)
     if cfg["offsite"] is not None:
         if not isinstance(cfg["offsite"], dict):
             raise ConfigError("offsite must be an object (or null)")
@@ -304,6 +326,40 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
             off["retention"] = dict(cfg["retention"])
         cfg["offsite"] = off
     return cfg
+
+
+def _check_item(kind: str, item: dict[str, Any]) -> None:
+    """The typed fields of one configuration item: a string where a string is read, a list of strings where a
+    list is (a lone string would be iterated by character), a bool, a port, a number of seconds."""
+    where = f"{kind} entry {item.get('name')!r}"
+    for key in _ITEM_TEXT:
+        if item.get(key) is not None:
+            text(item[key], f"{where}: {key}", error=ConfigError)
+    for key in _ITEM_BOOL:
+        if item.get(key) is not None and not isinstance(item[key], bool):
+            raise ConfigError(f"{where}: {key} must be true or false, got {item[key]!r}")
+    for key in _ITEM_SECONDS:
+        if item.get(key) is not None:
+            seconds(item[key], f"{where}: {key}", error=ConfigError)
+    if item.get("port") is not None:
+        number(item["port"], f"{where}: port", error=ConfigError, integer=True, minimum=1, maximum=65535)
+    for key, example in _ITEM_LISTS.items():
+        if item.get(key) is not None:
+            strings(item[key], f"{where}: {key}", error=ConfigError, example=example)
+
+
+def _check_sections(cfg: dict[str, Any]) -> None:
+    """verify, timeouts and encryption: numbers of hours and seconds that are finite and > 0, bools, a path."""
+    vcfg, timeouts = cfg["verify"], cfg["timeouts"]
+    if vcfg.get("max_age_hours") is not None:
+        number(vcfg["max_age_hours"], "verify.max_age_hours (null for no limit)", error=ConfigError, minimum=0)
+    for key in ("scratch_restore", "offsite"):
+        if not isinstance(vcfg.get(key, True), bool):
+            raise ConfigError(f"verify.{key} must be true or false, got {vcfg[key]!r}")
+    for key in ("tool", "redis_bgsave"):
+        seconds(timeouts.get(key), f"timeouts.{key}", error=ConfigError)
+    if cfg["encryption"].get("key_file") is not None:
+        text(cfg["encryption"]["key_file"], "encryption.key_file", error=ConfigError)
 
 
 def config_secrets(cfg: dict[str, Any]) -> list[str]:
@@ -469,7 +525,7 @@ def keyspace_counts(info: dict[str, str]) -> dict[str, int]:
     """``{"db0": keys, ...}`` from INFO keyspace."""
     counts = {}
     for key, value in info.items():
-        if re.match(r"^db\d+$", key):
+        if re.match(r"^db\d+\Z", key):
             fields = dict(part.split("=", 1) for part in value.split(","))
             counts[key] = int(fields.get("keys", 0))
     return counts
@@ -759,7 +815,8 @@ def _excluded(rel: str, patterns: Sequence[str], skip: set[str], full: str) -> b
 
 def backup_paths(item: dict[str, Any], out: Path, key_file: str | None, skip: set[str]) -> dict[str, Any]:
     """tar.gz of a directory (or one file) streamed to ``out`` (through openssl when ``key_file``): a secret's
-    plain archive never touches the disk."""
+    plain archive never touches the disk. Read by safefs.pack_tree: never through a link the app's user swaps
+    in while it is archived."""
     root = Path(item["path"])
     if not root.exists():
         raise BackupError(f"path {root} of item {item['name']!r} does not exist")
@@ -778,24 +835,7 @@ def backup_paths(item: dict[str, Any], out: Path, key_file: str | None, skip: se
     try:
         with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as gz, \
                 tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-            if root.is_file():
-                tar.add(str(root), arcname=root.name, recursive=False)
-                members = 1
-            else:
-                for base, dirs, files in os.walk(root):
-                    dirs.sort()
-                    for name in [*sorted(dirs), *sorted(files)]:
-                        full = os.path.join(base, name)
-                        rel = os.path.relpath(full, root)
-                        if _excluded(rel, patterns, skip, full):
-                            if name in dirs:
-                                dirs.remove(name)
-                            continue
-                        try:
-                            tar.add(full, arcname=rel, recursive=False)
-                        except FileNotFoundError:
-                            continue  # removed while we walked
-                        members += 1
+            members = safefs.pack_tree(tar, str(root), lambda rel, full: _excluded(rel, patterns, skip, full))
     except BrokenPipeError as exc:
         raise BackupError(f"encrypting {item['name']}: openssl stopped: "
                           f"{_tail(proc.stderr.read().decode()) if proc and proc.stderr else ''}") from exc
@@ -1240,19 +1280,8 @@ def _verify_archive(path: Path, entry: dict[str, Any], item: dict[str, Any], key
     def check() -> str:
         if entry.get("encrypted") and key_file is None:
             raise CannotCheck(f"{entry['path']} is encrypted and no encryption.key_file is configured")
-        members = 0
-        with _plain_reader(path, key_file if entry.get("encrypted") else None) as reader, \
-                tarfile.open(fileobj=reader, mode="r|gz") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                members += 1
-                if member.isfile():
-                    fileobj = tar.extractfile(member)
-                    if fileobj is not None:
-                        while fileobj.read(CHUNK):
-                            pass
-            while reader.read(CHUNK):
-                pass
-        if entry.get("encrypted") and reader.sha.hexdigest() != entry.get("plain_sha256"):
+        members, plain_sha256 = read_archive(path, key_file if entry.get("encrypted") else None)
+        if entry.get("encrypted") and plain_sha256 != entry.get("plain_sha256"):
             raise BackupError("decrypted archive differs from the sha256 recorded at backup time")
         if members != item.get("members"):
             raise BackupError(f"archive holds {members} members, the manifest says {item.get('members')}")
@@ -1272,6 +1301,8 @@ def verify_backup(cfg: dict[str, Any], backup_id: str | None = None, scratch_res
     scratch_restore = vcfg.get("scratch_restore", True) if scratch_restore is None else scratch_restore
     offsite = bool(cfg.get("offsite")) and (vcfg.get("offsite", True) if offsite is None else offsite)
     max_age = vcfg.get("max_age_hours") if max_age_hours is None else max_age_hours
+    if max_age is not None:
+        number(max_age, "max_age_hours", error=ConfigError, minimum=0)
     directory = resolve_backup(root, backup_id)
     manifest = load_manifest(directory)
     assert manifest is not None
@@ -1769,7 +1800,10 @@ def restore_postgresql(pg: Pg, dump: Path, target_db: str, confirm: bool = False
 
 def restore_sqlite(source: Path, target: Path, confirm: bool = False) -> dict[str, Any]:
     """Restore through the backup API into ``target`` (one transaction of the target database: readers see the
-    old or the new content; its WAL is handled by SQLite, never by file copies)."""
+    old or the new content; its WAL is handled by SQLite, never by file copies). A target that is a symbolic
+    link (the application's user owns its data directory) is refused, and SQLite opens it with nofollow=1."""
+    if target.is_symlink():
+        raise BackupError(f"{target} is a symbolic link: not followed; remove it (or restore to another path)")
     if target.exists() and not confirm:
         raise BackupError(f"{target} exists; restoring replaces its content: pass confirm")
     check = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
@@ -1781,7 +1815,11 @@ def restore_sqlite(source: Path, target: Path, confirm: bool = False) -> dict[st
         raise BackupError(f"the backup copy fails PRAGMA integrity_check: {integrity}")
     target.parent.mkdir(parents=True, exist_ok=True)
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    dst = sqlite3.connect(str(target), timeout=60)
+    try:
+        dst = sqlite3.connect(f"file:{urllib.parse.quote(str(target))}?nofollow=1", uri=True, timeout=60)
+    except sqlite3.Error as exc:
+        src.close()
+        raise BackupError(f"cannot open {target} for the restore (a symbolic link is not followed): {exc}") from None
     try:
         src.backup(dst)
         counts = sqlite_counts(dst)
@@ -1794,21 +1832,24 @@ def restore_sqlite(source: Path, target: Path, confirm: bool = False) -> dict[st
 def place_redis_rdb(source: Path, target: Path, confirm: bool = False) -> dict[str, Any]:
     """Put the RDB where redis-server loads it (the service must be stopped: that is the role's job).
     Checked with redis-check-rdb first; placed atomically; owner and mode of the file it replaces are kept."""
-    if target.exists() and not confirm:
+    if os.path.lexists(target) and not confirm:
         raise BackupError(f"{target} exists; placing the RDB replaces it: pass confirm (and stop redis first)")
     info = check_rdb(source)
+    before = os.lstat(target) if os.path.lexists(target) else None
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out, CHUNK)
+            if before is not None and stat.S_ISREG(before.st_mode):  # on the descriptor: never through a link
+                with contextlib.suppress(PermissionError):
+                    safefs.set_meta(out.fileno(), tmp, before.st_uid, before.st_gid, stat.S_IMODE(before.st_mode))
             out.flush()
             os.fsync(out.fileno())
-        if target.exists():
-            st = target.stat()
-            os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            if hasattr(os, "chown"):  # not on Windows (role windows_schedule runs this tool there)
-                with contextlib.suppress(PermissionError):
-                    os.chown(tmp, st.st_uid, st.st_gid)
+            written = os.fstat(out.fileno())
+        now = os.lstat(tmp)
+        if (now.st_dev, now.st_ino) != (written.st_dev, written.st_ino):
+            raise BackupError(f"{tmp} was replaced while it was written (another user writes in {target.parent}); "
+                              "nothing was placed")
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -1816,41 +1857,38 @@ def place_redis_rdb(source: Path, target: Path, confirm: bool = False) -> dict[s
     return {"path": str(target), "keys": info["keys"]}
 
 
-def _safe_member(member: tarfile.TarInfo, target: Path) -> bool:
-    """Only regular files, directories and links that stay inside ``target``."""
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        return False
-    name = Path(member.name)
-    if name.is_absolute() or ".." in name.parts:
-        return False
-    if member.issym() or member.islnk():
-        link = Path(member.linkname)
-        if link.is_absolute():
-            return False
-        base = target / name.parent if member.issym() else target
-        if not os.path.normpath(base / link).startswith(str(target) + os.sep):
-            return False
-    return True
-
-
-# Python >= 3.12 (and patched 3.11) also apply the data filter; _safe_member does the same checks everywhere.
-_EXTRACT_FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+def read_archive(path: Path, key_file: str | None, into: safefs.Dir | None = None) -> tuple[int, str]:
+    """Read a stored archive (decrypted with ``key_file``) member by member with the checks a restore makes
+    (``safefs.unpack_tar``): verify calls it without ``into``, restore with a fresh directory, so "verified"
+    means "restore accepts it". Returns the number of members and the sha256 of the plain archive; BackupError
+    names a member it refuses."""
+    try:
+        with _plain_reader(path, key_file) as reader:
+            members = safefs.unpack_tar(reader, into)
+            while reader.read(CHUNK):  # the whole stream: openssl's exit status and gzip's trailer are checked
+                pass
+    except safefs.UnsafeMember as exc:
+        raise BackupError(f"{path.name} holds an {exc}; a restore refuses it, nothing was extracted") from None
+    return members, reader.sha.hexdigest()
 
 
 def extract_archive(path: Path, target: Path, key_file: str | None, confirm: bool = False) -> dict[str, Any]:
-    """Extract a (decrypted) archive over ``target``; files not in the archive are left alone. Refuses unsafe
-    members (absolute, ``..``, devices); replaces existing files only with ``confirm``."""
-    target.mkdir(parents=True, exist_ok=True)
-    if any(target.iterdir()) and not confirm:
-        raise BackupError(f"{target} is not empty; extracting overwrites files there: pass confirm")
-    count = 0
-    with _plain_reader(path, key_file) as reader, tarfile.open(fileobj=reader, mode="r|gz") as tar:  # type: ignore[call-overload]
-        for member in tar:
-            if not _safe_member(member, target.resolve()):
-                raise BackupError(f"{path.name} holds an unsafe member {member.name!r}; not extracting it")
-            member.mode &= 0o7777 & ~0o6000  # no setuid/setgid from an archive
-            tar.extract(member, target, set_attrs=True, **_EXTRACT_FILTER)
-            count += 1
+    """Extract a (decrypted) archive over ``target``; files not in the archive are left alone. The archive is
+    unpacked into a fresh private directory beside ``target`` first (``read_archive``: unsafe members refused
+    before anything reaches the target), then moved in rename by rename on directory descriptors: a link that
+    the target holds (planted after the backup) is replaced, never followed. Replaces existing files only with
+    ``confirm``."""
+    target = Path(os.path.abspath(target))
+    try:
+        with safefs.Dir.open(str(target.parent), create=0o777) as parent, parent.sub(target.name, create=0o777) as dest:
+            if dest.listdir() and not confirm:
+                raise BackupError(f"{target} is not empty; extracting overwrites files there: pass confirm")
+            with parent.fresh(f".{target.name}.restore-") as staging:
+                count, _ = read_archive(path, key_file, staging)
+                safefs.merge(staging, dest, dry_run=True)
+                safefs.merge(staging, dest)
+    except safefs.UnsafePath as exc:
+        raise BackupError(f"restoring {path.name} into {target}: {exc}") from None
     return {"path": str(target), "members": count}
 
 

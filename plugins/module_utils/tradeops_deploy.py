@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 try:
+    from ansible.module_utils import tradeops_checks as checks
     from ansible.module_utils.tradeops_health import (
         HEALTHY,
         UNHEALTHY,
@@ -45,19 +47,24 @@ try:
         HealthReport,
         HealthSpec,
         evaluate,
+        unit_name,
     )
     from ansible.module_utils.tradeops_metrics import update_textfile
     from ansible.module_utils.tradeops_probes import release_command
     from ansible.module_utils.tradeops_release import (
-        DEFAULT_STALE_AFTER,
+        DEFAULT_KEEP,
         VENV_DIR,
         ReleaseError,
         ReleaseStore,
         check_console_script,
+        check_relative,
+        lock_options,
+        option,
         previous_good,
         run_action,
     )
 except ImportError:  # on a host without Ansible: the module_utils files side by side on sys.path
+    import tradeops_checks as checks  # type: ignore[no-redef]
     from tradeops_health import (  # type: ignore[no-redef]
         HEALTHY,
         UNHEALTHY,
@@ -66,15 +73,19 @@ except ImportError:  # on a host without Ansible: the module_utils files side by
         HealthReport,
         HealthSpec,
         evaluate,
+        unit_name,
     )
     from tradeops_metrics import update_textfile  # type: ignore[no-redef]
     from tradeops_probes import release_command  # type: ignore[no-redef]
     from tradeops_release import (  # type: ignore[no-redef]
-        DEFAULT_STALE_AFTER,
+        DEFAULT_KEEP,
         VENV_DIR,
         ReleaseError,
         ReleaseStore,
         check_console_script,
+        check_relative,
+        lock_options,
+        option,
         previous_good,
         run_action,
     )
@@ -257,11 +268,30 @@ class Migration:
         return cmd
 
 
-def _unit_name(value: Any, where: str) -> str:
-    unit = str(value or "").strip()
-    if not unit or unit.startswith("-") or any(c.isspace() or c == "/" for c in unit):
-        raise ReleaseError(f"{where}: unit {value!r} is not a systemd unit name, e.g. refapp-web.service")
-    return unit
+APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def app_name(params: dict[str, Any], path: str) -> str:
+    """The application whose units app_deploy may touch: ``app_name``, else ``metrics_app``, else the last
+    component of ``path`` (role app: /opt/<app_name>)."""
+    name = params.get("app_name") or params.get("metrics_app") or os.path.basename(os.path.normpath(path))
+    if not isinstance(name, str) or not APP_NAME.fullmatch(name):
+        raise ReleaseError(f"app_name {name!r} must be the application's name: letters, digits, '.', '_' and '-'")
+    return name
+
+
+def _below(value: Any, bound: float, equal: bool = False) -> bool:
+    """A number (not a bool) below ``bound`` (or equal to it): the values whose message says more than 'must be'."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and (value < bound or (equal and value == bound))
+
+
+def _seconds(params: dict[str, Any], name: str, default: float | None, zero: bool = False,
+             maximum: float = checks.MAX_SECONDS) -> float | None:
+    """A duration option: its default when not given, else a finite number of seconds > 0 (>= 0 with ``zero``)."""
+    value = option(params, name, default, minimum=0 if zero else None, above=None if zero else 0, maximum=maximum,
+                   unit="seconds")
+    return None if value is None else float(value)
 
 
 def expects_version(probe: dict[str, Any], version_field: str | None) -> bool:
@@ -307,15 +337,17 @@ def probe_spec(probes: list[dict[str, Any]], unit: str | None, version: str | No
     return spec
 
 
-def parse_services(items: list[dict[str, Any]] | None, default_deadline: float) -> list[Service]:
-    """``services`` in start order; every probe checked as app_health checks its ``http`` option."""
+def parse_services(items: list[dict[str, Any]] | None, default_deadline: float, app: str | None = None
+                   ) -> list[Service]:
+    """``services`` in start order, each one of ``app``'s own units (when given); every probe checked as
+    app_health checks its ``http`` option."""
     services: list[Service] = []
     seen: set[str] = set()
     for index, item in enumerate(items or []):
         where = f"services[{index}]"
         if not isinstance(item, dict):
             raise ReleaseError(f"{where}: give a dict with unit and probes")
-        unit = _unit_name(item.get("unit"), where)
+        unit = unit_name(item.get("unit"), where, app, error=ReleaseError)
         if unit in seen:
             raise ReleaseError(f"{where}: unit {unit} is listed twice; list each unit once, in start order")
         seen.add(unit)
@@ -324,9 +356,8 @@ def parse_services(items: list[dict[str, Any]] | None, default_deadline: float) 
             probe_spec(probes, unit).validate()
         except CheckError as exc:
             raise ReleaseError(f"{where} ({unit}): {exc}") from exc
-        deadline = float(item.get("deadline") or default_deadline)
-        if deadline <= 0:
-            raise ReleaseError(f"{where} ({unit}): deadline must be > 0 seconds")
+        deadline = default_deadline if item.get("deadline") is None else \
+            checks.seconds(item["deadline"], f"{where} ({unit}): deadline", error=ReleaseError)
         services.append(Service(unit, probes, deadline))
     return services
 
@@ -351,9 +382,9 @@ def parse_migration(item: dict[str, Any] | None, owner: str | None, group: str |
     if not argv[0] or "/" in argv[0] or argv[0] in (".", ".."):
         raise ReleaseError(f"migrate.argv[0] {argv[0]!r} must be the name of a program in the release's venv/bin, "
                            "e.g. refapp (run as <release>/venv/bin/refapp)")
-    timeout = int(item.get("timeout") or DEFAULT_MIGRATE_TIMEOUT)
-    if timeout <= 0:
-        raise ReleaseError("migrate.timeout must be > 0 seconds")
+    timeout = DEFAULT_MIGRATE_TIMEOUT if item.get("timeout") is None else int(checks.number(
+        item["timeout"], "migrate.timeout", error=ReleaseError, integer=True, minimum=1, maximum=checks.MAX_SECONDS,
+        unit="seconds"))
     return Migration(argv=argv, user=item.get("user") or owner, group=item.get("group") or group,
                      env_file=item.get("env_file"), timeout=timeout)
 
@@ -391,6 +422,7 @@ class Deployer:
         self.gate = GateSettings()
         self.migration: Migration | None = None
         self.predicted: str | None = None  # check mode: the release current would point to
+        self.lock: dict[str, Any] = {}  # lock_options of the parameters (parse)
 
     # ------------------------------------------------------------------ helpers
 
@@ -418,30 +450,40 @@ class Deployer:
         action = p.get("action") or "deploy"
         if action not in ACTIONS:
             raise ReleaseError(f"action={action!r}: use one of {', '.join(ACTIONS)}")
-        retries = int(p["retries"]) if p.get("retries") is not None else GateSettings.retries
-        delay = float(p["delay"]) if p.get("delay") is not None else GateSettings.delay
-        max_delay = float(p["max_delay"]) if p.get("max_delay") is not None else GateSettings.max_delay
-        deadline = float(p["deadline"]) if p.get("deadline") is not None else GateSettings.deadline
-        if retries < 0 or delay < 0 or deadline <= 0:
-            raise ReleaseError("retries must be >= 0, delay >= 0 and deadline > 0 (seconds)")
+        retries = option(p, "retries", GateSettings.retries, integer=True, minimum=0, maximum=1_000_000)
+        delay = _seconds(p, "delay", GateSettings.delay, zero=True)
+        max_delay = _seconds(p, "max_delay", GateSettings.max_delay, zero=True)
+        deadline = _seconds(p, "deadline", GateSettings.deadline)
+        assert delay is not None and max_delay is not None and deadline is not None
         field_name = p.get("version_field", GateSettings.version_field)
         self.gate = GateSettings(retries, delay, max(max_delay, delay), deadline, field_name or None)
-        self.services = parse_services(p.get("services"), deadline)
+        self.services = parse_services(p.get("services"), deadline, app_name(p, self.store.path))
         self.app_gate = parse_gate(p.get("gate"))
         self.migration = parse_migration(p.get("migrate"), p.get("owner"), p.get("group"))
         for item in p.get("console_scripts") or []:
             check_console_script(item.get("name"), item.get("setting") or "console_scripts[].name")
+        self.lock = lock_options(p)
         if action == "deploy":
             missing = [k for k in ("version", "wheelhouse") if not p.get(k)]
             if missing:
                 raise ReleaseError(f"action=deploy needs {' and '.join(missing)}")
-        if action == "soak" and not (p.get("soak") is not None and float(p["soak"]) > 0):
-            raise ReleaseError(f"action=soak needs soak > 0 (seconds to watch), got {p.get('soak')!r}")
-        if p.get("soak_memory_horizon") is not None and float(p["soak_memory_horizon"]) < 0:
-            raise ReleaseError(f"soak_memory_horizon={p['soak_memory_horizon']:g}: seconds ahead a memory trend "
-                               f"may reach MemoryMax (default {DEFAULT_SOAK_MEMORY_HORIZON:g}), 0 to skip the check")
-        if p.get("keep") is not None and int(p["keep"]) < 1:
+        soak, horizon = p.get("soak"), p.get("soak_memory_horizon")
+        if action == "soak" and (soak is None or _below(soak, 0, True)):
+            raise ReleaseError(f"action=soak needs soak > 0 (seconds to watch), got {soak!r}")
+        _seconds(p, "soak", None)
+        if _below(horizon, 0):
+            raise ReleaseError(f"soak_memory_horizon={horizon:g}: seconds ahead a memory trend may reach MemoryMax "
+                               f"(default {DEFAULT_SOAK_MEMORY_HORIZON:g}), 0 to skip the check")
+        _seconds(p, "soak_memory_horizon", DEFAULT_SOAK_MEMORY_HORIZON, zero=True, maximum=30 * 86400)
+        if p.get("keep") is not None and option(p, "keep", DEFAULT_KEEP, integer=True) < 1:
             raise ReleaseError(f"keep={p['keep']}: keep at least 1 release (default 5)")
+        option(p, "min_free_mb", 0, integer=True, minimum=0)
+        if p.get("shared_links") is not None:
+            if not isinstance(p["shared_links"], dict):
+                raise ReleaseError("shared_links must be a mapping of release path: path under shared/")
+            for key, target in p["shared_links"].items():
+                check_relative(key, "shared_links key")
+                check_relative(target, f"shared_links[{key!r}]")
 
     # ------------------------------------------------------------------ services
 
@@ -656,7 +698,7 @@ class Deployer:
                 self.keep(store.mark(release=release, outcome="good"))
             with self.phase("prune"):
                 try:
-                    self.keep(store.prune(keep=int(p.get("keep") or 5)))
+                    self.keep(store.prune(keep=option(p, "keep", DEFAULT_KEEP, integer=True, minimum=1)))
                 except (ReleaseError, OSError) as exc:
                     self.warnings.append(f"{release} is deployed and healthy, but pruning old releases failed: {exc}")
             self.result.update(outcome="deployed", msg=f"deployed {version} ({release}), healthy; previous "
@@ -931,9 +973,7 @@ class Deployer:
             if action != "verify":  # verify only reads
                 what = p.get("version") or p.get("release") or ""
                 with self.phase("lock"):
-                    taken = store.lock(**self.lock_args(), reason=p.get("lock_reason") or f"{action} {what}".strip(),
-                                       stale_after=float(p.get("lock_stale_after") or DEFAULT_STALE_AFTER),
-                                       force=bool(p.get("force_unlock")), peer_pids=p.get("lock_peer_pids"),
+                    taken = store.lock(**self.lock, reason=p.get("lock_reason") or f"{action} {what}".strip(),
                                        check_mode=self.check_mode, record=False)
                 self.keep(taken)
                 self.result["lock"] = taken.get("lock")

@@ -8,22 +8,27 @@ or copy round trip) plus a systemd task per unit. Standard library only."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import re
+import secrets
 import stat
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 try:
     from ansible.module_utils.tradeops_release import account_ids
+    from ansible.module_utils.tradeops_safefs import Dir, UnsafePath
 except ImportError:  # on a host without Ansible: the module_utils files side by side on sys.path
     from tradeops_release import account_ids  # type: ignore[no-redef]
+    from tradeops_safefs import Dir, UnsafePath  # type: ignore[no-redef]
 
 UNIT_DIRS = ("/etc/systemd/system/", "/lib/systemd/system/", "/usr/lib/systemd/system/", "/run/systemd/system/")
-UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|path|mount)$")
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|path|mount)")  # fullmatch
+MODE = re.compile(r"0?[0-7]{3,4}")  # fullmatch: 0640, 640, 2750
 SYSTEMCTL_TIMEOUT = 60
 
 
@@ -55,12 +60,12 @@ def parse_files(items: list[dict[str, Any]]) -> list[FileSpec]:
             raise FilesError(f"{where}: {path} is given twice")
         seen.add(path)
         mode = item.get("mode") if item.get("mode") is not None else "0644"
-        try:
-            mode_int = int(str(mode), 8)
-        except ValueError:
-            raise FilesError(f"{where}: mode {mode!r} is not octal, e.g. '0640'") from None
-        if not 0 <= mode_int <= 0o7777:
-            raise FilesError(f"{where}: mode {mode!r} is out of range")
+        if not isinstance(mode, str):  # YAML reads an unquoted 0640 as the number 416 (written as 0o416)
+            raise FilesError(f"{where}: mode {mode!r} is a {type(mode).__name__}, not a string: an unquoted 0640 "
+                             "in YAML is the decimal number 416; quote it: mode: '0640'")
+        if not MODE.fullmatch(mode):
+            raise FilesError(f"{where}: mode {mode!r} is not octal, e.g. '0640'")
+        mode_int = int(mode, 8)
         if item.get("content") is None:
             raise FilesError(f"{where}: content is required")
         specs.append(FileSpec(path, str(item["content"]), str(item.get("owner") or "root"),
@@ -73,19 +78,40 @@ def _ids(spec: FileSpec, check_mode: bool = False) -> tuple[int | None, int | No
     return account_ids(spec.owner, spec.group, check_mode=check_mode, error=FilesError, where=f"{spec.path}: ")
 
 
+def _open_checked(spec: FileSpec) -> tuple[int | None, str]:
+    """A descriptor of the regular file at ``spec.path`` (None with why not: missing, not a regular file),
+    reached without following a link: its directory opened by safefs.Dir, the file with O_NOFOLLOW."""
+    directory, name = os.path.split(spec.path)
+    try:
+        with Dir.open(directory) as parent:
+            if not stat.S_ISREG(parent.lstat(name).st_mode):
+                return None, "not a regular file"
+            fd = parent.open_file(name, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None, "missing"
+    except UnsafePath as exc:
+        raise FilesError(f"{spec.path}: {exc}") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # swapped for a link since the lstat
+            return None, "not a regular file"
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None, "not a regular file"
+    return fd, ""
+
+
 def differences(spec: FileSpec, check_mode: bool = False) -> list[str]:
     """What differs between the file on disk and the spec: [] when it is already right. In check
     mode an owner or group that does not exist yet (an earlier task of the run would create it) is
     named among the differences instead of refused."""
     uid, gid, missing = _ids(spec, check_mode)
-    try:
-        st = os.lstat(spec.path)
-    except FileNotFoundError:
-        return ["missing", *missing]
-    if not stat.S_ISREG(st.st_mode):
-        return ["not a regular file", *missing]
+    fd, why = _open_checked(spec)
+    if fd is None:
+        return [why, *missing]
     out = []
-    with open(spec.path, "rb") as handle:
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
         if hashlib.sha256(handle.read()).digest() != hashlib.sha256(spec.data).digest():
             out.append("content")
     if (st.st_uid, st.st_gid) != (uid, gid):
@@ -97,30 +123,47 @@ def differences(spec: FileSpec, check_mode: bool = False) -> list[str]:
 
 def write_atomically(spec: FileSpec) -> None:
     """A temporary file in the same directory, owner/mode set before its content lands,
-    fsync'd, then renamed over the path: readers see the old file or the new one."""
+    fsync'd, then renamed over the path: readers see the old file or the new one. The directory
+    is opened without following a link (safefs.Dir) and every step works on it and on the
+    temporary file's descriptor: a link put in the way is replaced, never written through."""
     uid, gid, _ = _ids(spec)
-    directory = os.path.dirname(spec.path)
-    if not os.path.isdir(directory):
-        raise FilesError(f"{spec.path}: directory {directory} does not exist (create it first)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(spec.path)}.", dir=directory)
+    directory, name = os.path.split(spec.path)
     try:
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, spec.mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(spec.data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, spec.path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        parent = Dir.open(directory)
+    except FileNotFoundError:
+        raise FilesError(f"{spec.path}: directory {directory} does not exist (create it first)") from None
+    except UnsafePath as exc:
+        raise FilesError(f"{spec.path}: {exc}") from None
+    with parent:
+        tmp = f".{name}.{secrets.token_hex(4)}"
+        fd = parent.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchown(handle.fileno(), uid, gid)
+                os.fchmod(handle.fileno(), spec.mode)
+                handle.write(spec.data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            parent.rename(tmp, parent, name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                parent.unlink(tmp)
+            raise
 
 
 def fix_metadata(spec: FileSpec) -> None:
+    """Owner and mode fixed on a descriptor of the file checked (O_NOFOLLOW); a file that is no longer
+    a regular file (a link swapped in since the check) is replaced by the rendered one instead."""
     uid, gid, _ = _ids(spec)
-    os.chown(spec.path, uid, gid)
-    os.chmod(spec.path, spec.mode)
+    fd, _ = _open_checked(spec)
+    if fd is None:
+        write_atomically(spec)
+        return
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, spec.mode)
+    finally:
+        os.close(fd)
 
 
 def is_unit_file(path: str) -> bool:
@@ -149,9 +192,9 @@ def sync(items: list[dict[str, Any]], enable_units: list[str] | None = None, dae
     (``always``) or never, enable what is not enabled. The result names paths, never content."""
     specs = parse_files(items)
     units = list(enable_units or [])
-    bad = [u for u in units if not UNIT_NAME.match(u)]
+    bad = [u for u in units if not isinstance(u, str) or not UNIT_NAME.fullmatch(u)]
     if bad:
-        raise FilesError(f"enable_units: {', '.join(bad)} is not a unit name (e.g. refapp-web.service)")
+        raise FilesError(f"enable_units: {', '.join(map(repr, bad))} is not a unit name (e.g. refapp-web.service)")
     changes = {s.path: differences(s, check_mode) for s in specs}
     changed = [p for p, why in changes.items() if why]
     missing_dirs = sorted({os.path.dirname(p) for p in changed if not os.path.isdir(os.path.dirname(p))})

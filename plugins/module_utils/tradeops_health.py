@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -39,6 +40,13 @@ except ImportError:
     except ImportError:  # on a host without Ansible, or run as a file: the module_utils side by side
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import tradeops_probes as probes  # type: ignore[no-redef]
+try:
+    from ansible.module_utils.tradeops_checks import number, seconds, text
+except ImportError:
+    try:  # in the ops agent wheel: tradeops_agent/checks.py
+        from tradeops_agent.checks import number, seconds, text  # type: ignore[no-redef]
+    except ImportError:  # the module_utils side by side (sys.path set above)
+        from tradeops_checks import number, seconds, text  # type: ignore[no-redef]
 
 # The probes of a service (tradeops_probes), under the names callers have always imported from here.
 HEALTHY, DEGRADED, UNHEALTHY, RANK = probes.HEALTHY, probes.DEGRADED, probes.UNHEALTHY, probes.RANK
@@ -47,6 +55,7 @@ CheckError, CheckResult = probes.CheckError, probes.CheckResult
 check_http, check_tcp, check_command = probes.check_http, probes.check_tcp, probes.check_command
 json_lookup, json_equal, redact_url, parse_status = probes.json_lookup, probes.json_equal, probes.redact_url, \
     probes.parse_status
+check_url, check_headers = probes.check_url, probes.check_headers
 
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 EXIT_CANNOT_CHECK = 3
@@ -65,6 +74,8 @@ REDIS_ANSWERING = ("-NOAUTH", "-WRONGPASS", "-NOPERM", "-DENIED", "-ERR")
 REDIS_NOT_READY = ("-LOADING", "-BUSY", "-MASTERDOWN", "-MISCONF", "-TRYAGAIN")
 UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "NRestarts", "Result", "MemoryCurrent", "MemoryMax")
 UNIT_OK_SUBSTATES = {"running", "exited", "listening", "waiting", "mounted", "plugged", "active", "elapsed"}
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@\\-]+")  # a unit's characters: no glob, no path, no white space
+CPU_INTERVAL_MAX = 60.0
 
 
 def probe_argument_spec() -> dict[str, Any]:
@@ -109,6 +120,21 @@ def service_probe_argument_spec() -> dict[str, Any]:
         env_file=dict(type="path"),
     )
     return spec
+
+
+def unit_name(value: Any, where: str, app: str | None = None, error: type[Exception] = CheckError) -> str:
+    """A systemd unit name (never a glob pattern such as ``*``, a path or an option); with ``app``, one of that
+    application's own service units, ``<app>-<name>.service`` (what role app installs)."""
+    unit = value if isinstance(value, str) else ""
+    ok = bool(UNIT_NAME.fullmatch(unit)) and not unit.startswith("-")
+    if ok and app is not None:
+        ok = unit.startswith(f"{app}-") and unit.endswith(".service") and len(unit) > len(app) + len("-.service")
+    if ok:
+        return unit
+    if app is not None:
+        raise error(f"{where}: unit {value!r} is not one of the app's own units: give {app}-<service>.service "
+                    f"(app_name {app!r})")
+    raise error(f"{where}: unit {value!r} is not a systemd unit name, e.g. refapp-web.service")
 
 
 def worst(statuses: Sequence[str]) -> str:
@@ -399,8 +425,10 @@ def threshold_status(value: float, warning: float, critical: float) -> str:
 
 def _limits(spec: dict[str, Any] | None, kind: str) -> tuple[float, float]:
     spec = spec or {}
-    warning = float(spec.get("warning") if spec.get("warning") is not None else DEFAULT_THRESHOLDS[kind]["warning"])
-    critical = float(spec.get("critical") if spec.get("critical") is not None else DEFAULT_THRESHOLDS[kind]["critical"])
+    if not isinstance(spec, dict):
+        raise CheckError(f"thresholds.{kind} must be a mapping (warning, critical)")
+    warning, critical = (float(number(spec[key] if spec.get(key) is not None else DEFAULT_THRESHOLDS[kind][key],
+                                      f"thresholds.{kind}.{key}", error=CheckError)) for key in ("warning", "critical"))
     if not 0 <= warning <= critical <= 100:
         raise CheckError(f"thresholds.{kind}: need 0 <= warning ({warning}) <= critical ({critical}) <= 100")
     return warning, critical
@@ -429,16 +457,31 @@ def check_thresholds(thresholds: dict[str, Any] | None) -> list[CheckResult]:
 
     if thresholds.get("cpu") is not None:
         warning, critical = _limits(thresholds["cpu"], "cpu")
-        interval = float(thresholds["cpu"].get("interval") or 0.5)
+        interval = _cpu_interval(thresholds["cpu"])
         results.append(measure("cpu", "cpu", lambda: cpu_percent(interval), warning, critical))
     if thresholds.get("memory") is not None:
         warning, critical = _limits(thresholds["memory"], "memory")
         results.append(measure("memory", "memory", memory_percent, warning, critical))
     if thresholds.get("disk") is not None:
         warning, critical = _limits(thresholds["disk"], "disk")
-        for path in thresholds["disk"].get("paths") or ["/"]:
+        for path in _disk_paths(thresholds["disk"]):
             results.append(measure(f"disk:{path}", "disk", lambda p=path: disk_percent(p), warning, critical))
     return results
+
+
+def _cpu_interval(spec: dict[str, Any]) -> float:
+    value = spec.get("interval")
+    return 0.5 if value is None else seconds(value, "thresholds.cpu.interval", error=CheckError,
+                                             maximum=CPU_INTERVAL_MAX)
+
+
+def _disk_paths(spec: dict[str, Any]) -> list[str]:
+    paths = spec.get("paths")
+    if paths is None:
+        return ["/"]
+    if not isinstance(paths, list) or not paths:
+        raise CheckError("thresholds.disk.paths must be a non-empty list of paths (leave it out for /)")
+    return [text(p, f"thresholds.disk.paths[{i}]", error=CheckError) for i, p in enumerate(paths)]
 
 
 # --------------------------------------------------------------------------- running a set of checks
@@ -471,31 +514,46 @@ class HealthSpec:
             postgresql=[dict(p) for p in params.get("postgresql") or []],
             redis=[dict(p) for p in params.get("redis") or []],
             thresholds=params.get("thresholds"),
-            timeout=float(params.get("timeout") or DEFAULT_TIMEOUT),
+            timeout=DEFAULT_TIMEOUT if params.get("timeout") is None else params["timeout"],
         )
 
     def validate(self) -> None:
         if self.empty():
             raise CheckError("nothing to check: give at least one of http, systemd_units, tcp, commands, "
                              "postgresql, redis or thresholds")
+        seconds(self.timeout, "timeout", error=CheckError)
         for probe in self.http:
             if not probe.get("url"):
                 raise CheckError("every http probe needs a url")
-            parse_status(probe.get("status") or 200)
+            where = f"http probe {probe.get('name') or ''}".strip()
+            check_url(probe["url"], where)
+            parse_status(200 if probe.get("status") is None else probe["status"])
+            check_headers(probe.get("headers"), where)
         for value in self.tcp:
             tcp_target(value)
         for command in self.commands:
             probes.validate_argv(command.get("argv"), f"command {command.get('name') or ''}".strip() + " argv")
-        for item in [*self.http, *self.commands, *(t for t in self.tcp if isinstance(t, dict))]:
-            if item.get("timeout") is not None and float(item["timeout"]) <= 0:
-                raise CheckError(f"probe {item.get('name') or ''}: timeout must be > 0 seconds")
+        for index, unit in enumerate(self.systemd_units):
+            unit_name(unit, f"systemd_units[{index}]")
         for kind in ("postgresql", "redis"):
-            for item in getattr(self, kind):
+            for index, item in enumerate(getattr(self, kind)):
                 if not item.get("host"):
                     raise CheckError(f"every {kind} entry needs a host")
+                text(item["host"], f"{kind}[{index}].host", error=CheckError)
+                if item.get("port") is not None:
+                    number(item["port"], f"{kind}[{index}].port", error=CheckError, integer=True, minimum=1,
+                           maximum=65535)
+        for item in [*self.http, *self.commands, *(t for t in self.tcp if isinstance(t, dict)), *self.postgresql,
+                     *self.redis]:
+            if item.get("timeout") is not None:
+                seconds(item["timeout"], f"probe {item.get('name') or ''}: timeout", error=CheckError)
         for kind in ("cpu", "memory", "disk"):
             if (self.thresholds or {}).get(kind) is not None:
                 _limits(self.thresholds[kind], kind)  # type: ignore[index]
+        if (self.thresholds or {}).get("cpu") is not None:
+            _cpu_interval(self.thresholds["cpu"])  # type: ignore[index]
+        if (self.thresholds or {}).get("disk") is not None:
+            _disk_paths(self.thresholds["disk"])  # type: ignore[index]
 
 
 def run_checks(spec: HealthSpec, budget: float | None = None,
@@ -582,6 +640,10 @@ def evaluate(spec: HealthSpec, *, retries: int = 0, delay: float = 1.0, max_dela
     ``deadline`` seconds: probe timeouts are cut to the time left, and no attempt starts after
     it. The report is the last attempt's. ``unit_runner``: see ``check_units``."""
     spec.validate()
+    retries = number(retries, "retries", error=CheckError, integer=True, minimum=0, maximum=1_000_000)
+    delay = seconds(delay, "delay", error=CheckError, zero=True)
+    max_delay = seconds(max_delay, "max_delay", error=CheckError, zero=True)
+    deadline = seconds(deadline, "deadline", error=CheckError)
     if min_status not in RANK:
         raise CheckError(f"min_status={min_status!r}: use healthy, degraded or unhealthy")
     start = clock()

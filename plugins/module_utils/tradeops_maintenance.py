@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -58,8 +59,10 @@ from typing import Any
 
 try:
     from ansible.module_utils.tradeops_metrics import atomic_write, escape_label, update_textfile
-except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py (scripts/build_agent.py)
+    from ansible.module_utils.tradeops_safefs import Dir, UnsafePath
+except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs.py (scripts/build_agent.py)
     from tradeops_agent.metrics import atomic_write, escape_label, update_textfile  # type: ignore[no-redef]
+    from tradeops_agent.safefs import Dir, UnsafePath  # type: ignore[no-redef]
 try:
     from ansible.module_utils import tradeops_health as health
 except ImportError:  # in the ops agent wheel
@@ -75,7 +78,7 @@ JOB_METRICS = {
     "last_run_timestamp_seconds": "Unix time the scheduled job last finished",
     "last_duration_seconds": "Seconds the scheduled job's last run took",
 }
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 # Directories cleanup refuses as roots (and anything less than two levels deep).
 _SYSTEM_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/run",
                 "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/log", "/usr/local",  # noqa: S108 - refused, not used
@@ -135,7 +138,8 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     cfg["host"] = str(cfg["host"] or socket.gethostname().split(".")[0])
     if not _NAME.match(cfg["host"]):
         raise MaintenanceError(f"host {cfg['host']!r}: letters, digits, '.', '_' and '-' only")
-    if not isinstance(cfg["busy_timeout_ms"], int) or cfg["busy_timeout_ms"] < 0:
+    if not isinstance(cfg["busy_timeout_ms"], int) or isinstance(cfg["busy_timeout_ms"], bool) \
+            or cfg["busy_timeout_ms"] < 0:
         raise MaintenanceError("busy_timeout_ms must be an integer >= 0 (milliseconds a locked database is waited for)")
     names: set[str] = set()
     if not isinstance(cfg["sqlite"], list):
@@ -154,7 +158,7 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
             raise MaintenanceError("cleanup: each entry must be an object {path, max_age_days}")
         check_cleanup_root(str(item.get("path") or ""))
         age = item.setdefault("max_age_days", 7)
-        if not isinstance(age, int | float) or isinstance(age, bool) or age <= 0:
+        if not isinstance(age, int | float) or isinstance(age, bool) or not math.isfinite(age) or age <= 0:
             raise MaintenanceError(f"cleanup {item['path']}: max_age_days must be a number > 0 (got {age!r})")
     for period, keep in cfg["keep"].items():
         if period not in PERIODS or not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
@@ -174,9 +178,11 @@ def load_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
         if not prom["url"]:
             cfg["prometheus"] = None
         else:
-            if not re.match(r"^https?://[^/\s]+", str(prom["url"])):
-                raise MaintenanceError(f"prometheus.url {prom['url']!r}: give http(s)://host:port")
-            if not re.match(r"^[0-9]+[smhd]$", str(prom["rate_window"])):
+            try:
+                health.check_url(prom["url"], "prometheus")
+            except health.CheckError as exc:
+                raise MaintenanceError(f"{exc}: give http(s)://host:port") from None
+            if not re.match(r"^[0-9]+[smhd]\Z", str(prom["rate_window"])):
                 raise MaintenanceError("prometheus.rate_window must be a Prometheus duration such as 5m")
             prom["url"] = str(prom["url"]).rstrip("/")
             prom["instance"] = prom["instance"] or cfg["host"]
@@ -322,33 +328,43 @@ def run_sqlite(cfg: dict[str, Any]) -> dict[str, Any]:
 def cleanup_dir(root: str | Path, max_age_days: float, now: float | None = None,
                 dry_run: bool = False) -> dict[str, Any]:
     """Remove files and symbolic links under ``root`` last modified more than ``max_age_days`` ago, then the
-    empty directories below ``root`` that are as old. Never follows a link, never leaves ``root``."""
+    empty directories below ``root`` that are as old. Never follows a link, never leaves ``root``: the root is
+    opened without following a link another user could have planted on the way (safefs.Dir) and the tree is
+    walked on directory descriptors, so a directory swapped for a link mid-walk is not entered; every entry is
+    examined and removed relative to its directory's descriptor."""
     root = check_cleanup_root(str(root))
     cutoff = (time.time() if now is None else now) - max_age_days * 86400
     result: dict[str, Any] = {"path": str(root), "status": OK, "removed": [], "kept": 0, "bytes": 0, "errors": []}
-    if not root.is_dir() or root.is_symlink():
-        result.update(status=SKIPPED, detail="no such directory" if not root.is_symlink() else "a symbolic link")
+    try:
+        with Dir.open(str(root.parent)) as parent:
+            top = parent.sub(root.name)
+    except FileNotFoundError:
+        result.update(status=SKIPPED, detail="no such directory")
         return result
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False, followlinks=False):
-        here = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
-            entry = here / name
-            try:
-                st = entry.lstat()
-                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) or st.st_mtime >= cutoff:
-                    result["kept"] += 1
-                    continue
-                if not dry_run:
-                    entry.unlink()
-                result["removed"].append(str(entry))
-                result["bytes"] += st.st_size if stat.S_ISREG(st.st_mode) else 0
-            except OSError as exc:
-                result["errors"].append(f"{entry}: {exc.strerror or exc}")
-        if here != root and not here.is_symlink():
-            with contextlib.suppress(OSError):  # not empty, or newer: kept
-                if here.lstat().st_mtime < cutoff and not any(here.iterdir()) and not dry_run:
-                    here.rmdir()
-                    result["removed"].append(str(here) + "/")
+    except UnsafePath as exc:
+        result.update(status=SKIPPED, detail=f"{exc}")
+        return result
+    with top:
+        for base, dirnames, filenames, here in top.walk():
+            for name in filenames + dirnames:
+                entry = os.path.join(base, name)
+                try:
+                    st = here.lstat(name)
+                    if stat.S_ISDIR(st.st_mode):  # emptied below (deepest first): removed when old and empty
+                        if st.st_mtime < cutoff and not dry_run:
+                            with contextlib.suppress(OSError):  # not empty: kept
+                                here.rmdir(name)
+                                result["removed"].append(entry + "/")
+                        continue
+                    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) or st.st_mtime >= cutoff:
+                        result["kept"] += 1
+                        continue
+                    if not dry_run:
+                        here.unlink(name)
+                    result["removed"].append(entry)
+                    result["bytes"] += st.st_size if stat.S_ISREG(st.st_mode) else 0
+                except OSError as exc:
+                    result["errors"].append(f"{entry}: {exc.strerror or exc}")
     if result["errors"]:
         result["status"] = FAILED
     return result
@@ -554,7 +570,7 @@ def prune_reports(directory: Path, host: str, period: str, keep: int) -> list[st
     """Delete all but the newest ``keep`` reports of ``host`` and ``period`` (each of .md and .json)."""
     deleted = []
     for ext in (".md", ".json"):
-        pattern = re.compile(rf"^{re.escape(host)}-{period}-\d{{4}}-\d{{2}}(-\d{{2}})?{re.escape(ext)}$")
+        pattern = re.compile(rf"^{re.escape(host)}-{period}-\d{{4}}-\d{{2}}(-\d{{2}})?{re.escape(ext)}\Z")
         names = sorted((p.name for p in directory.iterdir() if pattern.match(p.name)), reverse=True)
         for name in names[keep:]:
             (directory / name).unlink()

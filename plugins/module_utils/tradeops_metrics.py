@@ -32,7 +32,7 @@ except ImportError:  # Windows: the ops agent's backup and maintenance tools run
 Labels = Mapping[str, str]
 Values = Mapping[str, "float | int | bool | None"]
 
-_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 
 def escape_label(value: str) -> str:

@@ -40,7 +40,7 @@ BODY_LIMIT = 1 << 20
 OUTPUT_LIMIT = 400  # characters of a command probe's output kept in its result (the tail)
 MASK = "***"
 MASK_MIN_LENGTH = 6  # env file values this long or longer are masked in a command's output
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # an HTTP token (RFC 9110)
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -123,6 +123,38 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts)
 
 
+def check_url(url: Any, where: str = "http probe") -> str:
+    """An http(s) URL with a host and a valid port, on one line: returns it redacted for messages, else
+    CheckError naming ``where`` (an unparsable URL is not echoed: it may hold a password)."""
+    if not isinstance(url, str) or not url:
+        raise CheckError(f"{where}: url must be a non-empty http(s) URL, got {type(url).__name__}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise CheckError(f"{where}: url is not a valid URL ({exc}); give e.g. http://127.0.0.1:8000/health") from None
+    shown = redact_url(url)
+    if parts.scheme not in ("http", "https"):
+        raise CheckError(f"{where}: url {shown!r}: the URL must start with http:// or https://")
+    if not parts.hostname or port == 0 or any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in url):
+        raise CheckError(f"{where}: url {shown!r} needs a host (and a port from 1 to 65535), and no white space "
+                         "or control characters")
+    return shown
+
+
+def check_headers(headers: Any, where: str = "http probe") -> None:
+    """Request headers: names that are HTTP tokens, values text on one line (never shown: they are secrets)."""
+    if headers is None:
+        return
+    if not isinstance(headers, dict):
+        raise CheckError(f"{where}: headers must be a mapping of name: value")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not HEADER_NAME.match(name):
+            raise CheckError(f"{where}: headers: {name!r} is not an HTTP header name, e.g. Authorization")
+        if isinstance(value, bool) or not isinstance(value, str | int) or any(c in str(value) for c in "\r\n\0"):
+            raise CheckError(f"{where}: headers: the value of {name} must be text on one line (value not shown)")
+
+
 def json_lookup(document: Any, dotted: str) -> Any:
     """``a.b.0.c`` in a JSON document; KeyError when absent."""
     node = document
@@ -171,9 +203,7 @@ def check_http(url: str, *, status: Any = 200, body_contains: str | None = None,
     values are never reported. Proxies from the environment are not used (probes target the host
     itself)."""
     expected = parse_status(status)
-    shown = redact_url(url)
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise CheckError(f"http probe {shown!r}: the URL must start with http:// or https://")
+    shown = check_url(url)
     if header is not None and not HEADER_NAME.match(header):
         raise CheckError(f"http probe {shown!r}: header {header!r} is not an HTTP header name, e.g. X-Version")
 

@@ -24,6 +24,7 @@ import configparser
 import contextlib
 import csv
 import email.parser
+import errno
 import getpass
 import hashlib
 import io
@@ -43,6 +44,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+try:
+    from ansible.module_utils.tradeops_checks import number
+except ImportError:
+    try:  # in the ops agent wheel: tradeops_agent/checks.py (scripts/build_agent.py)
+        from tradeops_agent.checks import number  # type: ignore[no-redef]
+    except ImportError:  # on a host without Ansible, or run as a file: the module_utils side by side
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from tradeops_checks import number  # type: ignore[no-redef]
+
 RELEASES_DIR = "releases"
 SHARED_DIR = "shared"
 DEPS_DIR = "deps"
@@ -59,18 +69,20 @@ DEFAULT_SHARED_LINKS = {"data": "data", "logs": "logs", "config": "config"}
 DEFAULT_PYTHON = "/usr/bin/python3"
 DEFAULT_KEEP = 5
 DEFAULT_STALE_AFTER = 1800
+LATEST_EPOCH = 253402300799  # 9999-12-31T23:59:59Z, the last second utc_iso can write
+UNREADABLE_LOCK = "unreadable lock file"
 PARTIAL_MAX_AGE = 600  # seconds before prune removes leftovers of an interrupted create
 PIP_TIMEOUT = 900
 
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,99}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,99}\Z")
 # A PEP 508 requirement with no URL, path or pip option: a name, extras, version clauses, a marker.
 REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?\s*([<>=!~]=?[^;@/\\\s]*)?"
                             r"\s*(;[^@\n]*)?\Z")
 SCRIPT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}\Z")
 STAMP_RE = r"\d{8}T\d{6}Z"
-RELEASE_ID_RE = re.compile(rf"^(?P<version>[A-Za-z0-9][A-Za-z0-9._+!-]*)-(?P<stamp>{STAMP_RE})$")
+RELEASE_ID_RE = re.compile(rf"^(?P<version>[A-Za-z0-9][A-Za-z0-9._+!-]*)-(?P<stamp>{STAMP_RE})\Z")
 WHEEL_RE = re.compile(
-    r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-(?P<build>\d[^-]*))?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$"
+    r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-(?P<build>\d[^-]*))?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl\Z"
 )
 STATUSES = ("good", "bad", "unknown")
 
@@ -134,6 +146,8 @@ def fsync_dir(path: str) -> None:
 
 
 def check_relative(value: str, what: str) -> str:
+    if not isinstance(value, str) or "\0" in value:
+        raise ReleaseError(f"{what} {value!r} must be a relative path (a string) inside the tree, without '..'")
     norm = os.path.normpath(value)
     if not value or os.path.isabs(value) or norm.startswith("..") or norm in (".", ""):
         raise ReleaseError(f"{what} {value!r} must be a relative path inside the tree, without '..'")
@@ -220,6 +234,8 @@ def account_ids(owner: str | None, group: str | None, *, check_mode: bool = Fals
         if name is None:
             ids.append(-1)
             continue
+        if not isinstance(name, str) or not name or any(c in name for c in "\0\n:"):
+            raise error(f"{where}{kind} {name!r} is not a valid {account} name")
         try:
             ids.append(lookup(name)[2])
         except KeyError:
@@ -533,7 +549,7 @@ def entry_point_scripts(text: str, python: str) -> dict[str, str]:
         for name, value in parser.items(section):
             target = value.split("[", 1)[0].strip()
             module, _, attr = target.partition(":")
-            if not module or not attr or "/" in name:
+            if not module or not attr or "/" in name or name.strip() in ("", ".", ".."):
                 continue
             head = attr.split(".")[0]
             scripts[name.strip()] = shebang(python) + SCRIPT_TEMPLATE.format(
@@ -543,10 +559,19 @@ def entry_point_scripts(text: str, python: str) -> dict[str, str]:
 
 
 def _write_file(path: str, data: bytes, mode: int) -> None:
+    """Write a file of a release being built: never through a link already there (a fresh venv's
+    bin/python* point at the system's interpreter)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as handle:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ReleaseError(f"refusing to write {path}: it is a symbolic link (of the venv: a wheel file or "
+                               "script of that name would replace its interpreter); rename it in the wheel") from None
+        raise
+    with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    os.chmod(path, mode)
+        os.fchmod(handle.fileno(), mode)
 
 
 def install_wheel(wheel: str, scheme: dict[str, str], python: str) -> list[str]:
@@ -579,8 +604,7 @@ def install_wheel(wheel: str, scheme: dict[str, str], python: str) -> list[str]:
             name = info.filename
             if name.endswith("/"):
                 continue
-            norm = os.path.normpath(name)
-            if name.startswith("/") or norm.startswith("..") or "\\" in name:
+            if name.startswith("/") or ".." in name.split("/") or "\\" in name or "\0" in name:
                 raise ReleaseError(f"{wheel}: refusing unsafe path {name!r} in the wheel")
             if name == f"{dist_info}/RECORD" or name.startswith(f"{dist_info}/RECORD."):
                 continue
@@ -642,37 +666,78 @@ def layer_scripts(layer: str, python: str) -> dict[str, str]:
 
 
 def append_jsonl(path: str, entry: dict[str, Any], mode: int = 0o640) -> None:
-    """Append one JSON line with a single write(2) on an O_APPEND descriptor, then fsync."""
+    """Append one JSON line with a single write(2) on an O_APPEND descriptor, then fsync. A file whose
+    last line was cut (a kill, a full disk: no newline at its end) gets the newline first, in the same
+    write, so the new entry is a line of its own and the cut one alone is unreadable."""
     line = (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def read_jsonl(path: str) -> tuple[list[dict[str, Any]], int]:
-    """Entries of a JSON-lines file and the number of unreadable lines (e.g. one cut by a kill)."""
+def _parse_line(line: str) -> tuple[Any, bool]:
+    """A JSON line, and whether it had to be recovered: a line cut by a kill with the next entry appended
+    to it (before append_jsonl started a new line after a cut one) holds that entry at its end."""
+    try:
+        return json.loads(line), False
+    except ValueError:
+        text = line.rstrip()
+        decoder = json.JSONDecoder()
+        start = text.find("{", 1)
+        while start != -1:
+            with contextlib.suppress(ValueError):
+                item, end = decoder.raw_decode(text, start)
+                if end == len(text) and isinstance(item, dict):
+                    return item, True
+            start = text.find("{", start + 1)
+        raise
+
+
+def read_jsonl(path: str, check: Callable[[dict[str, Any]], str | None] | None = None
+               ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Entries of a JSON-lines file and what was wrong with the others, by line number: a line cut by a
+    kill (an entry appended to it is recovered), a line that is not an object, or one ``check`` refuses
+    (it returns why)."""
     entries: list[dict[str, Any]] = []
-    bad = 0
+    problems: list[str] = []
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
+            for number_, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
                 try:
-                    item = json.loads(line)
+                    item, recovered = _parse_line(line)
                 except ValueError:
-                    bad += 1
+                    problems.append(f"line {number_}: not valid JSON (cut by a kill?)")
                     continue
-                if isinstance(item, dict):
-                    entries.append(item)
-                else:
-                    bad += 1
+                if recovered:
+                    problems.append(f"line {number_}: cut by a kill before the entry that follows on it")
+                why = "not a JSON object" if not isinstance(item, dict) else check(item) if check else None
+                if why:
+                    problems.append(f"line {number_}: {why}")
+                    continue
+                entries.append(item)
     except FileNotFoundError:
         pass
-    return entries, bad
+    return entries, problems
+
+
+LEDGER_TEXT_FIELDS = ("time", "action", "user", "host", "version", "release", "wheelhouse_sha256", "outcome",
+                      "reason", "previous")
+
+
+def ledger_problem(entry: dict[str, Any]) -> str | None:
+    """Why a ledger entry cannot be used (a field of the wrong JSON type), None when it can."""
+    for key in LEDGER_TEXT_FIELDS:
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            return f"field {key!r} must be a string or null, got {type(entry[key]).__name__}; line skipped"
+    return None
 
 
 @dataclass
@@ -701,17 +766,26 @@ def read_lock(path: str) -> LockInfo | None:
         return None
     try:
         data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        for key in ("owner", "host"):
+            if not isinstance(data.get(key), str):
+                raise ValueError(f"field {key!r} must be a string, got {data.get(key)!r}")
+        epoch = float(number(data.get("epoch"), "field 'epoch'", minimum=0, maximum=LATEST_EPOCH))
         pid = data.get("pid")
+        pid = None if pid in (None, "") else int(number(pid, "field 'pid'", integer=True, minimum=1,
+                                                        maximum=2**31 - 1))
+        reason = data.get("reason")
         return LockInfo(
-            owner=str(data["owner"]),
-            host=str(data["host"]),
-            pid=int(pid) if pid not in (None, "") else None,
-            time=str(data.get("time") or utc_iso(float(data["epoch"]))),
-            epoch=float(data["epoch"]),
-            reason=data.get("reason"),
+            owner=data["owner"],
+            host=data["host"],
+            pid=pid,
+            time=str(data.get("time") or utc_iso(epoch)),
+            epoch=epoch,
+            reason=reason if reason is None else str(reason),
         )
-    except (ValueError, KeyError, TypeError):
-        return LockInfo("unknown", "unknown", None, utc_iso(mtime), mtime, "unreadable lock file")
+    except ValueError as exc:
+        return LockInfo("unknown", "unknown", None, utc_iso(mtime), mtime, f"{UNREADABLE_LOCK}: {exc}")
 
 
 def lock_staleness(holder: LockInfo, now: float, stale_after: float, this_host: str,
@@ -724,8 +798,8 @@ def lock_staleness(holder: LockInfo, now: float, stale_after: float, this_host: 
     age = now - holder.epoch
     if age > stale_after:
         return f"older than {int(stale_after)} s"
-    if holder.owner == "unknown" and holder.reason == "unreadable lock file":
-        return "unreadable lock file"
+    if holder.owner == "unknown" and (holder.reason or "").startswith(UNREADABLE_LOCK):
+        return holder.reason
     if holder.pid and holder.host == this_host and not alive(holder.pid):
         return f"process {holder.pid} on {this_host} is gone"
     if holder.pid and peer_pids is not None and holder.host == peer_host and holder.pid not in set(peer_pids):
@@ -847,7 +921,7 @@ class ReleaseStore:
 
     # reading
     def ledger(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.ledger_path)[0]
+        return read_jsonl(self.ledger_path, ledger_problem)[0]
 
     def release_ids(self) -> list[str]:
         try:
@@ -1358,14 +1432,15 @@ class ReleaseStore:
         order = [r.id for r in releases]
         status = {r.id: r.status for r in releases}
         current = self.current()
-        _, bad_lines = read_jsonl(self.ledger_path)
+        _, problems = read_jsonl(self.ledger_path, ledger_problem)
         return {
             "changed": False,
             "releases": [r.as_dict() for r in reversed(releases)],
             "current": current,
             "last_good": last_good(order, status),
             "previous_good": previous_good(order, status, current),
-            "ledger_unreadable_lines": bad_lines,
+            "ledger_unreadable_lines": len(problems),
+            "ledger_problems": problems,
         }
 
     # ------------------------------------------------------------------ lock
@@ -1475,6 +1550,25 @@ def lock_argument_spec() -> dict[str, dict[str, Any]]:
     }
 
 
+def option(params: dict[str, Any], name: str, default: Any, **bounds: Any) -> Any:
+    """``params[name]`` checked as a number (``checks.number`` with ``bounds``: a bool, NaN, an infinity or
+    a value out of bounds is refused naming the option), ``default`` when it is not given: never the
+    default in place of a value given (``keep=0`` is refused, not made 5)."""
+    value = params.get(name)
+    return default if value is None else number(value, name, error=ReleaseError, **bounds)
+
+
+def lock_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The lock options of ``lock_argument_spec`` as ``ReleaseStore.lock``'s arguments, checked:
+    ``lock_stale_after=0`` means what it says (any lock is stale), a negative one is refused."""
+    return {
+        "owner": params.get("lock_owner"), "host": params.get("lock_host"),
+        "pid": option(params, "lock_pid", None, integer=True, minimum=1, maximum=2**31 - 1),
+        "stale_after": float(option(params, "lock_stale_after", DEFAULT_STALE_AFTER, minimum=0, unit="seconds")),
+        "force": bool(params.get("force_unlock")), "peer_pids": params.get("lock_peer_pids"),
+    }
+
+
 def check_free_space(path: str, min_free_mb: int) -> None:
     """Refuse a create, before anything is written, when the disk under path is short."""
     if min_free_mb <= 0:
@@ -1500,7 +1594,7 @@ def run_action(store: ReleaseStore, action: str, params: dict[str, Any], check_m
         missing = [k for k in ("version", "wheelhouse") if not params.get(k)]
         if missing:
             raise ReleaseError(f"action=create needs {', '.join(missing)}")
-        check_free_space(store.path, int(params.get("min_free_mb") or 0))
+        check_free_space(store.path, option(params, "min_free_mb", 0, integer=True, minimum=0))
         result = store.create(version=params["version"], wheelhouse=params["wheelhouse"], package=params["package"],
                               python=params.get("python") or DEFAULT_PYTHON, shared_links=params.get("shared_links"),
                               owner=params.get("owner"), group=params.get("group"),
@@ -1517,18 +1611,15 @@ def run_action(store: ReleaseStore, action: str, params: dict[str, Any], check_m
         result = store.mark(release=params.get("release"), version=params.get("version"),
                             outcome=params.get("outcome") or "", reason=params.get("reason"), check_mode=check_mode)
     elif action == "prune":
-        result = store.prune(keep=int(params.get("keep") or DEFAULT_KEEP), check_mode=check_mode)
+        result = store.prune(keep=option(params, "keep", DEFAULT_KEEP, integer=True, minimum=1), check_mode=check_mode)
     elif action == "list":
         result = store.listing()
     elif action == "lock":
-        result = store.lock(owner=params.get("lock_owner"), host=params.get("lock_host"), pid=params.get("lock_pid"),
-                            reason=params.get("lock_reason"),
-                            stale_after=float(params.get("lock_stale_after") or DEFAULT_STALE_AFTER),
-                            force=bool(params.get("force_unlock")), peer_pids=params.get("lock_peer_pids"),
-                            check_mode=check_mode)
+        result = store.lock(**lock_options(params), reason=params.get("lock_reason"), check_mode=check_mode)
     elif action == "unlock":
-        result = store.unlock(owner=params.get("lock_owner"), host=params.get("lock_host"), pid=params.get("lock_pid"),
-                              force=bool(params.get("force_unlock")), check_mode=check_mode)
+        lock = lock_options(params)
+        result = store.unlock(owner=lock["owner"], host=lock["host"], pid=lock["pid"], force=lock["force"],
+                              check_mode=check_mode)
     else:
         raise ReleaseError(f"unknown action {action!r}")
     result.setdefault("current", store.current())

@@ -82,7 +82,7 @@ CALENDAR_FORMAT = 1
 EXIT_TRADING, EXIT_NOT_TRADING, EXIT_CONDITION_ERROR = 0, 1, 255
 EXIT_OK, EXIT_ERROR, EXIT_CANNOT_RECORD, EXIT_TIMEOUT = 0, 2, 3, 124
 SKIPPED_RESULT = "exec-condition"  # $SERVICE_RESULT of a run the ExecCondition= refused
-_TIME = re.compile(r"^\d{2}:\d{2}$")
+_TIME = re.compile(r"^\d{2}:\d{2}\Z")
 # Session events (tradeops_market.EVENTS; the host has no market library, the calendar file carries their times).
 EVENTS = ("session_start", "market_open", "market_close", "session_end")
 EVENT_TOLERANCE_SEC = 300  # check-event: how late after the event a timer's run still counts as that event

@@ -119,7 +119,9 @@ options:
     type: int
     default: 0
   keep:
-    description: Releases kept by the prune after a successful deploy (plus current, the last and previous good one).
+    description:
+      - Releases kept by the prune after a successful deploy (plus current, the last and previous good one); at least
+        1 (C(0) is refused).
     type: int
     default: 5
   console_scripts:
@@ -179,7 +181,10 @@ options:
     default: []
     suboptions:
       unit:
-        description: Unit name, e.g. C(refapp-web.service).
+        description:
+          - Unit name, one of the application's own service units, C(<app_name>-<service>.service), e.g.
+            C(refapp-web.service). Any other name (a glob such as C(*), another application's or the system's
+            unit) is refused before anything is stopped.
         type: str
         required: true
       deadline:
@@ -349,7 +354,15 @@ options:
     description: The application's name, the C(app) label of the metrics and RV(app) (default the last component of
       O(path), e.g. C(refapp)).
     type: str
+  app_name:
+    description:
+      - The application's name; every unit of O(services) must be C(<app_name>-<service>.service).
+      - Default O(metrics_app), else the last component of O(path) (C(/opt/refapp) -> C(refapp)).
+    type: str
 notes:
+  - Every duration (deadlines, delays, timeouts, soak) is a finite number of seconds, at most 86400; a value
+    that is not (NaN, an infinity, 0 where more than 0 is needed) is refused naming the option, never replaced by
+    the default. Probe URLs must be http(s) URLs with a host and a valid port.
   - Runs as root on the target. The logic lives in C(module_utils/tradeops_deploy.py) over
     C(tradeops_release.py) and C(tradeops_health.py) (standard library only).
   - The timings are keyed by the phases of the C(tradeops_summary) callback (C(lock), C(unpack), C(venv),
@@ -638,6 +651,7 @@ def argument_spec() -> dict:
         soak_memory_horizon=dict(type="float", default=300.0),
         metrics_dir=dict(type="path"),
         metrics_app=dict(type="str"),
+        app_name=dict(type="str"),
         **lock_argument_spec(),
     )
 

@@ -55,8 +55,11 @@ options:
         type: str
         default: root
       mode:
-        description: Octal mode as a string, e.g. C('0600').
-        type: str
+        description:
+          - Octal mode as a string, e.g. C('0600') (3 or 4 octal digits, an optional leading 0).
+          - A number is refused with the fix. YAML reads an unquoted C(0640) as the decimal 416, which would be
+            written as the mode C(0416); quote it.
+        type: raw
         default: "0644"
   enable_units:
     description: systemd units to enable (after the daemon-reload), e.g. C(refapp-web.service).
@@ -122,7 +125,7 @@ def argument_spec() -> dict:
             content=dict(type="str", required=True, no_log=True),
             owner=dict(type="str", default="root"),
             group=dict(type="str", default="root"),
-            mode=dict(type="str", default="0644"),
+            mode=dict(type="raw", default="0644"),
         )),
         enable_units=dict(type="list", elements="str", default=[]),
         daemon_reload=dict(type="str", default="auto", choices=["auto", "always", "never"]),

@@ -212,6 +212,9 @@ options:
     default: healthy
     choices: [healthy, degraded, unhealthy]
 notes:
+  - Every duration (deadlines, delays, timeouts, soak) is a finite number of seconds, at most 86400; a value
+    that is not (NaN, an infinity, 0 where more than 0 is needed) is refused naming the option, never replaced by
+    the default. Probe URLs must be http(s) URLs with a host and a valid port.
   - The logic lives in C(module_utils/tradeops_health.py) (standard library only), also usable as a command.
 seealso:
   - module: app_release
@@ -332,9 +335,7 @@ def argument_spec() -> dict:
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
-    if params["retries"] < 0 or params["deadline"] <= 0 or params["delay"] < 0:
-        module.fail_json(msg="retries must be >= 0, deadline > 0 and delay >= 0 (seconds)")
-    try:
+    try:  # every option is checked by HealthSpec.validate and evaluate: a bad one is a CheckError naming it
         report = evaluate(
             HealthSpec.from_params(params),
             retries=params["retries"],

@@ -99,7 +99,7 @@ options:
       - Release trees are owned by the user running the module and are never writable by group or others.
     type: str
   keep:
-    description: Number of newest releases C(prune) keeps (besides the protected ones).
+    description: Number of newest releases C(prune) keeps (besides the protected ones); at least 1 (C(0) is refused).
     type: int
     default: 5
   min_free_mb:

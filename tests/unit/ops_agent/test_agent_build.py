@@ -15,7 +15,8 @@ from .conftest import BUILD_TOOL, CLI_VERSION, MODULE_UTILS, PYTHON, SOURCE, bui
 SHIPPED = {"tradeops_agent/health.py": "tradeops_health.py", "tradeops_agent/release.py": "tradeops_release.py",
            "tradeops_agent/backup.py": "tradeops_backup.py", "tradeops_agent/metrics.py": "tradeops_metrics.py",
            "tradeops_agent/maintenance.py": "tradeops_maintenance.py",
-           "tradeops_agent/schedule.py": "tradeops_schedule.py", "tradeops_agent/probes.py": "tradeops_probes.py"}
+           "tradeops_agent/schedule.py": "tradeops_schedule.py", "tradeops_agent/probes.py": "tradeops_probes.py",
+           "tradeops_agent/safefs.py": "tradeops_safefs.py", "tradeops_agent/checks.py": "tradeops_checks.py"}
 
 
 def test_wheel_ships_exactly_the_module_utils_bytes(wheel):

@@ -482,8 +482,8 @@ def test_a_failure_before_any_change_writes_nothing_and_releases_the_lock(make_a
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ({"services": [{"unit": "a.service"}, {"unit": "a.service"}]}, "listed twice"),
-    ({"services": [{"unit": "a.service", "probes": [{"name": "x"}]}]}, "every http probe needs a url"),
+    ({"services": [{"unit": "tiny-a.service"}, {"unit": "tiny-a.service"}]}, "listed twice"),
+    ({"services": [{"unit": "tiny-a.service", "probes": [{"name": "x"}]}]}, "every http probe needs a url"),
     ({"migrate": {"argv": ["../bin/sh", "-c", "x"]}}, "must be the name of a program in the release's venv/bin"),
     ({"version": None}, "action=deploy needs version"),
     ({"keep": 0}, "keep at least 1 release"),

@@ -420,9 +420,10 @@ def test_release_id_and_version_patterns_equal_linux() -> None:
 
     ps1 = (ROOT / "plugins" / "modules" / "win_app_release.ps1").read_text()
     version = re.search(r"\$VersionPattern = '([^']+)'", ps1).group(1)
-    assert version == tradeops_release.VERSION_RE.pattern
+    # .NET spells Python's \Z (the very end, not before a last newline) \z, and named groups (?<name>)
+    assert version == tradeops_release.VERSION_RE.pattern.replace("\\Z", "\\z")
     release = re.search(r"\$ReleaseIdPattern = '([^']+)'", ps1).group(1)
-    linux = tradeops_release.RELEASE_ID_RE.pattern.replace("(?P<", "(?<")  # .NET spells named groups (?<name>)
+    linux = tradeops_release.RELEASE_ID_RE.pattern.replace("(?P<", "(?<").replace("\\Z", "\\z")
     assert release == linux
 
 
