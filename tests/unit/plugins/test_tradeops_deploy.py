@@ -901,7 +901,7 @@ def test_a_command_probe_gates_from_the_release_its_venv_and_env_file_and_rolls_
     failing = "import sys, tinysvc; print(tinysvc.VERSION); sys.exit(tinysvc.VERSION == '2.0')"
     second = app.deploy("2.0", services=contract(app, failing), deadline=6)
     assert second["failed"] and second["outcome"] == "rolled-back"
-    assert "readiness [unhealthy] python exited 1: 2.0" in second["msg"]
+    assert "readiness [unhealthy] python exited 1: 2.0" in second["msg"], second["msg"]
     assert second["health"]["tiny-api.service"]["status"] == "healthy"
     assert second["health"]["tiny-api.service"]["version"] == "1.0"
     ok(app.run(action="verify", services=contract(app, failing), deadline=6))  # 1.0 serves, and passes it

@@ -165,6 +165,27 @@ def test_backoff_doubles_up_to_max_delay():
     assert sleeps == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0] and report.attempts == 7
 
 
+def test_an_attempt_the_deadline_cuts_short_does_not_hide_why_the_checks_fail(monkeypatch):
+    """The last attempt's probes get only the time left: a command that exits 1 in 0.3 s is killed at 0.2 s.
+    The report then keeps the last whole attempt's result ("exited 1"), not the cut one's."""
+    now = [0.0]
+
+    def run_checks(spec, budget=None, unit_runner=None):
+        took = min(0.3, budget)
+        now[0] += took
+        detail = "exited 1: 2.0" if took >= 0.3 else f"did not finish within {took:.1f} s (killed)"
+        return [th.CheckResult("readiness", "command", UNHEALTHY, detail)]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(th, "run_checks", run_checks)
+    spec = HealthSpec(commands=[{"argv": ["python"], "timeout": 1}])
+    report = evaluate(spec, retries=100, delay=0.5, max_delay=0.5, deadline=2.6, sleep=sleep, clock=lambda: now[0])
+    assert report.status == UNHEALTHY and report.attempts >= 4
+    assert report.checks[0].detail == "exited 1: 2.0"
+
+
 def test_min_status_degraded_stops_when_degraded(http_server):
     spec = HealthSpec(http=[{"url": http_server.route("/")}], thresholds={"memory": {"warning": 0, "critical": 100}})
     report = evaluate(spec, retries=5, delay=0.5, min_status="degraded")
