@@ -6,6 +6,8 @@ echo "=== tests/bench/lab.sh"
 ./lab.sh
 echo "=== tests/bench/deploy_bench.py"
 python deploy_bench.py
+echo "=== tests/bench/apps_bench.py"
+python apps_bench.py
 echo "=== tests/bench/backup_bench.py"
 python backup_bench.py --size-mb "${BACKUP_BENCH_SIZE_MB:-1024}"
 echo "=== tests/bench/scale.py"
