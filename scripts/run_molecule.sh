@@ -22,7 +22,7 @@ fi
 # Longest first: the times of the previous run here when known, else these (s, CI machine), else 300.
 # (Clean-clone CI run of d3967d6, 2 at a time: 3138 s of molecule, 3584 s in all.)
 declare -A ESTIMATE=([monitoring]=1140 [cluster]=1000 [edge]=810 [rollback]=790 [backup]=770 [maintenance]=320
-                     [schedule]=370 [datatier]=280 [deploy]=370 [multiservice]=220 [default]=110)
+                     [schedule]=370 [datatier]=280 [deploy]=370 [multiservice]=220 [apps]=600 [default]=110)
 order=$(for s in "${scenarios[@]}"; do
   t=$(awk -v s="$s" '$1 == s {print $2}' "$TIMES" 2>/dev/null | tail -1)
   echo "${t:-${ESTIMATE[$s]:-300}} $s"
