@@ -20,13 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchlib import LAB, ROOT, VENV_BIN, ansible_env, lab_env, save_results, sh, write_inventory
+from benchlib import LAB, ROOT, VENV_BIN, ansible_env, lab_env, save_results, sh, timed_playbook, write_inventory
 
 LAB_ID = "benchapps"
 LAB_ENV = lab_env(LAB_ID, ["app1"])
@@ -59,13 +57,7 @@ def main() -> int:
                                  "app_source": str(datasette_wheel())})]
 
     def play(*a: str) -> float:
-        t0 = time.monotonic()
-        proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inv), *a], env=env, cwd=ROOT,
-                              capture_output=True, text=True, check=False)
-        took = time.monotonic() - t0
-        if proc.returncode != 0:
-            sys.exit(f"bench: ansible-playbook {' '.join(a)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-1000:]}")
-        return took
+        return timed_playbook(inv, env, *a)
 
     sh([str(LAB), "up"], LAB_ENV)
     try:

@@ -81,6 +81,16 @@ def playbook(inventory: Path, env: Mapping[str, str], *args: str) -> subprocess.
     return sh([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), *args], env)
 
 
+def timed_playbook(inventory: Path, env: Mapping[str, str], *args: str) -> float:
+    """Wall time of one ansible-playbook run; a failed run ends the benchmark with its output's tail."""
+    t0 = time.monotonic()
+    proc = sh([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), *args], env, check=False)
+    took = time.monotonic() - t0
+    if proc.returncode != 0:
+        sys.exit(f"bench: ansible-playbook {' '.join(args)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-1000:]}")
+    return took
+
+
 def machine() -> dict[str, Any]:
     """The machine a figure was measured on."""
     import platform

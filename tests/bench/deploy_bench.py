@@ -23,10 +23,9 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchlib import LAB, VENV_BIN, ansible_env, lab_env, save_results, sh, write_inventory
+from benchlib import LAB, ansible_env, lab_env, save_results, sh, timed_playbook, write_inventory
 
 LAB_ID = "bench"
 LAB_ENV = lab_env(LAB_ID, ["app1"])
@@ -46,12 +45,7 @@ def main() -> int:
                                               "tasks": [{"name": "Ping", "ansible.builtin.ping": {}}]}]))
 
     def play(*a: str) -> float:
-        t0 = time.monotonic()
-        proc = sh([str(VENV_BIN / "ansible-playbook"), "-i", str(inv), *a], env, check=False)
-        took = time.monotonic() - t0
-        if proc.returncode != 0:
-            sys.exit(f"bench: ansible-playbook {' '.join(a)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-1000:]}")
-        return took
+        return timed_playbook(inv, env, *a)
 
     sh([str(LAB), "up"], LAB_ENV)
     try:
