@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import email.parser
+import functools
 import hashlib
 import json
 import re
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 try:  # ansible-core depends on packaging; pip carries a copy of it
     from packaging.markers import default_environment
@@ -143,6 +145,7 @@ def minor_of(python_version: str) -> str:
     return ".".join(python_version.split(".")[:2])
 
 
+@functools.cache  # its probe starts a Python: once per version and build
 def target_python(python_version: str) -> str | None:
     """A Python of the hosts' version on the controller, with pip (python3.11 for 3.11): it builds
     wheels whose compiled parts match the hosts'. None when there is none."""
@@ -220,29 +223,33 @@ def unmet_requirements(wheels: list[Path], requires: list[str], python_version: 
     """What the hosts' Python needs that the downloaded wheels do not satisfy, walking from ``requires``
     through each wheel's Requires-Dist with the hosts' markers: {requirement without its marker (it holds for
     the hosts): why}, empty when complete."""
-    have = {canonicalize_name(str(wheel_metadata(w)["name"])): w for w in wheels}
+    have = {canonicalize_name(str(meta["name"])): meta for meta in map(wheel_metadata, wheels)}  # read once each
     env = target_environment(python_version)
+
+    def holds(marker: Any, extras: frozenset[str]) -> bool:
+        return marker is None or any(marker.evaluate({**env, "extra": e}) for e in extras or {""})
+
     todo = [(Requirement(r), app) for r in requires]
     seen: set[tuple[str, frozenset[str]]] = set()
     unmet: dict[str, str] = {}
     while todo:
         req, parent = todo.pop()
         extras = frozenset(req.extras)
-        if req.marker is not None and not any(req.marker.evaluate({**env, "extra": e}) for e in extras or {""}):
+        if not holds(req.marker, extras):
             continue
         name = canonicalize_name(req.name)
-        wheel = have.get(name)
-        version = str(wheel_metadata(wheel)["version"]) if wheel else None
-        if version is None or not req.specifier.contains(version, prereleases=True):
+        meta = have.get(name)
+        version = str(meta["version"]) if meta else None
+        if meta is None or not req.specifier.contains(str(version), prereleases=True):
             bare = f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{req.specifier}"
             unmet[bare] = f"{bare} (required by {parent}; the wheelhouse has {version or 'none'})"
             continue
         if (name, extras) in seen:
             continue
         seen.add((name, extras))
-        for line in wheel_metadata(wheel)["requires"]:
+        for line in meta["requires"]:  # type: ignore[attr-defined]
             dep = Requirement(str(line))
-            if dep.marker is None or any(dep.marker.evaluate({**env, "extra": e}) for e in extras or {""}):
+            if holds(dep.marker, extras):
                 todo.append((Requirement(str(dep).split(";")[0]), f"{req.name} {version}"))
     return unmet
 
