@@ -61,7 +61,7 @@ FIX = "reference a vault variable instead, e.g. '{{ vault_db_password }}'"
 # name -> (type, the file that reads it). test_outside_specs_are_read_where_they_say keeps the list honest.
 OUTSIDE_SPECS: dict[str, tuple[str, str]] = {
     "app_serial": ("int", "playbooks/deploy.yml"),
-    "app_drain_at_lb": ("bool", "playbooks/deploy.yml"),
+    "app_drain_at_lb": ("bool", "playbooks/vars/app_lbs.yml"),
     "nginx_backend_address": ("str", "roles/nginx/filter_plugins/nginx_backends.py"),
     "nginx_backend_port": ("int", "roles/nginx/filter_plugins/nginx_backends.py"),
     "prometheus_address": ("str", "roles/prometheus/templates/prometheus.yml.j2"),
