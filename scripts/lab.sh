@@ -200,12 +200,17 @@ cmd_status() {
 
 # CI (.ci/run) starts here so that it builds the images as a newcomer's first run does.
 cmd_rmi() {
-  local ids
+  local ids id pass
+  # A -roles image is built on its base image: removing the base first fails with
+  # "image has dependent child images". Remove what can go, then again, until none of
+  # ours is left (untagged parents go with their last child).
+  for pass in 1 2 3 4; do
+    ids=$(docker images -q "$IMAGE_REPO" | sort -u)
+    [ -n "$ids" ] || break
+    for id in $ids; do docker image rm -f "$id" >/dev/null 2>&1 || true; done
+  done
   ids=$(docker images -q "$IMAGE_REPO" | sort -u)
-  if [ -n "$ids" ]; then
-    # shellcheck disable=SC2086
-    docker image rm -f $ids >/dev/null
-  fi
+  [ -z "$ids" ] || die "lab images $ids could not be removed: 'docker image ls -a' and 'docker ps -a' show what still uses them."
   docker builder prune -af >/dev/null 2>&1 || true
   say "lab images removed: the next image/up builds from nothing"
 }
