@@ -382,7 +382,9 @@ def syntax_check(inventory: str, *playbooks: str) -> subprocess.CompletedProcess
 
 
 def test_syntax_check_every_playbook() -> None:
-    playbooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "playbooks").rglob("*.yml"))
+    # playbooks/tasks and playbooks/vars hold task and vars files that the playbooks include, not playbooks.
+    playbooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "playbooks").rglob("*.yml")
+                       if p.parent.name not in ("tasks", "vars"))
     proc = syntax_check(str(SEED002), *playbooks)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert all(f"playbook: {p}" in proc.stdout for p in playbooks)
