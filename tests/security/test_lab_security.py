@@ -181,7 +181,7 @@ def test_listening_ports_are_the_declared_ones(name, declared):
 
 AUTH_CHECK = r'''
 import json, sys
-from refapp import pg, redisc
+import psycopg, redis
 doc = json.load(sys.stdin)
 out = {}
 def attempt(what, fn):
@@ -189,25 +189,20 @@ def attempt(what, fn):
         out[what] = {"ok": True, "reply": str(fn())}
     except Exception as exc:
         out[what] = {"ok": False, "error": type(exc).__name__ + ": " + str(exc).replace(doc["pg_password"], "***")}
-def pg_query(password, sslmode="require"):
-    conn = pg.connect(doc["pg_host"], doc["pg_port"], doc["pg_user"], password, doc["pg_db"], sslmode=sslmode,
-                      timeout=10)
-    try:
-        return conn.query("select current_user").rows
-    finally:
-        conn.close()
+def pg_query(password, sslmode=None):
+    options = {**doc["pg_options"], **({"sslmode": sslmode} if sslmode else {})}
+    with psycopg.connect(host=doc["pg_host"], port=doc["pg_port"], user=doc["pg_user"], dbname=doc["pg_db"],
+                         connect_timeout=10, **({"password": password} if password is not None else {}),
+                         **options) as conn:
+        return conn.execute("select current_user").fetchall()
 attempt("pg_no_password", lambda: pg_query(None))
 attempt("pg_wrong_password", lambda: pg_query(doc["pg_password"] + "x"))
 attempt("pg_right_password", lambda: pg_query(doc["pg_password"]))
 attempt("pg_right_password_without_tls", lambda: pg_query(doc["pg_password"], "disable"))
 def redis_call(user, password):
-    client = redisc.connect(doc["redis_host"], doc["redis_port"], timeout=10)
-    try:
-        if password is not None:
-            client.auth(password, user)
-        return client.ping()
-    finally:
-        client.close()
+    with redis.Redis(doc["redis_host"], doc["redis_port"], username=user, password=password, socket_timeout=10,
+                     protocol=2) as client:
+        return "PONG" if client.ping() is True else "no PONG"
 attempt("redis_no_password", lambda: redis_call(None, None))
 attempt("redis_wrong_password", lambda: redis_call(doc["redis_user"], doc["redis_password"] + "x"))
 attempt("redis_right_password", lambda: redis_call(doc["redis_user"], doc["redis_password"]))
@@ -238,6 +233,7 @@ def app_credentials(declared, app: str) -> Secretive:
     pgu, redu = urllib.parse.urlsplit(env["APP_DATABASE_URL"]), urllib.parse.urlsplit(env["APP_REDIS_URL"])
     return Secretive(pg_host=pgu.hostname, pg_port=pgu.port or 5432, pg_user=pgu.username,
                      pg_password=urllib.parse.unquote(pgu.password or ""), pg_db=pgu.path.lstrip("/"),
+                     pg_options=dict(urllib.parse.parse_qsl(pgu.query)),
                      redis_host=redu.hostname, redis_port=redu.port or 6379, redis_user=redu.username,
                      redis_password=urllib.parse.unquote(redu.password or ""))
 
@@ -255,8 +251,10 @@ def test_data_tier_refuses_wrong_credentials_from_another_host(declared, app):
     for case in ("pg_no_password", "pg_wrong_password", "pg_right_password_without_tls"):
         assert not got[case]["ok"], f"{case}: PostgreSQL let the client in: {got[case]}"
     assert "password authentication failed" in got["pg_wrong_password"]["error"], got["pg_wrong_password"]
-    assert not got["redis_no_password"]["ok"] and "NOAUTH" in got["redis_no_password"]["error"], got
-    assert not got["redis_wrong_password"]["ok"] and "WRONGPASS" in got["redis_wrong_password"]["error"], got
+    # redis-py names NOAUTH and WRONGPASS replies by their text.
+    assert not got["redis_no_password"]["ok"] and "Authentication required" in got["redis_no_password"]["error"], got
+    assert not got["redis_wrong_password"]["ok"], got
+    assert "invalid username-password pair" in got["redis_wrong_password"]["error"], got
     # Hosts the firewall does not let in cannot even connect.
     targets = [[creds["pg_host"], creds["pg_port"]], [creds["redis_host"], creds["redis_port"]]]
     for other in (h for h in HOSTS if not {"app", "db"} & set(declared[h]["groups"])):

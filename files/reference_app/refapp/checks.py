@@ -10,7 +10,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from refapp import redisc
+import redis
+
 from refapp.config import Settings, redis_client
 from refapp.db import DatabaseError, open_database
 from refapp.errors import describe
@@ -27,7 +28,8 @@ def _elapsed_ms(start: float) -> float:
 
 
 def check_database(settings: Settings) -> Check:
-    """SQLite: open, ``SELECT 1``, schema present. PostgreSQL: connect, ``SELECT 1``."""
+    """SQLite: open, ``SELECT 1``, schema present. PostgreSQL: connect (every statement bounded
+    by the check timeout, server-side), ``SELECT 1``, and whether TLS carries the session."""
     if not settings.database_url:
         return {"ok": False, "error": "not configured (set APP_DATABASE_URL)"}
     target = settings.database
@@ -37,12 +39,14 @@ def check_database(settings: Settings) -> Check:
     }
     start = time.monotonic()
     try:
-        with open_database(target or settings.database_url, timeout=settings.check_timeout) as db:
+        with open_database(target or settings.database_url, timeout=settings.check_timeout,
+                           statement_timeout=settings.check_timeout) as db:
             db.query("SELECT 1")
             if isinstance(target, SqliteTarget):
                 result["schema_version"] = require_current(db)
             else:
                 result["schema_version"] = current_version(db)
+            result.update(db.details())
     except (DatabaseError, SchemaError) as exc:
         return {**result, "ok": False, "error": str(exc), "latency_ms": _elapsed_ms(start)}
     return {**result, "ok": True, "latency_ms": _elapsed_ms(start)}
@@ -58,9 +62,9 @@ def check_redis(settings: Settings) -> Check | None:
     try:
         with redis_client(settings) as client:
             reply = client.ping()
-        if reply != "PONG":
-            raise redisc.RedisError(f"unexpected PING reply {reply!r}")
-    except (redisc.RedisError, OSError) as exc:
+        if reply is not True:
+            raise redis.RedisError(f"unexpected PING reply {reply!r}")
+    except (redis.RedisError, OSError) as exc:
         error = f"redis {target.host}:{target.port}: {describe(exc)}"
         return {
             **result,

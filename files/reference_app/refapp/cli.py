@@ -8,7 +8,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from refapp import _build, redisc
+import redis
+
+from refapp import _build
 from refapp.config import ENVIRONMENT, ConfigError, Settings, redis_client, settings_from_env
 from refapp.db import Database, DatabaseError, open_database
 from refapp.envfile import EnvFileError, load_env_file
@@ -21,6 +23,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 JOB_DB_TIMEOUT = 10.0
+# Every statement of a scheduled job (not of migrate: it may wait for another host's lock).
+JOB_STATEMENT_TIMEOUT = 300.0
 
 EPILOG = (
     "environment (set directly, by systemd's EnvironmentFile, or by --env-file):\n"
@@ -94,9 +98,10 @@ def _error(command: str, message: str) -> None:
     print(f"refapp {command}: error: {message}", file=sys.stderr, flush=True)
 
 
-def _open(settings: Settings, create: bool = False) -> Database:
+def _open(settings: Settings, create: bool = False, statement_timeout: float | None = None) -> Database:
     assert settings.database_url is not None
-    return open_database(settings.database_url, timeout=JOB_DB_TIMEOUT, create=create)
+    return open_database(settings.database_url, timeout=JOB_DB_TIMEOUT, create=create,
+                         statement_timeout=statement_timeout)
 
 
 def _cmd_serve(settings: Settings) -> int:
@@ -145,7 +150,7 @@ def _note_in_redis(settings: Settings, job: str) -> str | None:
         with redis_client(settings) as client:
             client.incr(f"refapp:{settings.service}:runs:{job}")
             client.set(f"refapp:{settings.service}:last_run:{job}", str(int(time.time())))
-    except (redisc.RedisError, OSError) as exc:
+    except (redis.RedisError, OSError) as exc:
         return scrub(f"error: {describe(exc)}", target.password)
     return "ok"
 
@@ -154,7 +159,7 @@ def _run_job(name: str, settings: Settings, job: Callable[[Database], dict[str, 
     start = time.monotonic()
     summary: dict[str, object] = {"job": name, "service": settings.service, "version": _build.VERSION}
     try:
-        with _open(settings) as db:
+        with _open(settings, statement_timeout=JOB_STATEMENT_TIMEOUT) as db:
             summary.update(job(db))
     except (DatabaseError, SchemaError, ValueError) as exc:
         summary.update(ok=False, error=scrub(str(exc), getattr(settings.database, "password", None)))

@@ -6,7 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from refapp import redisc
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from refapp.urls import DatabaseTarget, RedisTarget, UrlError, parse_database_url, parse_redis_url
 
 DEFAULT_BIND = "127.0.0.1"
@@ -114,10 +117,22 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
-def redis_client(settings: Settings) -> redisc.Redis:
-    """A connected client for the configured Redis (settings.redis must be set)."""
+def redis_client(settings: Settings) -> redis.Redis:
+    """A redis-py client of the configured Redis (settings.redis must be set). It connects on
+    its first command (AUTH as the URL's user, SELECT of its database), each network step
+    bounded by the check timeout and tried once: a failure is the caller's to report."""
     target = settings.redis
     if target is None:
         raise ConfigError("APP_REDIS_URL is not set")
-    return redisc.connect(target.host, target.port, target.password, target.username, target.db,
-                          timeout=settings.check_timeout)
+    return redis.Redis(
+        host=target.host,
+        port=target.port,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        socket_timeout=settings.check_timeout,
+        socket_connect_timeout=settings.check_timeout,
+        retry=Retry(NoBackoff(), 0),
+        client_name=settings.service,
+        decode_responses=True,
+    )

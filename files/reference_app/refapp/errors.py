@@ -7,7 +7,13 @@ import ssl
 
 
 def describe(exc: BaseException) -> str:
-    """``connection refused``, ``timed out``, ``name resolution failed: ...`` or the message."""
+    """``connection refused``, ``timed out``, ``name resolution failed: ...`` or the message.
+
+    A client library's error raised while handling a network error (redis-py's
+    ConnectionError and TimeoutError) is described by that network error."""
+    cause = exc.__cause__ or exc.__context__
+    if not isinstance(exc, OSError) and isinstance(cause, OSError):
+        return describe(cause)
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, ConnectionRefusedError):

@@ -1,5 +1,6 @@
-"""Fixtures for the reference app tests: the app as a real subprocess, and throwaway
-PostgreSQL 15 and Redis servers (real programs, no mocks).
+"""Fixtures for the reference app tests: the app as a real subprocess with its dependencies
+(psycopg, redis-py) installed as a host installs them, and throwaway PostgreSQL 15 (with TLS
+from a CA of its own) and Redis servers (real programs, no mocks).
 
 PostgreSQL and Redis must be installed (``apt-get install postgresql redis-server``);
 when they are missing the fixtures fail, they do not skip. The Debian-packaged services
@@ -8,6 +9,8 @@ are never used or started: each test session runs its own servers on random port
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import http.client
 import json
 import os
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +36,55 @@ BUILD_TOOL = REPO / "scripts" / "build_refapp.py"
 PYTHON = sys.executable
 INSTALL_HINT = "apt-get install postgresql redis-server"
 
+DEPS_CACHE = REPO / ".cache" / "refapp-deps"
+
+
+def refapp_dependencies() -> tuple[Path, Path]:
+    """(layer, wheels): the app's declared dependencies for this Python, as a host gets them.
+
+    The wheels come from scripts/build_wheelhouse.py's fetch_dependencies (the binary wheels a
+    release ships); ``pip install --no-index --target`` puts them into a directory, as the hosts'
+    dependency layer (plugins/module_utils/tradeops_release.py). Built once per set of
+    requirements and Python, under .cache/refapp-deps/, by one test process at a time.
+    """
+    requires = tomllib.loads((SOURCE / "pyproject.toml").read_text())["project"]["dependencies"]
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    key = hashlib.sha256(json.dumps([requires, python, sys.implementation.cache_tag]).encode()).hexdigest()[:16]
+    final = DEPS_CACHE / key
+    if (final / "layer").is_dir():
+        return final / "layer", final / "wheels"
+    DEPS_CACHE.mkdir(parents=True, exist_ok=True)
+    with (DEPS_CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (final / "layer").is_dir():
+            sys.path.insert(0, str(REPO / "scripts"))
+            from build_wheelhouse import fetch_dependencies
+
+            work = Path(tempfile.mkdtemp(prefix=".building-", dir=DEPS_CACHE))
+            try:
+                (work / "wheels").mkdir()
+                fetch_dependencies(requires, python, work / "wheels")
+                subprocess.run(
+                    [PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index",
+                     "--find-links", str(work / "wheels"), "--target", str(work / "layer"), *requires],
+                    check=True, capture_output=True, timeout=300,
+                )  # fmt: skip
+                work.rename(final)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    return final / "layer", final / "wheels"
+
+
+DEPS_LAYER, DEPS_WHEELS = refapp_dependencies()
 # The tests also use the app's modules in-process (pure functions and the clients).
-if str(SOURCE) not in sys.path:
-    sys.path.insert(0, str(SOURCE))
+for _path in (DEPS_LAYER, SOURCE):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+
+def pythonpath(first: Path | str = SOURCE) -> str:
+    """PYTHONPATH of an app subprocess: the app (a source tree or a wheel), then its dependencies."""
+    return os.pathsep.join([str(first), str(DEPS_LAYER)])
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -82,7 +132,7 @@ def http_get(port: int, path: str, headers: dict[str, str] | None = None, method
 def base_env(**overrides: str) -> dict[str, str]:
     """The environment of an app subprocess: no inherited APP_*, the source tree importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
-    env.update(PYTHONPATH=str(SOURCE), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    env.update(PYTHONPATH=pythonpath(), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
     env.update(overrides)
     return env
 
@@ -128,15 +178,12 @@ class AppProcess:
 
 @pytest.fixture
 def start_app(tmp_path: Path) -> Iterator:
-    """Factory: ``start_app(env={...}, args=[...], wait=True, pythonpath=...) -> AppProcess``."""
+    """Factory: ``start_app(env={...}, args=[...], wait=True) -> AppProcess``."""
     started: list[AppProcess] = []
 
-    def start(env: dict[str, str] | None = None, args: list[str] | None = None, wait: bool = True,
-              pythonpath: str | None = None) -> AppProcess:  # fmt: skip
+    def start(env: dict[str, str] | None = None, args: list[str] | None = None, wait: bool = True) -> AppProcess:
         port = free_port()
         environment = base_env(**{"APP_PORT": str(port), "APP_SHUTDOWN_GRACE": "10", **(env or {})})
-        if pythonpath:
-            environment["PYTHONPATH"] = pythonpath
         log_path = tmp_path / f"refapp-{port}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
@@ -211,6 +258,55 @@ PG_CLEAR_PASSWORD = "clear-Pw"
 PG_TRUST_USER = "refapp_trust"
 
 
+def write_tls_files(directory: Path, names: tuple[str, ...] = ("localhost",)) -> tuple[Path, Path, Path]:
+    """A CA of its own and a server certificate it signed for ``names`` (DNS names only):
+    (ca.crt, server.crt, server.key), the key mode 0600."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key, issuer: str, issuer_key, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False
+            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        else:
+            builder = builder.add_extension(
+                x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                              key_encipherment=False, data_encipherment=False, key_agreement=False,
+                              encipher_only=False, decipher_only=False),
+                critical=True,
+            )  # fmt: skip
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = f"refapp test CA {os.urandom(4).hex()}"
+    ca_cert = certificate(ca_name, ca_key, ca_name, ca_key, ca=True)
+    server_cert = certificate(names[0], server_key, ca_name, ca_key, ca=False)
+    paths = directory / "ca.crt", directory / "server.crt", directory / "server.key"
+    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].touch(mode=0o600)
+    paths[2].write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))  # fmt: skip
+    return paths
+
+
 @dataclass
 class PgServer:
     host: str
@@ -218,6 +314,7 @@ class PgServer:
     socket_dir: Path
     bindir: Path
     prefix: list[str]
+    ca_file: Path  # the CA that signed the server's certificate (for localhost)
     dbs: list[str] = field(default_factory=list)
 
     def psql(self, sql: str, database: str = "postgres") -> str:
@@ -234,9 +331,11 @@ class PgServer:
         self.psql(f'CREATE DATABASE "{name}" OWNER "{owner}"')
         return name
 
-    def url(self, user: str = PG_APP_USER, password: str | None = PG_APP_PASSWORD, database: str = "appdb") -> str:
+    def url(self, user: str = PG_APP_USER, password: str | None = PG_APP_PASSWORD, database: str = "appdb",
+            host: str | None = None, **options: str) -> str:  # fmt: skip
         auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
-        return f"postgresql://{auth}@{self.host}:{self.port}/{database}"
+        query = "&".join(f"{key}={quote(value, safe='/')}" for key, value in options.items())
+        return f"postgresql://{auth}@{host or self.host}:{self.port}/{database}" + (f"?{query}" if query else "")
 
 
 @pytest.fixture(scope="session")
@@ -253,6 +352,9 @@ def postgres_server() -> Iterator[PgServer]:
         os.chown(pwfile, user.pw_uid, user.pw_gid)
     data = base / "data"
     port = free_port()
+    ca_file, cert_file, key_file = write_tls_files(base)
+    if user is not None:
+        os.chown(key_file, user.pw_uid, user.pw_gid)
 
     def run(*command: str) -> None:
         proc = subprocess.run([*prefix, *command], capture_output=True, text=True, cwd=base, timeout=60, check=False)
@@ -271,7 +373,8 @@ def postgres_server() -> Iterator[PgServer]:
     )
     options = (
         f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base} "
-        "-c password_encryption=scram-sha-256 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        "-c password_encryption=scram-sha-256 -c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        f"-c ssl=on -c ssl_cert_file={cert_file} -c ssl_key_file={key_file}"
     )
     run(
         str(bindir / "pg_ctl"),
@@ -286,7 +389,7 @@ def postgres_server() -> Iterator[PgServer]:
         options,
         "start",
     )
-    server = PgServer("127.0.0.1", port, base, bindir, prefix)
+    server = PgServer("127.0.0.1", port, base, bindir, prefix, ca_file)
     try:
         server.psql(f"CREATE ROLE {PG_APP_USER} LOGIN PASSWORD '{PG_APP_PASSWORD}'")
         server.psql(f"CREATE ROLE {PG_UNICODE_USER} LOGIN PASSWORD '{PG_UNICODE_PASSWORD}'")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BUILD_TOOL, PYTHON, SOURCE, free_port, migrated_sqlite, port_open
+from .conftest import BUILD_TOOL, DEPS_WHEELS, PYTHON, SOURCE, free_port, migrated_sqlite, port_open
 
 _spec = importlib.util.spec_from_file_location("build_refapp", BUILD_TOOL)
 assert _spec and _spec.loader
@@ -44,13 +44,19 @@ def test_installed_wheel_prints_its_version(wheels, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     proc = subprocess.run(
-        [PYTHON, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-index", "--no-deps",
-         "--disable-pip-version-check", "-q", str(wheels[None])],
+        [PYTHON, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-index",
+         "--find-links", str(DEPS_WHEELS), "--disable-pip-version-check", "-q", str(wheels[None])],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = subprocess.run([str(venv / "bin" / "refapp"), "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.strip() == "1.4.2"
+    # Its Requires-Dist brought the clients along, psycopg with its compiled libpq wheel.
+    probe = "import psycopg, redis; print(psycopg.pq.__impl__, redis.__version__.split('.')[0])"
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    impl, redis_major = out.stdout.split()
+    assert impl == "binary" and int(redis_major) >= 5
 
 
 def test_cli_prints_the_wheel_path_and_validates(tmp_path):
@@ -83,14 +89,14 @@ def test_validation_functions():
 
 
 def _serve(wheel: Path, tmp_path: Path, **env: str) -> tuple[subprocess.Popen, int, Path]:
-    from .conftest import base_env
+    from .conftest import base_env, pythonpath
 
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
     with log.open("wb") as handle:
         proc = subprocess.Popen(
             [PYTHON, "-m", "refapp", "serve"], stdout=handle, stderr=subprocess.STDOUT,
-            env=base_env(PYTHONPATH=str(wheel), APP_PORT=str(port), **env),
+            env=base_env(PYTHONPATH=pythonpath(wheel), APP_PORT=str(port), **env),
         )  # fmt: skip
     return proc, port, log
 

@@ -1,14 +1,11 @@
 """Pure functions of the reference app, tested in-process: configuration, URL parsing and
-redaction, SQL literal quoting, SCRAM arithmetic (RFC 7677 test vector), metrics text."""
+redaction, placeholders and libpq connection parameters, metrics text."""
 
 from __future__ import annotations
 
-import base64
-
 import pytest
-from refapp import pg
 from refapp.config import ConfigError, settings_from_env
-from refapp.db import interpolate
+from refapp.db import connection_parameters, to_pyformat
 from refapp.envfile import EnvFileError, load_env_file, parse_env_text
 from refapp.metrics import Metrics
 from refapp.urls import (
@@ -106,66 +103,25 @@ def test_redaction():
     assert "p@ss" not in text and "p%40ss" not in text
 
 
-@pytest.mark.parametrize(
-    ("value", "literal"),
-    [
-        (None, "NULL"),
-        (42, "42"),
-        (True, "TRUE"),
-        (1.5, "1.5"),
-        ("plain", "'plain'"),
-        ("O'Brien", "'O''Brien'"),
-        ("back\\slash'", "E'back\\\\slash'''"),
-    ],
-)
-def test_quote_literal(value, literal):
-    assert pg.quote_literal(value) == literal
+def test_placeholders_become_pyformat_outside_quotes():
+    assert to_pyformat("SELECT ?, '?', \"?\", ?") == "SELECT %s, '?', \"?\", %s"
+    assert to_pyformat("SELECT ? WHERE v LIKE 'x%' AND w = '100%?'") == "SELECT %s WHERE v LIKE 'x%%' AND w = '100%%?'"
+    assert to_pyformat("SELECT 'it''s', ?") == "SELECT 'it''s', %s"
 
 
-def test_quote_literal_rejects_nul_and_interpolate_counts():
-    with pytest.raises(ValueError, match="NUL"):
-        pg.quote_literal("a\x00b")
-    assert interpolate("SELECT ?, '?', ?", ("a", None)) == "SELECT 'a', '?', NULL"
-    with pytest.raises(ValueError, match="placeholders"):
-        interpolate("SELECT ?", ())
-    with pytest.raises(ValueError, match="placeholders"):
-        interpolate("SELECT 1", (1,))
-
-
-def test_scram_rfc7677_vector():
-    scram = pg.ScramSha256("pencil", username="user", nonce="rOprNGfwEbeRWgbNEkqO")
-    assert scram.client_first() == "n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
-    server_first = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
-    assert scram.client_final(server_first) == (
-        "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+def test_connection_parameters_carry_url_options_and_server_settings():
+    target = parse_database_url(
+        "postgresql://app:p%40ss@db1:6543/trading?sslmode=verify-full&sslrootcert=/opt/ca.crt&options=-c%20search_path%3Dx"
     )
-    with pytest.raises(pg.PgAuthError, match="before client-final"):
-        pg.ScramSha256("pencil", "user", "rOprNGfwEbeRWgbNEkqO").verify_server_final("v=" + "A" * 44)
-    assert not scram.completed
-    scram.verify_server_final("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
-    assert scram.completed
-
-
-def test_scram_rejects_foreign_nonce_and_bad_signature():
-    scram = pg.ScramSha256("pencil", nonce="abc")
-    with pytest.raises(pg.PgAuthError, match="nonce"):
-        scram.client_final("r=xyz123,s=" + base64.b64encode(b"salt").decode() + ",i=4096")
-    scram.client_final("r=abcdef,s=" + base64.b64encode(b"salt").decode() + ",i=1")
-    with pytest.raises(pg.PgAuthError, match="signature mismatch"):
-        scram.verify_server_final("v=" + base64.b64encode(b"x" * 32).decode())
-
-
-def test_saslprep_rfc4013_examples():
-    assert pg.saslprep("I\u00adX") == "IX"  # soft hyphen mapped to nothing
-    assert pg.saslprep("user") == "user"
-    assert pg.saslprep("\u00aa") == "a"  # NFKC
-    assert pg.saslprep("\u2168") == "IX"
-    assert pg.saslprep("a\u0007") == "a\u0007"  # ASCII passes unchanged, as in PostgreSQL
-
-
-def test_md5_password_shape():
-    answer = pg.md5_password("user", "pw", b"salt")
-    assert answer.startswith("md5") and len(answer) == 35
+    params = connection_parameters(target, timeout=0.5, statement_timeout=2.25)
+    assert params == {
+        "host": "db1", "port": "6543", "user": "app", "password": "p@ss", "dbname": "trading",
+        "connect_timeout": "2", "application_name": "refapp", "sslmode": "verify-full",
+        "sslrootcert": "/opt/ca.crt", "options": "-c search_path=x -c statement_timeout=2250",
+    }  # fmt: skip
+    bare = connection_parameters(parse_database_url("postgresql://app@db1/trading?application_name=jobs"), 10.2)
+    assert "password" not in bare and "options" not in bare
+    assert (bare["connect_timeout"], bare["application_name"], bare["port"]) == ("11", "jobs", "5432")
 
 
 def test_metrics_label_escaping_and_route_bounding():
