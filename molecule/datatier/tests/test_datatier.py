@@ -31,9 +31,11 @@ def hosts():
 WRONG = "not-the-password-0123456789"
 
 
-def psql(client, sql: str, wrong_password: bool = False, db: str = "refapp", sslmode: str = "require"):
-    """psql over TCP to db1 as refapp; the password comes from the client's ~/.pgpass (converge.yml)."""
-    conninfo = f"host=db1 port=5432 dbname={db} user=refapp sslmode={sslmode} connect_timeout=5"
+def psql(client, sql: str, wrong_password: bool = False, db: str = "refapp", sslmode: str = "verify-full",
+         host: str = "db1"):
+    """psql over TCP to db1 as refapp; the password comes from the client's ~/.pgpass, the CA that
+    verify-full checks db1's certificate against from ~/.postgresql/root.crt (converge.yml)."""
+    conninfo = f"host={host} port=5432 dbname={db} user=refapp sslmode={sslmode} connect_timeout=5"
     env = f"PGPASSWORD={WRONG} " if wrong_password else ""
     return client.run(f"{env}psql {shlex.quote(conninfo)} -XAtc {shlex.quote(sql)}")
 
@@ -82,6 +84,21 @@ def test_scram_login_from_app1_creates_a_table(hosts):
     assert out.stdout.strip().splitlines()[-1] == "t"
     ssl = psql(hosts["app1"], "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
     assert ssl.stdout.strip() == "t", ssl.stderr
+
+
+def test_clients_verify_the_servers_certificate(hosts, host):
+    # verify-full (every psql() above) checked db1's certificate against the lab's CA for the
+    # name db1; by its address the same certificate does not match, and is refused.
+    address = host.check_output("hostname -I").split()[0]
+    by_address = psql(hosts["app1"], "SELECT 1", host=address)
+    assert by_address.rc != 0 and "does not match host name" in by_address.stderr, by_address.stderr
+    tls_dir = f"/etc/postgresql/{cluster(host)[0]}/main/tls"
+    assert local_sql(host, "SHOW ssl_cert_file") == f"{tls_dir}/server.crt"
+    issuer = host.check_output(f"openssl x509 -in {tls_dir}/server.crt -noout -issuer")
+    assert "tradeops lab CA" in issuer and "snakeoil" not in issuer
+    key = host.file(f"{tls_dir}/server.key")
+    assert (key.user, key.group, key.mode) == ("postgres", "postgres", 0o600)
+    assert host.run(f"runuser -u nobody -- cat {tls_dir}/server.key").rc != 0
 
 
 def test_wrong_password_is_refused(hosts):

@@ -111,11 +111,13 @@ def test_placeholders_become_pyformat_outside_quotes():
 
 def test_connection_parameters_carry_url_options_and_server_settings():
     target = parse_database_url(
-        "postgresql://app:p%40ss@db1:6543/trading?sslmode=verify-full&sslrootcert=/opt/ca.crt&options=-c%20search_path%3Dx"
+        "postgresql://app:p%40ss@db1:6543/trading"  # pragma: allowlist secret
+        "?sslmode=verify-full&sslrootcert=/opt/ca.crt&options=-c%20search_path%3Dx"
     )
     params = connection_parameters(target, timeout=0.5, statement_timeout=2.25)
     assert params == {
-        "host": "db1", "port": "6543", "user": "app", "password": "p@ss", "dbname": "trading",
+        "host": "db1", "port": "6543", "user": "app", "dbname": "trading",
+        "password": "p@ss",  # pragma: allowlist secret
         "connect_timeout": "2", "application_name": "refapp", "sslmode": "verify-full",
         "sslrootcert": "/opt/ca.crt", "options": "-c search_path=x -c statement_timeout=2250",
     }  # fmt: skip
