@@ -96,8 +96,8 @@ test: venv ## everything CI runs: lint, unit, every molecule scenario (the lab i
 	[ "$$check_rc" = 0 ] && [ "$$img_rc" = 0 ]
 	@$(MAKE) --no-print-directory molecule
 
-site: venv lab-up ## converge every lab host
-	$(PLAYBOOK) playbooks/site.yml
+site: venv lab-up ## converge every lab host (playbooks/lab.yml: site.yml and the lab S3)
+	$(PLAYBOOK) playbooks/lab.yml
 
 deploy: venv lab-up ## deploy app_version (make deploy V=1.0.0)
 	$(PLAYBOOK) playbooks/deploy.yml -e app_version=$(or $(V),1.0.0)

@@ -9,8 +9,8 @@ VERSION=${DEMO_VERSION:-1.0.0}
 
 step() { printf '\n=== %s\n' "$*"; }
 
-step "site.yml: converge every host"
-$PB playbooks/site.yml
+step "lab.yml: converge every host (site.yml, then the lab S3)"
+$PB playbooks/lab.yml
 
 step "deploy.yml: reference app $VERSION, health-gated, one host at a time"
 $PB playbooks/deploy.yml -e "app_version=$VERSION"
@@ -24,7 +24,7 @@ for h in app1 app2; do
   docker exec "tradeops-$h" python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/api/version', timeout=5).read().decode())"
 done
 cat <<'TXT'
-Running now (site.yml converged every host; deploy.yml released the app):
+Running now (lab.yml converged every host; deploy.yml released the app):
   lb1    nginx load balancer in front of app1 and app2: TLS with a self-signed certificate,
          HTTP redirected to HTTPS, a host drained during its deploy
   app1   the reference app (version above), supervised by systemd, health-gated releases,

@@ -461,8 +461,17 @@ class Resp:
     """The smallest Redis client that does what backups need (RESP2 over one socket)."""
 
     def __init__(self, host: str, port: int, password: str | None = None, username: str | None = None,
-                 timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+                 timeout: float = 10.0, unix_socket: str | None = None) -> None:
+        if unix_socket is None:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(unix_socket)
+            except OSError:
+                self.sock.close()
+                raise
         self.reader = self.sock.makefile("rb")
         try:
             if password is not None:
@@ -1207,55 +1216,55 @@ def _verify_sqlite(path: Path, item: dict[str, Any], scratch: Path) -> Callable[
     return check
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def load_rdb_keys(rdb: Path, scratch: Path, timeout: float = 120) -> dict[str, int]:
-    """Load an RDB copy into a throw-away ``redis-server`` on a spare loopback port; return its keyspace."""
+    """Load an RDB copy into a throw-away ``redis-server``; return its keyspace.
+
+    The copy holds production data: the server listens on no TCP port, only on a Unix socket in a
+    directory of its own (mode 0700, random name), and wants a random password, which it reads from a
+    config file of mode 0600 (never from argv, which /proc/<pid>/cmdline shows every user). The socket's
+    directory is under the system's temporary directory: a socket path is limited to 107 bytes, and
+    ``scratch`` may be deep."""
     binary = _which("redis-server")
     workdir = scratch / f"redis-{_secrets.token_hex(4)}"
     workdir.mkdir(mode=0o700)
     shutil.copyfile(rdb, workdir / "dump.rdb")
-    last = ""
-    for _attempt in range(3):  # the spare port may be taken between choosing and binding it
-        port = free_port()
-        log = workdir / "redis.log"
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir", str(workdir),
-             "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no", "--daemonize", "no",
-             "--logfile", str(log)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            cwd=workdir)
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    with Resp("127.0.0.1", port, timeout=5) as r:
-                        info = r.info("persistence")
-                        if info.get("loading") == "0":
-                            keys = keyspace_counts(r.info("keyspace"))
-                            with contextlib.suppress(BackupError, OSError):
-                                r.call("SHUTDOWN", "NOSAVE")
-                            return keys
-                except (OSError, RedisReplyError):
-                    pass
-                time.sleep(0.02)
-            last = _tail(log.read_text(errors="replace"), 3) if log.exists() else ""
-            if proc.poll() is None:
-                raise BackupError(f"the throw-away redis-server did not load the RDB within {timeout:.0f} s")
-            if "Address already in use" not in last:
-                raise BackupError(f"the throw-away redis-server refused the RDB: {last}")
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    raise CannotCheck(f"could not start a throw-away redis-server: {last}")
+    password = _secrets.token_hex(24)
+    sockdir = Path(tempfile.mkdtemp(prefix="tradeops-redis-"))
+    sock, log, conf = sockdir / "redis.sock", workdir / "redis.log", workdir / "redis.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"port 0\nunixsocket {sock}\nunixsocketperm 700\nrequirepass {password}\n"
+                     f'dir "{workdir}"\ndbfilename dump.rdb\nsave ""\nappendonly no\ndaemonize no\n'
+                     f'logfile "{log}"\n')
+    proc = subprocess.Popen([binary, str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=workdir)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with Resp("", 0, password=password, timeout=5, unix_socket=str(sock)) as r:
+                    info = r.info("persistence")
+                    if info.get("loading") == "0":
+                        keys = keyspace_counts(r.info("keyspace"))
+                        with contextlib.suppress(BackupError, OSError):
+                            r.call("SHUTDOWN", "NOSAVE")
+                        return keys
+            except (OSError, RedisReplyError):
+                pass
+            time.sleep(0.02)
+        last = _tail(log.read_text(errors="replace"), 3) if log.exists() else ""
+        if proc.poll() is None:
+            raise BackupError(f"the throw-away redis-server did not load the RDB within {timeout:.0f} s")
+        raise BackupError(f"the throw-away redis-server refused the RDB: {last or 'no log'}")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def _verify_redis(path: Path, item: dict[str, Any], scratch: Path, scratch_restore: bool) -> Callable[[], str]:

@@ -722,7 +722,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--body-contains", help="text the HTTP body must contain")
     parser.add_argument("--json-field", help="dotted JSON field of the HTTP body to check, e.g. version")
     parser.add_argument("--json-value", help="value the JSON field must have")
-    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="HTTP request header")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="HTTP request header that is no secret (credentials: --header-file or --header-env)")
+    parser.add_argument("--header-file", action="append", default=[], metavar="FILE",
+                        help="HTTP request headers, one 'NAME: VALUE' per line, from a file of mode 0600 (tokens)")
+    parser.add_argument("--header-env", action="append", default=[], metavar="NAME=VARIABLE",
+                        help="HTTP request header NAME with the value of environment variable VARIABLE (tokens)")
     parser.add_argument("--expect-header", metavar="'NAME[: VALUE]'",
                         help="response header of --url that must be present (with this value when given)")
     parser.add_argument("--insecure", action="store_true", help="do not verify TLS certificates of --url")
@@ -752,6 +757,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Headers whose value is a credential: never taken from argv, which every user of the host reads in
+# /proc/<pid>/cmdline (and ps shows).
+CREDENTIAL_HEADER = re.compile(r"(?i)^(authorization|proxy-authorization|cookie)\Z|token|secret|key|auth|pass")
+
+
+def _header_line(line: str, where: str) -> tuple[str, str]:
+    key, sep, value = line.partition(":")
+    if not sep or not key.strip():
+        raise CheckError(f"{where} {key.strip()[:40]!r}...: give 'Name: value'")
+    return key.strip(), value.strip()
+
+
+def request_headers(args: Sequence[str], files: Sequence[str], env: Sequence[str]) -> dict[str, str]:
+    """Request headers of the CLI: --header for plain values, --header-file and --header-env for
+    credentials (a credential given with --header is refused, naming both)."""
+    headers: dict[str, str] = {}
+    for line in args:
+        key, value = _header_line(line, "--header")
+        if CREDENTIAL_HEADER.search(key):
+            raise CheckError(f"--header {key}: a credential on the command line is readable by every user of the "
+                             f"host (/proc/<pid>/cmdline): use --header-file FILE (mode 0600, '{key}: VALUE' lines) "
+                             f"or --header-env '{key}=VARIABLE'")
+        headers[key] = value
+    for path in files:
+        for line in probes.read_private_file(path, "--header-file").splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                key, value = _header_line(line, f"--header-file {path}:")
+                headers[key] = value
+    for item in env:
+        key, sep, variable = item.partition("=")
+        if not sep or not key.strip() or not variable.strip():
+            raise CheckError(f"--header-env {item[:40]!r}: give 'Name=VARIABLE'")
+        if variable.strip() not in os.environ:
+            raise CheckError(f"--header-env {key.strip()}: environment variable {variable.strip()} is not set")
+        headers[key.strip()] = os.environ[variable.strip()]
+    check_headers(headers, "request headers")
+    return headers
+
+
 def spec_from_args(args: argparse.Namespace) -> tuple[HealthSpec, dict[str, Any]]:
     options: dict[str, Any] = {}
     if args.config:
@@ -763,12 +807,7 @@ def spec_from_args(args: argparse.Namespace) -> tuple[HealthSpec, dict[str, Any]
         if not isinstance(options, dict):
             raise CheckError(f"--config {args.config}: expected a JSON object of app_health options")
     spec = HealthSpec.from_params(options)
-    headers = {}
-    for header in args.header:
-        key, sep, value = header.partition(":")
-        if not sep or not key.strip():
-            raise CheckError(f"--header {key.strip()!r}...: give 'Name: value'")
-        headers[key.strip()] = value.strip()
+    headers = request_headers(args.header, args.header_file, args.header_env)
     expect_header, _, expect_value = (args.expect_header or "").partition(":")
     for url in args.url:
         spec.http.append({"url": url, "status": args.expect_status or [200], "body_contains": args.body_contains,

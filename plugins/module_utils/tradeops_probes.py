@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -155,6 +155,23 @@ def check_headers(headers: Any, where: str = "http probe") -> None:
             raise CheckError(f"{where}: headers: the value of {name} must be text on one line (value not shown)")
 
 
+def read_private_file(path: str, what: str) -> str:
+    """The text of a file that holds a secret, refused when group or others may read it (the mode is
+    read from the opened descriptor, so a file swapped in between is not the one judged)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+    except OSError as exc:
+        raise CheckError(f"{what}: cannot read {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise CheckError(f"{what}: {path} is not a regular file")
+        if mode & 0o077:
+            raise CheckError(f"{what}: {path} is readable by group or others (mode {stat.S_IMODE(mode):04o}): "
+                             f"chmod 600 {path}")
+        return handle.read(1 << 20)
+
+
 def json_lookup(document: Any, dotted: str) -> Any:
     """``a.b.0.c`` in a JSON document; KeyError when absent."""
     node = document
@@ -175,9 +192,30 @@ def json_equal(actual: Any, expected: Any) -> bool:
     return text == str(expected) or str(actual) == str(expected)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects followed (or not); the caller's request headers (a token, a cookie) go along only to
+    the same origin (scheme, host, port), as curl and browsers do: never to another host, and never
+    from https down to http."""
+
+    def __init__(self, follow: bool, header_names: Iterable[str]) -> None:
+        super().__init__()
+        self.follow = follow
+        self.header_names = [name.capitalize() for name in header_names]  # urllib's spelling of keys
+
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None
+        if not self.follow:
+            return None
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(new.full_url) != _origin(req.full_url):
+            for name in self.header_names:
+                new.remove_header(name)
+        return new
 
 
 def _expect_header(code: int, headers: Any, name: str, expected: str | None,
@@ -200,7 +238,8 @@ def check_http(url: str, *, status: Any = 200, body_contains: str | None = None,
     """GET ``url``; healthy when the status is expected (``parse_status``), the body contains
     ``body_contains``, the JSON field ``json_field`` (dotted path) equals ``json_value`` and the
     response header ``header`` is there (equal to ``header_value`` when given). Request header
-    values are never reported. Proxies from the environment are not used (probes target the host
+    values are never reported, nor sent to another origin on a redirect. Proxies from the environment
+    are not used (probes target the host
     itself)."""
     expected = parse_status(status)
     shown = check_url(url)
@@ -208,9 +247,8 @@ def check_http(url: str, *, status: Any = 200, body_contains: str | None = None,
         raise CheckError(f"http probe {shown!r}: header {header!r} is not an HTTP header name, e.g. X-Version")
 
     def probe() -> tuple[str, str, dict[str, Any]]:
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-        if not follow_redirects:
-            handlers.append(_NoRedirect())
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({}),
+                                                       _Redirects(follow_redirects, (headers or {}).keys())]
         if url.startswith("https://"):
             context = ssl.create_default_context()
             if not validate_certs:

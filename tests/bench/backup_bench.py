@@ -125,7 +125,7 @@ def main() -> int:
         sh([str(LAB), "up"], LAB_ENV)
         # moto holds every object in memory: room for the backups of all runs, plus its own.
         s3_memory = f"{512 + args.size_mb * (args.runs + 1)}M"
-        t_site, _ = timed(play, "playbooks/site.yml", "-t", SITE_TAGS, "-e", f"s3_lab_memory_max={s3_memory}")
+        t_site, _ = timed(play, "playbooks/lab.yml", "-t", SITE_TAGS, "-e", f"s3_lab_memory_max={s3_memory}")
         t0 = time.monotonic()
         data = generate(args.size_mb)
         t_gen = time.monotonic() - t0
