@@ -1,6 +1,7 @@
 """The lab's unauthenticated S3 stand-in (role s3_lab: moto, any credentials accepted) never reaches a
-production inventory (issue 20): no playbook but playbooks/lab.yml applies it, and the role's first
-task refuses an inventory whose tradeops_environment is not 'lab', before anything changes."""
+production inventory (issue 20): no playbook but playbooks/lab.yml applies it (nor the lab's CA, role
+lab_pki), and the role's first task refuses an inventory whose tradeops_environment is not 'lab',
+before anything changes."""
 
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ def roles_applied(node: Any) -> set[str]:
     return found
 
 
-def test_no_playbook_but_lab_yml_applies_s3_lab():
+@pytest.mark.parametrize("role", ["s3_lab", "lab_pki"])
+def test_no_playbook_but_lab_yml_applies_a_lab_role(role):
     applying = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "playbooks").rglob("*.yml")
-                      if "s3_lab" in roles_applied(yaml.safe_load(p.read_text())))
+                      if role in roles_applied(yaml.safe_load(p.read_text())))
     assert applying == ["playbooks/lab.yml"]
 
 
