@@ -1,3 +1,5 @@
+# Copyright: tradeops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The health contract of an application's services (role app's ``app_services``), checked and
 turned into what ``app_deploy`` gates, soaks, rolls back and verifies on.
 

@@ -1,3 +1,5 @@
+# Copyright: tradeops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Market calendar filters: trading sessions of NYSE / NASDAQ / NSE at an instant.
 
 Thin adapters over ``plugins/module_utils/tradeops_market.py`` (holidays and early closes

@@ -1,3 +1,5 @@
+# Copyright: tradeops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Order an application's services by their declared dependencies.
 
 ``app_services | service_order`` returns the service names in start order (every

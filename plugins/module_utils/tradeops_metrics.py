@@ -1,3 +1,5 @@
+# Copyright: tradeops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Metrics for node_exporter's textfile collector, written the way the collector needs them.
 
 One ``<stem>.prom`` file per kind of fact (``tradeops_backup``, ``tradeops_deploy``,

@@ -1,3 +1,5 @@
+# Copyright: tradeops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Market calendar tests: ``t is market_open('NYSE')``, ``day is market_trading_day('NSE')``.
 
 Over ``plugins/module_utils/tradeops_market.py``; the same inputs and errors as the filters of
