@@ -63,7 +63,7 @@ description:
     (a command probe; required when C(app_services) is empty); C(app_gate | app_deploy_gate(user=...,
     group=..., env_file=...)) renders app_deploy's C(gate).
   - C(console_scripts | app_install_errors(app_requirements)) is the list of mistakes in what a release runs
-    (role app's C(__app_console_scripts): names with the setting naming each) and installs beside the app.
+    (role app's C(__app_console_scripts), names with the setting naming each) and installs beside the app.
 positional: _input
 options:
   _input:

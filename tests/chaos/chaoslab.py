@@ -2,9 +2,10 @@
 
 The session starts the lab LAB_ID=chaos (containers tradeops-chaos-<host>, its own network,
 nothing published on the machine), writes an inventory under .cache/chaos/lab/inventory that
-links inventory/lab/group_vars, converges it with lab.yml (site.yml and the lab S3) and deploys 1.0.0. The lab is removed
-at the end unless CHAOS_KEEP=1 (then a re-run reuses it). Every experiment records its figures
-in .cache/chaos/results.json and the suite ends with the line ``chaos: N passed, N failed``.
+links inventory/lab/group_vars, converges it with lab.yml (site.yml and the lab S3) and deploys
+1.0.0. The lab is removed at the end unless CHAOS_KEEP=1 (then a re-run reuses it). Every
+experiment records its figures in .cache/chaos/results.json and the suite ends with the line
+``chaos: N passed, N failed``.
 
     .venv/bin/python -m pytest tests/chaos            (what `make chaos` runs)
     CHAOS_KEEP=1 .venv/bin/python -m pytest tests/chaos -k kill
