@@ -62,6 +62,8 @@ description:
   - C(app_gate | app_gate_errors(app_services, deadline)) is the list of mistakes in role app's C(app_gate)
     (a command probe; required when C(app_services) is empty); C(app_gate | app_deploy_gate(user=...,
     group=..., env_file=...)) renders app_deploy's C(gate).
+  - C(app_services | lb_probe(port=..., liveness_path=..., readiness_path=...)) is what verify.yml requests
+    through the load balancer of the service on the upstream C(port) (path, status, body checks).
   - C(console_scripts | app_install_errors(app_requirements)) is the list of mistakes in what a release runs
     (role app's C(__app_console_scripts), names with the setting naming each) and installs beside the app.
 positional: _input
@@ -292,6 +294,48 @@ def app_deploy_services(services: list[dict[str, Any]], order: list[str], app_na
     return out
 
 
+# Through the load balancer, for a service with no HTTP probe: any answer of a backend (4xx included) is
+# one; nginx's 502/503/504 say none answered.
+ANY_BACKEND_ANSWER = {"path": "/", "status": ["200-499"]}
+
+
+def lb_probe(services: list[dict[str, Any]] | None, port: int, liveness_path: str, readiness_path: str,
+             base_url: str | None = None) -> dict[str, Any]:
+    """What a probe through the load balancer requests of the application behind it (verify.yml): the
+    HTTP readiness probe (else liveness) of the service listening on ``port`` (the upstream port),
+    with its path, status and body checks; a check of the release's version is left out (during a
+    rolling deploy the backends serve two). ``services`` None is role app's default (a service on
+    ``port`` with the reference app's contract). A service with no HTTP probe: ``ANY_BACKEND_ANSWER``.
+    With ``base_url`` (the load balancer's, e.g. https://127.0.0.1:443): an app_health http probe, ``url``
+    = base_url + path instead of ``path``."""
+    probe = _lb_probe(services, port, liveness_path, readiness_path)
+    if base_url is not None:
+        probe["url"] = base_url.rstrip("/") + probe.pop("path")
+    return probe
+
+
+def _lb_probe(services: list[dict[str, Any]] | None, port: int, liveness_path: str,
+              readiness_path: str) -> dict[str, Any]:
+    settings = {"user": "", "group": "", "env_file": "", "liveness_path": liveness_path,
+                "readiness_path": readiness_path}
+    candidates = [{"name": "web", "port": port}] if services is None else services
+    for service in (s for s in candidates if s.get("port") == port):
+        for which in ("readiness", "liveness"):
+            rendered = _render(service, which, settings)
+            if rendered is None or rendered.get("kind", "http") != "http":
+                continue
+            url = urllib.parse.urlsplit(rendered["url"])
+            out: dict[str, Any] = {"path": url.path + (f"?{url.query}" if url.query else ""),
+                                   "status": rendered.get("status", [200])}
+            for key in ("json_field", "body_contains"):
+                if key in rendered:
+                    out[key] = rendered[key]
+            if "json_value" in rendered and not rendered.get("expect_version"):
+                out["json_value"] = rendered["json_value"]
+            return out
+    return dict(ANY_BACKEND_ANSWER)
+
+
 def app_install_errors(console_scripts: list[dict[str, Any]], requirements: list[Any]) -> list[str]:
     """Mistakes in the programs the services run (each a name in the release's venv/bin) and in
     ``app_requirements`` (requirement specifiers), with the checks app_deploy applies on the host."""
@@ -312,4 +356,4 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"health_contract_errors": health_contract_errors, "app_deploy_services": app_deploy_services,
                 "app_gate_errors": app_gate_errors, "app_deploy_gate": app_deploy_gate,
-                "app_install_errors": app_install_errors}
+                "app_install_errors": app_install_errors, "lb_probe": lb_probe}

@@ -108,6 +108,17 @@ def test_httpbin_serves_through_the_load_balancer_from_gunicorn_with_compiled_de
     assert status == 200 and json.loads(body)["args"] == {"via": "lb1"}  # httpbin's own answer, through nginx
 
 
+def test_verify_playbook_probes_httpbin_by_its_own_contract_through_the_load_balancer(hosts):
+    """verify.yml asks lb1 for what httpbin's contract says (GET /spec.json with info.version), not the reference
+    app's /api/health/readiness (404 here); a readiness that fails through nginx fails the play, naming it."""
+    proc = playbook("verify.yml")
+    assert proc.returncode == 0, proc.text[-3000:]
+    broken = {"app_services": [{"name": "web", "args": [], "port": 8000, "readiness": {"path": "/status/503"}}]}
+    proc = playbook("verify.yml", "--limit", "lb1", "-e", json.dumps(broken))
+    assert proc.returncode != 0
+    assert "readiness through the load balancer" in proc.text and "got 503" in proc.text, proc.text[-3000:]
+
+
 def test_httpbin_rolling_upgrade_under_load_loses_no_request(hosts):
     with Load("lb1", "https://127.0.0.1/get", rate=20, log="apps-load") as load:
         proc = deploy("httpbin", "0.10.2")

@@ -182,3 +182,31 @@ def test_install_errors_name_the_setting(scripts, requirements, words):
     assert len(errors) == len(words)
     for error, word in zip(errors, words, strict=True):
         assert word in error
+
+
+# -- the probe through the load balancer (verify.yml) ----------------------------------------------
+
+LB_PATHS = {"liveness_path": "/live", "readiness_path": "/ready"}
+
+
+@pytest.mark.parametrize(("services", "expected"), [
+    (None, {"path": "/ready", "status": [200], "json_field": "version"}),  # role app's default: the reference app
+    (web(), {"path": "/ready", "status": [200], "json_field": "version"}),
+    (web(readiness={"path": "/status?full=1", "status": "200-299", "json_field": "db.ok", "json_value": True}),
+     {"path": "/status?full=1", "status": ["200-299"], "json_field": "db.ok", "json_value": True}),
+    (web(readiness={"path": "/v", "json_field": "version", "expect_version": True}),  # two versions mid-deploy
+     {"path": "/v", "status": [200], "json_field": "version"}),
+    (web(liveness={"path": "/get", "body_contains": "url"}, readiness={"kind": "tcp"}),
+     {"path": "/get", "status": [200], "body_contains": "url"}),
+    (web(liveness={"kind": "tcp"}, readiness={"kind": "none"}), {"path": "/", "status": ["200-499"]}),
+    ([{"name": "api", "port": 9000, "readiness": {"path": "/other"}}], {"path": "/", "status": ["200-499"]}),
+    ([], {"path": "/", "status": ["200-499"]}),
+])
+def test_lb_probe_is_the_readiness_of_the_service_on_the_upstream_port(services, expected):
+    assert health_contract.lb_probe(services, 8000, **LB_PATHS) == expected
+
+
+def test_lb_probe_with_the_load_balancers_url_is_an_app_health_probe():
+    probe = health_contract.lb_probe(web(readiness={"path": "/status"}), 8000, **LB_PATHS,
+                                     base_url="https://127.0.0.1:443/")
+    assert probe == {"url": "https://127.0.0.1:443/status", "status": [200]}
