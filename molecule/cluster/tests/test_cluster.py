@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -152,6 +153,29 @@ def test_bad_release_behind_lb_is_rolled_back_and_put_back_without_lost_requests
     assert not hosts["app2"].run("ls -d /opt/refapp/releases/3.1.0-*").stdout, "the rollout did not stop at app1"
     assert load.result["failed"] == 0, load.result
     assert served_by(hosts).keys() == set(APPS), "app1 serves the previous release again: it is back in the pool"
+
+
+def test_overload_sheds_load_but_never_empties_the_pool(hosts):
+    """Issue 21: at 40 requests/s on an endpoint that does real work (readiness: a database login each time), nginx
+    serves at least 90 % of what the two backends serve when lb1 sends them the same load directly, and never answers
+    "no live upstreams" while both are alive: an app's 503 is passed on, not counted as a failure of the backend,
+    and every backend is a last-resort backup too (roles/nginx nginx_proxy_next_upstream, nginx_upstream_last_resort).
+    Both runs from lb1, 40 requests/s for about 16 s each."""
+    lb = hosts["lb1"]
+    path = "/api/health/readiness"
+    with _Load("lb1", f"http://app1:8000{path}", rate=20, log="cluster-overload") as one, \
+            _Load("lb1", f"http://app2:8000{path}", rate=20, log="cluster-overload") as two:
+        time.sleep(12)
+    direct = one.result["ok"] + two.result["ok"]
+    log_size = int(lb.check_output("stat -c %s /var/log/nginx/error.log"))
+    with _Load("lb1", f"https://127.0.0.1{path}", rate=40, log="cluster-overload") as through:
+        time.sleep(12)
+    errors = lb.check_output(f"tail -c +{log_size + 1} /var/log/nginx/error.log")
+    print(f"overload: direct ok {direct} of {one.result['sent'] + two.result['sent']}, through lb1 ok "
+          f"{through.result['ok']} of {through.result['sent']}, failures {through.result['failures']}")
+    assert "no live upstreams" not in errors, errors[-2000:]
+    assert not [kind for kind in through.result["failures"] if kind.startswith("http 502")], through.result
+    assert through.result["ok"] >= 0.9 * direct, (through.result, direct)
 
 
 def test_verify_playbook_reports_every_tier_healthy():

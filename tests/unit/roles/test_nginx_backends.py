@@ -109,14 +109,14 @@ def test_missing_facts_ask_for_gathering_then_fail_naming_the_fix():
     assert "interface eth9" in eth9["error"] and "nginx_upstream_interface" in eth9["error"]
 
 
-def render_upstream(backends: list[dict], drained: list[str]) -> str:
+def render_upstream(backends: list[dict], drained: list[str], last_resort: bool = True) -> str:
     # as Ansible renders templates: nginx configuration, not HTML
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROLE / "templates")),
                              keep_trailing_newline=True, autoescape=False)  # noqa: S701
     return env.get_template("upstream.conf.j2").render(
         ansible_managed="managed", __nginx_state_dir="/state", __nginx_upstream_name="tradeops_app",
         __nginx_backends=backends, __nginx_drained=drained, nginx_upstream_max_fails=3,
-        nginx_upstream_fail_timeout="10s", nginx_upstream_keepalive=16)
+        nginx_upstream_fail_timeout="10s", nginx_upstream_keepalive=16, nginx_upstream_last_resort=last_resort)
 
 
 def test_unreachable_backend_keeps_its_live_address_and_the_render_is_stable():
@@ -145,6 +145,23 @@ def test_drain_command_finds_every_rendered_backend_by_its_comment():
     assert "server 172.18.0.3:8000 max_fails=3 fail_timeout=10s down;  # app1" in new
     assert nb.live_addresses(new) == {"app1": "172.18.0.3", "app2": "172.18.0.4"}
     assert render_upstream(nb.nginx_backends(["app1", "app2"], HOSTVARS), drained=["app1"]) == new
+
+
+def test_last_resort_lists_each_backend_again_as_backup_and_the_drain_takes_both_lines():
+    """Passive health never empties the pool: every backend is a backup too (max_fails=0); a drained backend is
+    down in both places, whether the drain command or the role wrote the file."""
+    text = render_upstream(nb.nginx_backends(["app1", "app2"], HOSTVARS), drained=[])
+    servers = [line.strip() for line in text.splitlines() if line.strip().startswith("server")]
+    assert servers == ["server 172.18.0.3:8000 max_fails=3 fail_timeout=10s;  # app1",
+                       "server 172.18.0.4:8000 max_fails=3 fail_timeout=10s;  # app2",
+                       "server 172.18.0.3:8000 backup max_fails=0;  # app1",
+                       "server 172.18.0.4:8000 backup max_fails=0;  # app2"]
+    new, states, _ = drain.edit(text, ["app1"], True)
+    assert "server 172.18.0.3:8000 backup max_fails=0 down;  # app1" in new and states["app1"] == "drained"
+    assert render_upstream(nb.nginx_backends(["app1", "app2"], HOSTVARS), drained=["app1"]) == new
+    assert drain.edit(new, ["app1"], False)[0] == text
+    plain = render_upstream(nb.nginx_backends(["app1", "app2"], HOSTVARS), drained=[], last_resort=False)
+    assert "backup" not in plain
 
 
 def test_unknown_source_is_refused():

@@ -48,6 +48,9 @@ CASES = {
     "a batch-only backend": ({"nginx_upstream_address_source": "name", "nginx_upstream_hosts": ["web1", "batch1"]},
                              "backend batch1: its app_services declare no port (a batch-only application: nothing "
                              "listens for nginx there). Remove batch1 from nginx_upstream_hosts"),
+    "an unknown failure condition": ({"nginx_proxy_next_upstream": ["error", "http_418"]},
+                                     "nginx_proxy_next_upstream [\"error\", \"http_418\"]: give a list of"),
+    "off with others": ({"nginx_proxy_next_upstream": ["off", "error"]}, "'off' alone"),
     "a backend whose app listens": ({"nginx_upstream_address_source": "name", "nginx_upstream_hosts": ["web1"]},
                                     ["web1:8000"]),
 }
