@@ -2050,13 +2050,20 @@ def read_archive(path: Path, keys: Keys | None, into: safefs.Dir | None = None) 
     (``safefs.unpack_tar``): verify calls it without ``into``, restore with a fresh directory, so "verified"
     means "restore accepts it". Returns the number of members and the sha256 of the plain archive; BackupError
     names a member it refuses."""
+    unreadable: Exception | None = None
+    members = 0
     try:
         with _plain_reader(path, keys) as reader:
-            members = safefs.unpack_tar(reader, into)
-            while reader.read(CHUNK):  # the whole stream: age's exit status and gzip's trailer are checked
-                pass
+            try:
+                members = safefs.unpack_tar(reader, into)
+                while reader.read(CHUNK):  # the whole stream: age's exit status and gzip's trailer are checked
+                    pass
+            except (tarfile.TarError, EOFError, zlib.error) as exc:
+                unreadable = exc  # a failed decryption (raised when the reader closes) says more
     except safefs.UnsafeMember as exc:
         raise BackupError(f"{path.name} holds an {exc}; a restore refuses it, nothing was extracted") from None
+    if unreadable is not None:
+        raise BackupError(f"{path.name} is not a readable tar.gz: {unreadable}")
     return members, reader.sha.hexdigest()
 
 
