@@ -42,7 +42,7 @@ ALG = "hmac-sha256"
 _LABEL_MAC = b"tradeops-backup manifest mac v1"
 _LABEL_AGE = b"tradeops-backup age identity v1"
 _LABEL_ID = b"tradeops-backup key id v1"
-_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"  # the bech32 alphabet (BIP-173)  # pragma: allowlist secret
 MIN_KEY_CHARS = 32
 
 

@@ -12,7 +12,9 @@ version_added: "0.1.0"
 description:
   - Does what a scheduled C(tradeops-backup backup) run does (the same logic, in C(module_utils/tradeops_backup.py)).
     It backs up PostgreSQL (C(pg_dump -Fc)), SQLite (online backup API), Redis (C(BGSAVE) and a copy of the RDB)
-    and directories (C(tar.gz), encrypted when secret) into a new C(<backup_root>/<backup_id>/) with a manifest.
+    and directories (C(tar.gz)) into a new C(<backup_root>/<backup_id>/) with a manifest. Every file is encrypted
+    with C(age) and the manifest signed (HMAC-SHA256) with keys derived from the set's C(encryption.key_file), which
+    is therefore required (role variable C(backup_encryption_key)); without it the task fails naming it.
   - It then uploads every local backup whose offsite copy is missing (S3), optionally verifies the new backup
     with scratch restores, applies the retention (the newest verified backup is never deleted) and writes the
     node_exporter metrics.
