@@ -18,7 +18,7 @@ description:
     another key, copied under another backup id or set) fails the backup, named in RV(failed_items), and nothing
     else is read from it. A backup made before manifests were signed (format 1) fails the same way unless
     O(allow_unsigned=true).
-  - Every item of the manifest must be one the configuration names, as the same kind (check C(configuration)):
+  - Every item of the manifest must be one the configuration names, as the same kind (check C(configuration));
     a restore refuses any other.
   - Checksums of every file against the manifest (size and sha256); a damaged or missing
     file is named exactly and not checked further.
