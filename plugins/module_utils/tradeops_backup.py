@@ -406,6 +406,11 @@ def _keys(cfg: dict[str, Any]) -> Keys:
     return Keys(key, cfg["set"])
 
 
+def check_key(cfg: dict[str, Any]) -> str:
+    """The key id of the set's key; ConfigError naming encryption.key_file when it is missing or unusable."""
+    return _keys(cfg).key.key_id
+
+
 def _keys_or_none(cfg: dict[str, Any]) -> Keys | None:
     """The set's keys, or None when none is configured or readable (then nothing is trusted as verified)."""
     with contextlib.suppress(BackupError):
@@ -1922,9 +1927,15 @@ def prune_offsite(cfg: dict[str, Any], dry_run: bool = False, now: float | None 
     ret = cfg["offsite"]["retention"]
     remote = store.list_backups()
     local = {b["backup_id"] for b in list_backups(cfg["backup_root"]) if b["complete"]}
-    # an incomplete offsite copy of a local backup is completed by upload, not deleted
-    candidates = [b for b in remote if b["complete"] or b["backup_id"] not in local]
+    # an incomplete offsite copy of a local backup is completed by upload, not deleted; backups whose manifest
+    # does not verify (planted, or made before signing) take no place among the keep_count newest: a bucket
+    # writer's forgeries never push a real backup out. They go by keep_days alone.
+    candidates = [b for b in remote if b.get("authentic") or (not b["complete"] and b["backup_id"] not in local)]
     keep, delete = plan_retention(candidates, ret.get("keep_days"), ret.get("keep_count"), now)
+    others = [b for b in remote if b["complete"] and not b.get("authentic")]
+    other_keep, other_delete = plan_retention(others, ret.get("keep_days"), 0 if ret.get("keep_days") is not None
+                                              else None, now)
+    keep, delete = keep + other_keep, delete + other_delete
     if not dry_run:
         for backup_id in delete:
             store.delete_backup(backup_id)

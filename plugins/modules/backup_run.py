@@ -26,7 +26,8 @@ author:
 attributes:
   check_mode:
     support: full
-    description: In check mode nothing is backed up; the module reports the items it would back up.
+    description: In check mode nothing is backed up; the module reports the items it would back up (and fails, as
+      a real run would, when the set's key is missing).
   diff_mode:
     support: none
   platform:
@@ -117,7 +118,7 @@ items:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.tradeops_backup import BackupError, backup_now, module_config
+from ansible.module_utils.tradeops_backup import BackupError, backup_now, check_key, module_config
 
 
 def argument_spec() -> dict:
@@ -136,6 +137,7 @@ def main() -> None:
     params = module.params
     try:
         cfg = module_config(params["config"], params["settings"])
+        check_key(cfg)  # every backup is encrypted and signed with it: say so before anything, in check mode too
         if module.check_mode:
             items = [dict(kind=kind, name=item["name"]) for kind in ("postgresql", "sqlite", "redis", "paths")
                      for item in cfg[kind]]

@@ -219,6 +219,13 @@ def test_a_bare_verified_object_in_the_bucket_verifies_nothing(host: dict[str, A
     tb.publish_verification(cfg, {"backup_id": real, "status": "passed"})
     listed = {b["backup_id"]: b for b in tb.S3Store(cfg).list_backups()}
     assert listed[real]["verified"] is True and listed[planted]["verified"] is False
+    # forged newer backups take no place among the keep_count newest: the real one is not pushed out
+    second = tb.run_backup(cfg)["backup_id"]  # newer than the real one, older than the forgery, unverified
+    tb.upload_missing(cfg)
+    cfg["offsite"]["retention"] = {"keep_days": None, "keep_count": 1}
+    pruned = tb.prune_offsite(cfg, dry_run=True)
+    assert {real, second} <= set(pruned["kept"]) and second not in pruned["deleted"], pruned
+    shutil.rmtree(Path(cfg["backup_root"]) / second)
     # the bare object fetched onto a fresh host does not make the local copy verified either
     fresh = tb.load_config({**raw, "backup_root": str(host["tmp"] / "fresh")})
     client.put_object(Bucket="bk-hostile", Key=f"tradeops/refapp/{real}/verify.json", Body=passed)

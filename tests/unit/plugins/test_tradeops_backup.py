@@ -785,6 +785,8 @@ def test_module_backup_run(sources, tmp_path, run_module):
     assert predicted["changed"] and predicted["items"] == [{"kind": "sqlite", "name": "app"},
                                                            {"kind": "paths", "name": "config"}]
     assert not root.exists()
+    keyless = run_module(backup_run, {"settings": {**settings, "encryption": {}}}, check_mode=True)
+    assert keyless["failed"] and "encryption.key_file is required" in keyless["msg"] and not root.exists()
     made = run_module(backup_run, {"settings": settings, "verify": True})
     assert made["_rc"] == 0 and made["changed"] and made["verify"]["status"] == "passed", made
     assert tb.list_backups(root, tb._keys(tb.load_config(settings)))[0]["verified"] and made["problems"] == []
