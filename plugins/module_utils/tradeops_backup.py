@@ -426,18 +426,21 @@ def _openssl(decrypt: bool, key_file: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _cipher(keys: Keys, decrypt: bool, path: Path | None = None) -> Iterator[tuple[list[str], tuple[int, ...]]]:
-    """``(argv, pass_fds)`` of the tool that encrypts (age) or decrypts ``path`` (age, or openssl for a format-1
-    ``.enc`` file). age reads the derived identity from a pipe (``/dev/fd/N``): never on disk, never in argv."""
-    if decrypt and path is not None and path.name.endswith(LEGACY_ENC_SUFFIX):
-        yield _openssl(True, keys.file), ()
+def _cipher(keys: Keys, decrypt: bool, source: Path | None = None, out: Path | None = None
+            ) -> Iterator[tuple[list[str], tuple[int, ...]]]:
+    """``(argv, pass_fds)`` of the tool that encrypts (age) or decrypts (age, or openssl for a format-1 ``.enc``
+    file) ``source`` (None: standard input) into ``out`` (None: standard output). age reads the derived identity
+    from a pipe (``/dev/fd/N``): never on disk, never in argv."""
+    if decrypt and source is not None and source.name.endswith(LEGACY_ENC_SUFFIX):
+        yield [*_openssl(True, keys.file), "-in", str(source), *(["-out", str(out)] if out else [])], ()
         return
     read_end, write_end = os.pipe()
     try:
         os.write(write_end, keys.key.age_identity().encode() + b"\n")  # < 100 bytes: fits the pipe's buffer
         os.close(write_end)
         write_end = -1
-        yield [_which("age"), "-d" if decrypt else "-e", "-i", f"/dev/fd/{read_end}"], (read_end,)
+        yield [_which("age"), "-d" if decrypt else "-e", "-i", f"/dev/fd/{read_end}",
+               *(["-o", str(out)] if out else []), *([str(source)] if source else [])], (read_end,)
     finally:
         os.close(read_end)
         if write_end >= 0:
@@ -445,16 +448,12 @@ def _cipher(keys: Keys, decrypt: bool, path: Path | None = None) -> Iterator[tup
 
 
 def encrypt_file(plain: Path, out: Path, keys: Keys) -> None:
-    with _cipher(keys, False) as (argv, fds):
-        run_tool([*argv, "-o", str(out), str(plain)], f"encrypting {plain.name}", pass_fds=fds)
+    with _cipher(keys, False, plain, out) as (argv, fds):
+        run_tool(argv, f"encrypting {plain.name}", pass_fds=fds)
 
 
 def decrypt_file(enc: Path, out: Path, keys: Keys) -> None:
-    with _cipher(keys, True, enc) as (argv, fds):
-        if argv[0].endswith("openssl"):
-            argv = [*argv, "-in", str(enc), "-out", str(out)]
-        else:
-            argv = [*argv, "-o", str(out), str(enc)]
+    with _cipher(keys, True, enc, out) as (argv, fds):
         run_tool(argv, f"decrypting {enc.name} (another set's key, or altered: age authenticates every chunk)",
                  pass_fds=fds)
 
@@ -494,8 +493,8 @@ def _plain_reader(path: Path, keys: Keys | None) -> Iterator[_HashingReader]:
             yield _HashingReader(handle)
         return
     with _cipher(keys, True, path) as (argv, fds):
-        proc = subprocess.Popen([*argv, str(path)] if not argv[0].endswith("openssl") else [*argv, "-in", str(path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, pass_fds=fds)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                pass_fds=fds)
     assert proc.stdout is not None
     try:
         yield _HashingReader(proc.stdout)
@@ -886,8 +885,8 @@ def backup_paths(item: dict[str, Any], out: Path, keys: Keys | None, skip: set[s
     handle: IO[bytes]
     proc = None
     if keys:
-        with _cipher(keys, False) as (argv, fds):
-            proc = subprocess.Popen([*argv, "-o", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+        with _cipher(keys, False, None, out) as (argv, fds):
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, pass_fds=fds)
         assert proc.stdin is not None
         handle = proc.stdin
