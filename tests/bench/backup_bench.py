@@ -183,8 +183,13 @@ def local_bench(size_mb: int, runs: int, before_rev: str) -> int:
         ratios = {}
         for step in ("verify", "restore"):
             ratios[step] = med[f"{step} after"] / med[f"{step} before"]
+            # each run's pair was timed back to back: a busy machine moves both alike
+            paired = statistics.median(a / b for a, b in zip(times[f"{step} after"], times[f"{step} before"],
+                                                              strict=True))
+            ratios[f"{step} per-run"] = paired
             print(f"  {step:8s} before {med[f'{step} before']:6.2f} s  after {med[f'{step} after']:6.2f} s  "
-                  f"ratio {ratios[step]:4.2f}x  (target <= 1.2x: {'met' if ratios[step] <= 1.2 else 'NOT met'})")
+                  f"ratio of medians {ratios[step]:4.2f}x, median of the runs' ratios {paired:4.2f}x  "
+                  f"(target <= 1.2x: {'met' if max(paired, ratios[step]) <= 1.2 else 'NOT met'})")
         save_results("backup-auth", f"Verify and restore of a {db_bytes / 2**20:.0f} MiB PostgreSQL database before "
                      f"and after age encryption + signed manifests, median of {runs} runs",
                      {k: {"median s": round(v, 2)} for k, v in med.items()}
