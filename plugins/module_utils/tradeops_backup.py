@@ -184,12 +184,12 @@ _PACKAGE_HINT = {
 
 
 def run_tool(argv: list[str], what: str, env: dict[str, str] | None = None, timeout: float = 3600,
-             secrets: Sequence[str] = (), stdout: Any = subprocess.PIPE, pass_fds: Sequence[int] = ()
-             ) -> subprocess.CompletedProcess:
+             secrets: Sequence[str] = (), stdout: Any = subprocess.PIPE, pass_fds: Sequence[int] = (),
+             stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess:
     """Run a tool; raise BackupError naming ``what`` with the end of its stderr (secrets redacted)."""
     try:
         proc = subprocess.run(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout, check=False,
-                              stdin=subprocess.DEVNULL, pass_fds=tuple(pass_fds))
+                              stdin=stdin, pass_fds=tuple(pass_fds))
     except subprocess.TimeoutExpired as exc:
         raise BackupError(f"{what}: {os.path.basename(argv[0])} did not finish within {timeout:.0f} s") from exc
     if proc.returncode != 0:
@@ -477,6 +477,7 @@ class _HashingWriter:
 class _HashingReader:
     def __init__(self, source: IO[bytes]) -> None:
         self.source, self.sha, self.size = source, hashlib.sha256(), 0
+        self.finish: Callable[[], None] = lambda: None  # _plain_reader: the decryption's verdict, when it is done
 
     def read(self, size: int = -1) -> bytes:
         data = self.source.read(size)
@@ -495,19 +496,35 @@ def _plain_reader(path: Path, keys: Keys | None) -> Iterator[_HashingReader]:
     with _cipher(keys, True, path) as (argv, fds):
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 pass_fds=fds)
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout, stderr = proc.stdout, proc.stderr
+    reader = _HashingReader(stdout)
+    ended: dict[str, Any] = {}
+
+    def finish(drain: bool = True) -> None:
+        """Read what is left, wait for the tool and raise BackupError unless every byte was authentic
+        (``reader.finish()``: also called by whoever consumed ``reader.source`` directly, before it trusts it)."""
+        if not ended:
+            try:
+                while drain and stdout.read(CHUNK):
+                    pass
+            finally:
+                stdout.close()
+                ended["err"] = stderr.read().decode("utf-8", "replace")
+                stderr.close()
+                ended["code"] = proc.wait()
+        if ended["code"] != 0:
+            raise BackupError(f"decrypting {path.name} failed (another set's key, or the file was altered: age "
+                              f"authenticates every chunk): {_tail(ended['err'], 2)}")
+
+    reader.finish = finish
     try:
-        yield _HashingReader(proc.stdout)
-        proc.stdout.read()
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
-        code = proc.wait()
-    if code != 0:
-        raise BackupError(f"decrypting {path.name} failed (another set's key, or the file was altered: age "
-                          f"authenticates every chunk): {_tail(err, 2)}")
+        yield reader
+    except BaseException:
+        with contextlib.suppress(BackupError):
+            finish(drain=False)
+        raise
+    finish()
 
 
 # --------------------------------------------------------------------------- Redis (RESP2)
@@ -1957,10 +1974,14 @@ def _stored(directory: Path, manifest: dict[str, Any], name: str) -> tuple[dict[
     raise BackupError(f"backup {directory.name} has no item {name!r}; it has: {names}")
 
 
-def restore_postgresql(pg: Pg, dump: Path, target_db: str, confirm: bool = False,
+def restore_postgresql(pg: Pg, dump: Path | _HashingReader, target_db: str, confirm: bool = False,
                        expected: dict[str, int] | None = None) -> dict[str, Any]:
     """Restore a dump into ``target_db``: into a new database first, counts compared, then swapped in by
-    rename (the old database is dropped). An existing ``target_db`` is replaced only with ``confirm``."""
+    rename (the old database is dropped). An existing ``target_db`` is replaced only with ``confirm``.
+
+    ``dump`` is a file, or a decrypting reader (``_plain_reader``) that pg_restore reads as its standard input:
+    no plain copy of the dump on disk, decryption beside the restore; the reader's verdict (every chunk
+    authentic) is awaited before anything is swapped in."""
     admin = pg.maintenance_db()
     exists = pg.database_exists(target_db)
     if exists and not confirm:
@@ -1971,10 +1992,16 @@ def restore_postgresql(pg: Pg, dump: Path, target_db: str, confirm: bool = False
     pg.psql(f"CREATE DATABASE {_sql_ident(tmp)}" + (f" OWNER {_sql_ident(owner)}" if owner else ""), admin,
             f"creating {tmp}")
     try:
-        argv = [pg.tool("pg_restore"), "--exit-on-error", "--no-password", "-d", tmp, str(dump)]
+        argv = [pg.tool("pg_restore"), "--exit-on-error", "--no-password", "-d", tmp,
+                *([] if isinstance(dump, _HashingReader) else [str(dump)])]
         if pg.item.get("no_owner", False):
             argv[1:1] = ["--no-owner", "--no-acl"]
-        run_tool(argv, f"pg_restore into {tmp}", env=pg.env(tmp), timeout=pg.timeout, secrets=pg.secrets)
+        try:
+            run_tool(argv, f"pg_restore into {tmp}", env=pg.env(tmp), timeout=pg.timeout, secrets=pg.secrets,
+                     stdin=dump.source if isinstance(dump, _HashingReader) else subprocess.DEVNULL)
+        finally:
+            if isinstance(dump, _HashingReader):
+                dump.finish()  # a failed decryption is the cause to report, and it stops the swap
         counts = pg_table_counts(pg, tmp)
         if expected is not None:
             _compare_counts("table row", expected, counts)
@@ -2123,8 +2150,16 @@ def restore_item(cfg: dict[str, Any], backup_id: str | None, name: str, target: 
     if not destination:
         raise ConfigError(f"{item['kind']} item {name!r}: {where} is not configured, and a restore never takes it "
                           f"from the backup's manifest; set {where} for this item (role backup) or pass --target")
+    stored = directory / entry["path"]
+    if item["kind"] == "postgresql" and entry.get("encrypted") and stored.name.endswith(ENC_SUFFIX):
+        # age straight into pg_restore: no plain dump on disk, decryption beside the restore (format 1's
+        # openssl CBC authenticates nothing: that one goes through _scratch_plain and its plain sha256)
+        with _plain_reader(stored, keys) as reader:
+            result = restore_postgresql(Pg(conf, float(cfg["timeouts"]["tool"])), reader, destination, confirm,
+                                        item.get("tables"))
+        return {"backup_id": directory.name, "item": name, "kind": item["kind"], **result}
     with tempfile.TemporaryDirectory(prefix="tradeops-restore-") as tmp:
-        plain = directory / entry["path"]
+        plain = stored
         if entry.get("encrypted") and item["kind"] != "files":
             plain = _scratch_plain(directory, entry, Path(tmp), keys)
         if item["kind"] == "postgresql":

@@ -446,6 +446,27 @@ def test_restore_every_kind(made, sources, tmp_path):
         tb.restore_item(cfg, None, "nope")
 
 
+def test_a_dump_is_decrypted_straight_into_pg_restore_and_a_bad_chunk_stops_the_swap(made, sources, tmp_path):
+    """The PostgreSQL restore reads age's output as pg_restore's standard input (no plain dump on disk); a chunk
+    that fails age's authentication (under a manifest that agrees: a fault on the host) fails the restore with the
+    decryption named, and nothing is swapped in nor left behind."""
+    cfg, directory = copy_backup(made, tmp_path)
+    pg = sources["pg"]
+    stored = directory / "postgresql" / "appdb.dump.age"
+    data = bytearray(stored.read_bytes())
+    data[-100] ^= 0x01  # in the last chunk: pg_restore has already read nearly everything
+    stored.write_bytes(bytes(data))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "postgresql/appdb.dump.age":
+            entry["sha256"] = tb.sha256_file(stored)
+    resign(cfg, directory, manifest)
+    before = pg_databases(pg)
+    with pytest.raises(tb.BackupError, match=r"decrypting appdb\.dump\.age failed"):
+        tb.restore_item(cfg, None, "appdb", target="bk_tampered")
+    assert pg_databases(pg) == before
+
+
 def test_extract_refuses_members_outside_the_target(tmp_path):
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:
