@@ -110,14 +110,16 @@ ensure_servers() {
   # scores rendered units offline (no running systemd needed); promtool (Debian's
   # prometheus) runs the alert rules' unit tests.
   # node/npm + a C++ toolchain: scripts/check_powershell.py installs tree-sitter-powershell
-  # (compiled by node-gyp) from npm into .cache/npm to parse the .ps1 files.
+  # (compiled by node-gyp) from npm into .cache/npm to parse the .ps1 files. age: the backups
+  # encrypt every file with it (tests/unit/plugins/test_tradeops_backup.py, tests/security/hostile).
   if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null \
      && command -v systemd-analyze >/dev/null && command -v promtool >/dev/null \
-     && command -v node >/dev/null && command -v npm >/dev/null && command -v g++ >/dev/null && command -v make >/dev/null; then
+     && command -v node >/dev/null && command -v npm >/dev/null && command -v g++ >/dev/null && command -v make >/dev/null \
+     && command -v age >/dev/null; then
     return 0
   fi
   [ "$(id -u)" = 0 ] && [ -r /etc/debian_version ] || \
-    die "unit tests need PostgreSQL, Redis and systemd-analyze binaries: apt-get install postgresql redis-server systemd (as root), then re-run."
+    die "unit tests need PostgreSQL, Redis, systemd-analyze and age binaries: apt-get install postgresql redis-server systemd age (as root), then re-run."
   # Only what is missing: a machine with another vendor's node (NodeSource's nodejs bundles npm
   # and conflicts with Debian's npm package) keeps it.
   local pkgs=()
@@ -129,6 +131,7 @@ ensure_servers() {
   command -v npm >/dev/null || pkgs+=(npm node-gyp)
   command -v g++ >/dev/null || pkgs+=(g++)
   command -v make >/dev/null || pkgs+=(make)
+  command -v age >/dev/null || pkgs+=(age)
   apt_install "${pkgs[@]}"
 }
 

@@ -9,7 +9,7 @@ plugins/module_utils (tradeops_health.py -> tradeops_agent/health.py with its pr
 -> tradeops_agent/probes.py, tradeops_release.py
 -> tradeops_agent/release.py, tradeops_backup.py -> tradeops_agent/backup.py, tradeops_metrics.py ->
 tradeops_agent/metrics.py, tradeops_safefs.py -> tradeops_agent/safefs.py, tradeops_checks.py ->
-tradeops_agent/checks.py, tradeops_maintenance.py and
+tradeops_agent/checks.py, tradeops_backup_auth.py -> tradeops_agent/backup_auth.py, tradeops_maintenance.py and
 tradeops_schedule.py likewise: one source of
 truth, the repository holds no copy), stamps
 the version into tradeops_agent/__init__.py and builds the wheel offline with
@@ -52,7 +52,7 @@ DIST_NAME = "tradeops-agent"
 SHIPPED = {"health.py": "tradeops_health.py", "release.py": "tradeops_release.py", "backup.py": "tradeops_backup.py",
            "metrics.py": "tradeops_metrics.py", "maintenance.py": "tradeops_maintenance.py",
            "schedule.py": "tradeops_schedule.py", "probes.py": "tradeops_probes.py", "safefs.py": "tradeops_safefs.py",
-           "checks.py": "tradeops_checks.py"}
+           "checks.py": "tradeops_checks.py", "backup_auth.py": "tradeops_backup_auth.py"}
 # Wheels carry no build time: with a fixed SOURCE_DATE_EPOCH the same inputs give the same bytes.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the oldest time a zip file can hold
 _VERSION_LINE = re.compile(r'^__version__ = "[^"\n]*"$', re.MULTILINE)

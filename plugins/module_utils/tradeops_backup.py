@@ -12,11 +12,14 @@ the timers call:
 A backup set is backed up into ``<backup_root>/<backup_id>/`` (``backup_id`` = ``YYYYmmddTHHMMSSZ-<host>``,
 sortable): PostgreSQL ``pg_dump -Fc`` per database (counts taken in the dump's own snapshot), SQLite
 through the online backup API, Redis by ``BGSAVE`` then a copy of the RDB, and ``tar.gz`` of directories.
-Items marked ``secret`` are encrypted with ``openssl enc -aes-256-cbc -pbkdf2 -iter 200000`` before they
-are stored; decrypt by hand with::
+Every stored file is encrypted with ``age`` and the manifest is signed (HMAC-SHA256), both with keys derived
+from the set's ``encryption.key_file`` (why, and how: ``tradeops_backup_auth.py``); decrypt one by hand with::
 
-    openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:/etc/tradeops/backup.key \\
-        -in files/config.tar.gz.enc -out config.tar.gz
+    tradeops-backup --config /etc/tradeops/backup.json decrypt files/config.tar.gz.age -o config.tar.gz
+
+A restore takes its targets (database, paths) from the configuration only, refuses an item the configuration
+does not name, and refuses a backup whose manifest does not verify; backups made before signing (format 1)
+only with ``allow_unsigned`` (``--allow-unsigned``).
 
 The run works in ``<backup_root>/.<backup_id>.partial/`` and writes ``manifest.json`` (every file with size
 and sha256, table row counts, key counts, versions, host, start/end) last, atomically, then renames the
@@ -61,10 +64,12 @@ from pathlib import Path
 from typing import IO, Any
 
 try:
+    from ansible.module_utils import tradeops_backup_auth as auth
     from ansible.module_utils import tradeops_safefs as safefs
     from ansible.module_utils.tradeops_checks import number, seconds, strings, text
     from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, try_lock, update_textfile
 except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs.py (scripts/build_agent.py)
+    from tradeops_agent import backup_auth as auth  # type: ignore[no-redef]
     from tradeops_agent import safefs  # type: ignore[no-redef]
     from tradeops_agent.checks import number, seconds, strings, text  # type: ignore[no-redef]
     from tradeops_agent.metrics import atomic_write, fsync_dir, try_lock, update_textfile  # type: ignore[no-redef]
@@ -75,13 +80,14 @@ MANIFEST = "manifest.json"
 VERIFY_FILE = "verify.json"
 OFFSITE_FILE = "offsite.json"
 SIDE_FILES = (MANIFEST, VERIFY_FILE, OFFSITE_FILE)
-FORMAT = 1
+FORMAT = 2  # 2: every file age-encrypted, manifest and verify.json signed; 1: unsigned, openssl for secrets
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_CANNOT_CHECK = 0, 1, 2, 3
 OK, FAILED, ERROR, SKIPPED = "ok", "failed", "error", "skipped"
 PASSED = "passed"
-CIPHER = ["-aes-256-cbc", "-pbkdf2", "-iter", "200000"]
-DECRYPT_HINT = "openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:KEYFILE -in FILE.enc -out FILE"
-ENC_SUFFIX = ".enc"
+CIPHER = ["-aes-256-cbc", "-pbkdf2", "-iter", "200000"]  # format 1 (before signing): read only
+DECRYPT_HINT = "tradeops-backup --config CONFIG decrypt FILE.age -o FILE"
+ENC_SUFFIX = ".age"
+LEGACY_ENC_SUFFIX = ".enc"
 SCRATCH_PREFIX = "tradeops_verify_"
 _ID_RE = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9._-]+\Z")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -173,15 +179,17 @@ def _which(tool: str, bindir: str | None = None) -> str:
 _PACKAGE_HINT = {
     "pg_dump": "postgresql-client", "pg_restore": "postgresql-client", "psql": "postgresql-client",
     "redis-server": "redis-server", "redis-check-rdb": "redis-tools", "openssl": "openssl",
+    "age": "age",
 }
 
 
 def run_tool(argv: list[str], what: str, env: dict[str, str] | None = None, timeout: float = 3600,
-             secrets: Sequence[str] = (), stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess:
+             secrets: Sequence[str] = (), stdout: Any = subprocess.PIPE, pass_fds: Sequence[int] = (),
+             stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess:
     """Run a tool; raise BackupError naming ``what`` with the end of its stderr (secrets redacted)."""
     try:
         proc = subprocess.run(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout, check=False,
-                              stdin=subprocess.DEVNULL)
+                              stdin=stdin, pass_fds=tuple(pass_fds))
     except subprocess.TimeoutExpired as exc:
         raise BackupError(f"{what}: {os.path.basename(argv[0])} did not finish within {timeout:.0f} s") from exc
     if proc.returncode != 0:
@@ -376,12 +384,38 @@ def config_secrets(cfg: dict[str, Any]) -> list[str]:
     return found
 
 
-def _key_file(cfg: dict[str, Any]) -> str:
+class Keys:
+    """The set's backup key (``encryption.key_file``): the derived age identity and MAC key
+    (``tradeops_backup_auth``), and the file itself for format-1 backups (``openssl -pass file:``)."""
+
+    def __init__(self, key_file: str, set_name: str) -> None:
+        _read_secret_file(key_file, "encryption key")  # exists, not empty, mode 0600
+        try:
+            self.key = auth.BackupKey.from_file(key_file)
+        except auth.AuthError as exc:
+            raise ConfigError(str(exc)) from None
+        self.file = key_file
+        self.set_name = set_name
+
+
+def _keys(cfg: dict[str, Any]) -> Keys:
     key = cfg["encryption"].get("key_file")
     if not key:
-        raise ConfigError("encryption.key_file is needed to encrypt or decrypt secret items")
-    _read_secret_file(key, "encryption key")  # exists, not empty, mode 0600
-    return key
+        raise ConfigError("encryption.key_file is required: every backup is encrypted (age) and its manifest "
+                          "signed with the set's key; set backup_encryption_key (role backup, from ansible-vault)")
+    return Keys(key, cfg["set"])
+
+
+def check_key(cfg: dict[str, Any]) -> str:
+    """The key id of the set's key; ConfigError naming encryption.key_file when it is missing or unusable."""
+    return _keys(cfg).key.key_id
+
+
+def _keys_or_none(cfg: dict[str, Any]) -> Keys | None:
+    """The set's keys, or None when none is configured or readable (then nothing is trusted as verified)."""
+    with contextlib.suppress(BackupError):
+        return _keys(cfg)
+    return None
 
 
 # --------------------------------------------------------------------------- encryption
@@ -391,13 +425,37 @@ def _openssl(decrypt: bool, key_file: str) -> list[str]:
     return [_which("openssl"), "enc", *(["-d"] if decrypt else ["-salt"]), *CIPHER, "-pass", f"file:{key_file}"]
 
 
-def encrypt_file(plain: Path, out: Path, key_file: str) -> None:
-    run_tool([*_openssl(False, key_file), "-in", str(plain), "-out", str(out)], f"encrypting {plain.name}")
+@contextlib.contextmanager
+def _cipher(keys: Keys, decrypt: bool, source: Path | None = None, out: Path | None = None
+            ) -> Iterator[tuple[list[str], tuple[int, ...]]]:
+    """``(argv, pass_fds)`` of the tool that encrypts (age) or decrypts (age, or openssl for a format-1 ``.enc``
+    file) ``source`` (None: standard input) into ``out`` (None: standard output). age reads the derived identity
+    from a pipe (``/dev/fd/N``): never on disk, never in argv."""
+    if decrypt and source is not None and source.name.endswith(LEGACY_ENC_SUFFIX):
+        yield [*_openssl(True, keys.file), "-in", str(source), *(["-out", str(out)] if out else [])], ()
+        return
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, keys.key.age_identity().encode() + b"\n")  # < 100 bytes: fits the pipe's buffer
+        os.close(write_end)
+        write_end = -1
+        yield [_which("age"), "-d" if decrypt else "-e", "-i", f"/dev/fd/{read_end}",
+               *(["-o", str(out)] if out else []), *([str(source)] if source else [])], (read_end,)
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
 
 
-def decrypt_file(enc: Path, out: Path, key_file: str) -> None:
-    run_tool([*_openssl(True, key_file), "-in", str(enc), "-out", str(out)],
-             f"decrypting {enc.name} (wrong key file?)")
+def encrypt_file(plain: Path, out: Path, keys: Keys) -> None:
+    with _cipher(keys, False, plain, out) as (argv, fds):
+        run_tool(argv, f"encrypting {plain.name}", pass_fds=fds)
+
+
+def decrypt_file(enc: Path, out: Path, keys: Keys) -> None:
+    with _cipher(keys, True, enc, out) as (argv, fds):
+        run_tool(argv, f"decrypting {enc.name} (another set's key, or altered: age authenticates every chunk)",
+                 pass_fds=fds)
 
 
 class _HashingWriter:
@@ -419,6 +477,7 @@ class _HashingWriter:
 class _HashingReader:
     def __init__(self, source: IO[bytes]) -> None:
         self.source, self.sha, self.size = source, hashlib.sha256(), 0
+        self.finish: Callable[[], None] = lambda: None  # _plain_reader: the decryption's verdict, when it is done
 
     def read(self, size: int = -1) -> bytes:
         data = self.source.read(size)
@@ -428,26 +487,44 @@ class _HashingReader:
 
 
 @contextlib.contextmanager
-def _plain_reader(path: Path, key_file: str | None) -> Iterator[_HashingReader]:
-    """Read a stored file as plain bytes (decrypting through openssl when ``key_file`` is given)."""
-    if key_file is None:
+def _plain_reader(path: Path, keys: Keys | None) -> Iterator[_HashingReader]:
+    """Read a stored file as plain bytes (decrypted by age, or openssl for format 1, when ``keys`` is given)."""
+    if keys is None:
         with open(path, "rb") as handle:
             yield _HashingReader(handle)
         return
-    proc = subprocess.Popen([*_openssl(True, key_file), "-in", str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    assert proc.stdout is not None
+    with _cipher(keys, True, path) as (argv, fds):
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                pass_fds=fds)
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout, stderr = proc.stdout, proc.stderr
+    reader = _HashingReader(stdout)
+    ended: dict[str, Any] = {}
+
+    def finish(drain: bool = True) -> None:
+        """Read what is left, wait for the tool and raise BackupError unless every byte was authentic
+        (``reader.finish()``: also called by whoever consumed ``reader.source`` directly, before it trusts it)."""
+        if not ended:
+            try:
+                while drain and stdout.read(CHUNK):
+                    pass
+            finally:
+                stdout.close()
+                ended["err"] = stderr.read().decode("utf-8", "replace")
+                stderr.close()
+                ended["code"] = proc.wait()
+        if ended["code"] != 0:
+            raise BackupError(f"decrypting {path.name} failed (another set's key, or the file was altered: age "
+                              f"authenticates every chunk): {_tail(ended['err'], 2)}")
+
+    reader.finish = finish
     try:
-        yield _HashingReader(proc.stdout)
-        proc.stdout.read()
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
-        code = proc.wait()
-    if code != 0:
-        raise BackupError(f"decrypting {path.name} failed (wrong key file or damaged file): {_tail(err, 2)}")
+        yield reader
+    except BaseException:
+        with contextlib.suppress(BackupError):
+            finish(drain=False)
+        raise
+    finish()
 
 
 # --------------------------------------------------------------------------- Redis (RESP2)
@@ -822,9 +899,9 @@ def _excluded(rel: str, patterns: Sequence[str], skip: set[str], full: str) -> b
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(base, p) for p in patterns)
 
 
-def backup_paths(item: dict[str, Any], out: Path, key_file: str | None, skip: set[str]) -> dict[str, Any]:
-    """tar.gz of a directory (or one file) streamed to ``out`` (through openssl when ``key_file``): a secret's
-    plain archive never touches the disk. Read by safefs.pack_tree: never through a link the app's user swaps
+def backup_paths(item: dict[str, Any], out: Path, keys: Keys | None, skip: set[str]) -> dict[str, Any]:
+    """tar.gz of a directory (or one file) streamed to ``out`` (through age when ``keys``): the plain archive
+    never touches the disk. Read by safefs.pack_tree: never through a link the app's user swaps
     in while it is archived."""
     root = Path(item["path"])
     if not root.exists():
@@ -833,33 +910,37 @@ def backup_paths(item: dict[str, Any], out: Path, key_file: str | None, skip: se
     members = 0
     handle: IO[bytes]
     proc = None
-    if key_file:
-        proc = subprocess.Popen([*_openssl(False, key_file), "-out", str(out)], stdin=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    if keys:
+        with _cipher(keys, False, None, out) as (argv, fds):
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, pass_fds=fds)
         assert proc.stdin is not None
         handle = proc.stdin
     else:
         handle = open(out, "wb")  # noqa: SIM115 - closed in the finally below
     writer = _HashingWriter(handle)
+    broken = False
     try:
         with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as gz, \
                 tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
             members = safefs.pack_tree(tar, str(root), lambda rel, full: _excluded(rel, patterns, skip, full))
-    except BrokenPipeError as exc:
-        raise BackupError(f"encrypting {item['name']}: openssl stopped: "
-                          f"{_tail(proc.stderr.read().decode()) if proc and proc.stderr else ''}") from exc
+    except BrokenPipeError:
+        broken = True  # age stopped reading: its exit status and message (below) say why
     finally:
         if proc is None:
             handle.close()  # a failing flush (disk full) is reported by the caller
         else:
-            with contextlib.suppress(BrokenPipeError):  # openssl's own exit status tells what happened
+            with contextlib.suppress(BrokenPipeError):  # age's own exit status tells what happened
                 handle.close()
             err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
             if proc.stderr:
                 proc.stderr.close()
-            if proc.wait() != 0:
-                how = f"exit {proc.returncode}" if proc.returncode > 0 else f"killed by signal {-proc.returncode}"
-                raise BackupError(f"encrypting {item['name']}: openssl {how}: {_tail(err) or 'no message'} (when the "
+            if proc.wait() != 0 or broken:
+                if re.search(r"no space left|file too large|quota exceeded", err, re.IGNORECASE):
+                    raise BackupError(f"encrypting {item['name']}: age: " + _disk_hint(
+                        OSError(errno.ENOSPC, "no space left"), str(out.parent)))
+                how = f"exit {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
+                raise BackupError(f"encrypting {item['name']}: age {how}: {_tail(err) or 'no message'} (when the "
                                   "disk is full: free space under backup_root or lower the local retention)")
     return {"source": str(root), "members": members, "plain_sha256": writer.sha.hexdigest(),
             "plain_size": writer.size}
@@ -921,22 +1002,21 @@ def run_backup(cfg: dict[str, Any], now: dt.datetime | None = None) -> dict[str,
         backup_id = new_backup_id(root, cfg["host"], now)
         partial = root / f".{backup_id}.partial"
         partial.mkdir(mode=0o700)
-        key_file = _key_file(cfg) if any(i.get("secret") for k in ("postgresql", "sqlite", "redis", "paths")
-                                         for i in cfg[k]) else None
+        keys = _keys(cfg)  # every file is encrypted and the manifest signed: no key, no backup
         files: list[dict[str, Any]] = []
         items: list[dict[str, Any]] = []
         timeout = float(cfg["timeouts"]["tool"])
 
         def store(kind: str, item: dict[str, Any], rel: str, make: Callable[[Path], dict[str, Any]]) -> None:
             (partial / kind).mkdir(exist_ok=True)
-            secret = bool(item.get("secret"))
-            streamed = secret and kind == "files"  # archives are encrypted while streamed
+            secret = True  # everything: a dump in the bucket is as private as the config (tradeops_backup_auth)
+            streamed = kind == "files"  # archives are encrypted while streamed
             target = partial / (rel + ENC_SUFFIX if streamed else rel)
             info = make(target)
             extra: dict[str, Any] = {}
             if secret and not streamed:
                 extra["plain_sha256"], extra["plain_size"] = sha256_file(target), target.stat().st_size
-                encrypt_file(target, target.with_name(target.name + ENC_SUFFIX), key_file or "")
+                encrypt_file(target, target.with_name(target.name + ENC_SUFFIX), keys)
                 target.unlink()
                 rel += ENC_SUFFIX
             elif secret:
@@ -975,7 +1055,7 @@ def run_backup(cfg: dict[str, Any], now: dt.datetime | None = None) -> dict[str,
         for item in cfg["paths"]:
             guarded("paths", item["name"], lambda item=item: store(
                 "files", item, f"files/{item['name']}.tar.gz",
-                lambda p, item=item: backup_paths(item, p, key_file if item.get("secret") else None, skip)))
+                lambda p, item=item: backup_paths(item, p, keys, skip)))
         finished = time.time()
         manifest = {
             "format": FORMAT, "tool": TOOL, "tool_version": __version__, "backup_id": backup_id, "set": cfg["set"],
@@ -983,10 +1063,11 @@ def run_backup(cfg: dict[str, Any], now: dt.datetime | None = None) -> dict[str,
             "duration": round(finished - started, 3), "outcome": "complete",
             "bytes": sum(f["size"] for f in files), "files": files, "items": items,
             "versions": {"python": sys.version.split()[0], "sqlite": _server_version_sqlite(),
-                         "openssl": _openssl_version() if key_file else None},
-            "encryption": {"method": "openssl enc " + " ".join(CIPHER) + " -salt", "decrypt": DECRYPT_HINT}
-            if key_file else None,
+                         "age": _age_version()},
+            "encryption": {"method": "age (X25519, ChaCha20-Poly1305), identity derived from encryption.key_file",
+                           "decrypt": DECRYPT_HINT},
         }
+        manifest = auth.sign(manifest, keys.key)  # over every file's size and sha256: tampering shows
         try:
             atomic_write_json(partial / MANIFEST, manifest)  # last: without it the backup is incomplete
             os.rename(partial, root / backup_id)
@@ -1006,9 +1087,9 @@ def run_backup(cfg: dict[str, Any], now: dt.datetime | None = None) -> dict[str,
         lock.close()
 
 
-def _openssl_version() -> str:
+def _age_version() -> str:
     with contextlib.suppress(Exception):
-        return run_tool([_which("openssl"), "version"], "openssl version", timeout=10).stdout.decode().strip()
+        return run_tool([_which("age"), "--version"], "age --version", timeout=10).stdout.decode().strip()
     return ""
 
 
@@ -1034,35 +1115,103 @@ def load_manifest(directory: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def backup_status(directory: Path) -> dict[str, Any]:
+_KINDS = {"postgresql": ".dump", "sqlite": ".sqlite3", "redis": ".rdb", "files": ".tar.gz"}
+
+
+def _check_layout(manifest: dict[str, Any], what: str) -> None:
+    """The manifest's shape: every file a safe relative name under its kind's directory with a size and a
+    sha256, every item of a known kind pointing at one of those files (an unsigned one is read too)."""
+    files, items = manifest.get("files"), manifest.get("items")
+    if not isinstance(files, list) or not isinstance(items, list):
+        raise BackupError(f"{what} has no files/items lists: refused")
+    names = set()
+    for entry in files:
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        if (not isinstance(rel, str) or not re.match(r"^(postgresql|sqlite|redis|files)/[A-Za-z0-9][A-Za-z0-9._-]*\Z",
+                                                      rel) or ".." in rel
+                or not isinstance(entry.get("size"), int) or not isinstance(entry.get("sha256"), str)):
+            raise BackupError(f"{what} lists an invalid file {str(entry)[:120]}: refused")
+        names.add(rel)
+    for item in items:
+        if (not isinstance(item, dict) or item.get("kind") not in _KINDS or item.get("file") not in names
+                or not isinstance(item.get("name"), str) or not _NAME_RE.match(item["name"])):
+            raise BackupError(f"{what} lists an invalid item {str(item)[:120]}: refused")
+
+
+def check_manifest(manifest: Any, backup_id: str, keys: Keys | None, allow_unsigned: bool = False) -> str | None:
+    """Raise BackupError unless ``manifest`` is signed with the set's key (or is unsigned, format 1, and
+    ``allow_unsigned``), names ``backup_id`` and the set, and is well formed. Returns its MAC (None for an
+    unsigned one accepted by ``allow_unsigned``)."""
+    what = f"the manifest of backup {backup_id}"
+    try:
+        mac: str | None = auth.check(manifest, keys.key if keys else None, what)
+    except auth.Unsigned as exc:
+        if not allow_unsigned:
+            raise BackupError(str(exc)) from None
+        mac = None
+    except auth.AuthError as exc:
+        raise BackupError(str(exc)) from None
+    if manifest.get("backup_id") != backup_id:
+        raise BackupError(f"{what} names backup {str(manifest.get('backup_id'))[:80]!r}: a backup copied under "
+                          "another id; refused")
+    if keys is not None and manifest.get("set") != keys.set_name:
+        raise BackupError(f"{what} belongs to set {str(manifest.get('set'))[:80]!r}, this configuration's set is "
+                          f"{keys.set_name!r}: refused")
+    _check_layout(manifest, what)
+    return mac
+
+
+def check_record(record: Any, backup_id: str, manifest_mac: str | None, keys: Keys | None) -> bool:
+    """True when ``record`` (a ``verify.json``) is signed with the set's key, is about ``backup_id`` and the
+    manifest whose MAC is ``manifest_mac``, and says passed. A bare object from the bucket never is."""
+    if manifest_mac is None or keys is None:
+        return False
+    try:
+        auth.check(record, keys.key, f"the verification record of backup {backup_id}")
+    except auth.AuthError:
+        return False
+    return (record.get("backup_id") == backup_id and record.get("manifest_mac") == manifest_mac
+            and record.get("status") == PASSED)
+
+
+def backup_status(directory: Path, keys: Keys | None = None) -> dict[str, Any]:
+    """A local backup: ``complete`` (has a manifest), ``authentic`` (the manifest verifies with ``keys``),
+    ``verified`` (authentic, and its signed verification record says passed)."""
     manifest = load_manifest(directory)
     verify = offsite = None
     with contextlib.suppress(OSError, ValueError):
         verify = read_json(directory / VERIFY_FILE)
     with contextlib.suppress(OSError, ValueError):
         offsite = read_json(directory / OFFSITE_FILE)
+    mac = None
+    if manifest is not None and keys is not None:
+        with contextlib.suppress(BackupError):
+            mac = check_manifest(manifest, directory.name, keys)
+    verify = verify if isinstance(verify, dict) else None
     return {
         "backup_id": directory.name, "path": str(directory), "complete": manifest is not None,
         "finished": manifest.get("finished") if manifest else None,
         "bytes": manifest.get("bytes") if manifest else None,
-        "verified": bool(verify and verify.get("status") == PASSED and manifest is not None),
+        "authentic": mac is not None,
+        "verified": check_record(verify, directory.name, mac, keys),
         "verify_status": verify.get("status") if verify else None,
         "verified_at": verify.get("verified_at") if verify else None,
-        "offsite": offsite.get("status") if offsite else None,
+        "offsite": offsite.get("status") if isinstance(offsite, dict) else None,
     }
 
 
-def list_backups(root: str | Path) -> list[dict[str, Any]]:
-    """Local backups (complete and incomplete), newest first; dot-directories (runs in progress) are ignored."""
+def list_backups(root: str | Path, keys: Keys | None = None) -> list[dict[str, Any]]:
+    """Local backups (complete and incomplete), newest first; dot-directories (runs in progress) are ignored.
+    Without ``keys`` none is authentic nor verified."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [backup_status(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    found = [backup_status(p, keys) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(found, key=lambda b: b["backup_id"], reverse=True)
 
 
-def resolve_backup(root: Path, backup_id: str | None) -> Path:
-    backups = [b for b in list_backups(root) if b["complete"]]
+def resolve_backup(root: Path, backup_id: str | None, keys: Keys | None = None) -> Path:
+    backups = [b for b in list_backups(root, keys) if b["complete"]]
     if backup_id in (None, "", "latest"):
         if not backups:
             raise BackupError(f"no complete backup in {root}")
@@ -1105,7 +1254,8 @@ def prune_local(cfg: dict[str, Any], dry_run: bool = False, now: float | None = 
     ret = cfg["retention"]
     lock = _lock(root, wait=60)
     try:
-        keep, delete = plan_retention(list_backups(root), ret.get("keep_days"), ret.get("keep_count"), now)
+        keep, delete = plan_retention(list_backups(root, _keys_or_none(cfg)), ret.get("keep_days"),
+                                      ret.get("keep_count"), now)
         if not dry_run:
             for backup_id in delete:
                 shutil.rmtree(root / backup_id)
@@ -1153,15 +1303,15 @@ class Report:
         return f"backup {self.backup_id} {self.status}" + (": " + "; ".join(bad) if bad else "")
 
 
-def _scratch_plain(directory: Path, entry: dict[str, Any], scratch: Path, key_file: str | None) -> Path:
+def _scratch_plain(directory: Path, entry: dict[str, Any], scratch: Path, keys: Keys | None) -> Path:
     """The stored file as a plain file (decrypted into ``scratch`` when encrypted)."""
     stored = directory / entry["path"]
     if not entry.get("encrypted"):
         return stored
-    if key_file is None:
+    if keys is None:
         raise CannotCheck(f"{entry['path']} is encrypted and no encryption.key_file is configured")
-    plain = scratch / Path(entry["path"]).name[: -len(ENC_SUFFIX)]
-    decrypt_file(stored, plain, key_file)
+    plain = scratch / Path(entry["path"]).name.rsplit(".", 1)[0]
+    decrypt_file(stored, plain, keys)
     if sha256_file(plain) != entry.get("plain_sha256"):
         raise BackupError("decrypted content differs from the sha256 recorded at backup time")
     return plain
@@ -1284,12 +1434,12 @@ def _verify_redis(path: Path, item: dict[str, Any], scratch: Path, scratch_resto
     return check
 
 
-def _verify_archive(path: Path, entry: dict[str, Any], item: dict[str, Any], key_file: str | None
+def _verify_archive(path: Path, entry: dict[str, Any], item: dict[str, Any], keys: Keys | None
                     ) -> Callable[[], str]:
     def check() -> str:
-        if entry.get("encrypted") and key_file is None:
+        if entry.get("encrypted") and keys is None:
             raise CannotCheck(f"{entry['path']} is encrypted and no encryption.key_file is configured")
-        members, plain_sha256 = read_archive(path, key_file if entry.get("encrypted") else None)
+        members, plain_sha256 = read_archive(path, keys if entry.get("encrypted") else None)
         if entry.get("encrypted") and plain_sha256 != entry.get("plain_sha256"):
             raise BackupError("decrypted archive differs from the sha256 recorded at backup time")
         if members != item.get("members"):
@@ -1298,12 +1448,37 @@ def _verify_archive(path: Path, entry: dict[str, Any], item: dict[str, Any], key
     return check
 
 
+def _configured(cfg: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The items the configuration names: ``{name: (manifest kind, item)}`` (paths are stored as kind files)."""
+    return {i["name"]: ("files" if kind == "paths" else kind, i)
+            for kind in ("postgresql", "sqlite", "redis", "paths") for i in cfg[kind]}
+
+
+def configured_item(cfg: dict[str, Any], item: dict[str, Any], backup_id: str) -> dict[str, Any]:
+    """The configuration's own item for a manifest item (where it is restored to comes from here, never from the
+    manifest); BackupError naming the item and the fix when the configuration does not name it, as that kind."""
+    found = _configured(cfg).get(item["name"])
+    if found is None or found[0] != item["kind"]:
+        role_var = {"files": "backup_paths"}.get(item["kind"], f"backup_{item['kind']}")
+        now = f" (it names {item['name']!r} as a {found[0]} item)" if found else ""
+        raise BackupError(f"backup {backup_id} holds {item['kind']} item {item['name']!r}, which the configuration of "
+                          f"set {cfg['set']!r} does not name{now}: refused, nothing restored from it. If it is yours, "
+                          f"add it to {role_var} (role backup) and converge; otherwise restore the other items by "
+                          "name (--item)")
+    return found[1]
+
+
 def verify_backup(cfg: dict[str, Any], backup_id: str | None = None, scratch_restore: bool | None = None,
                   offsite: bool | None = None, max_age_hours: float | None = None,
-                  record: bool = True) -> dict[str, Any]:
+                  record: bool = True, allow_unsigned: bool = False) -> dict[str, Any]:
     """Prove a backup restorable. Read-only for production data: scratch restores go into temporary databases,
     copies and servers that are removed afterwards. Returns ``{backup_id, status, checks, failed_items, ...}``
     where status is ``passed``, ``failed`` (a check failed: the items are named) or ``error`` (could not check).
+
+    First the manifest's signature (``authenticity``): one that does not verify fails the backup, named, and
+    nothing else is read from it; an unsigned one (format 1) only with ``allow_unsigned``. Then every item must
+    be one the configuration names (``configuration``): what a restore refuses never passes here. The record
+    (``verify.json``) is signed and bound to the manifest's MAC: only such a record makes a backup verified.
     """
     root = Path(cfg["backup_root"])
     vcfg = cfg["verify"]
@@ -1312,14 +1487,25 @@ def verify_backup(cfg: dict[str, Any], backup_id: str | None = None, scratch_res
     max_age = vcfg.get("max_age_hours") if max_age_hours is None else max_age_hours
     if max_age is not None:
         number(max_age, "max_age_hours", error=ConfigError, minimum=0)
-    directory = resolve_backup(root, backup_id)
+    keys = _keys_or_none(cfg)
+    directory = resolve_backup(root, backup_id, keys)
     manifest = load_manifest(directory)
     assert manifest is not None
     report = Report(directory.name)
     secrets = config_secrets(cfg)
-    key_file = None
-    with contextlib.suppress(BackupError):
-        key_file = _key_file(cfg)
+    holder: dict[str, str | None] = {}
+
+    def authentic() -> str:
+        if keys is None:
+            _keys(cfg)  # raises the ConfigError that says why
+        holder["mac"] = check_manifest(manifest, directory.name, keys, allow_unsigned)
+        return ("manifest signed with the set's key (HMAC-SHA256), every file's sha256 covered"
+                if holder["mac"] else "UNSIGNED manifest (format 1) accepted by allow_unsigned")
+    if report.run(directory.name, "authenticity", authentic) != OK:
+        return _finish(report, directory, None, keys, record)
+    for item in manifest["items"]:
+        report.run(item["file"], "configuration", lambda item=item: (
+            configured_item(cfg, item, directory.name) and "named by the configuration, restored to its target"))
     if max_age is not None:
         def fresh() -> str:
             age = (time.time() - parse_iso(manifest["finished"])) / 3600
@@ -1342,7 +1528,7 @@ def verify_backup(cfg: dict[str, Any], backup_id: str | None = None, scratch_res
         if report.run(entry["path"], "checksum", checksum) == OK:
             good.add(entry["path"])
     by_file = {e["path"]: e for e in manifest["files"]}
-    items_cfg = {i["name"]: (kind, i) for kind in ("postgresql", "sqlite", "redis", "paths") for i in cfg[kind]}
+    items_cfg = _configured(cfg)
     with tempfile.TemporaryDirectory(prefix="tradeops-verify-") as tmp:
         scratch = Path(tmp)
         for item in manifest["items"]:
@@ -1353,11 +1539,11 @@ def verify_backup(cfg: dict[str, Any], backup_id: str | None = None, scratch_res
                 continue
             path = directory / entry["path"]
             if item["kind"] == "files":
-                report.run(label, "archive", _verify_archive(path, entry, item, key_file), secrets)
+                report.run(label, "archive", _verify_archive(path, entry, item, keys), secrets)
                 continue
 
             def restore(item: dict[str, Any] = item, entry: dict[str, Any] = entry) -> str:
-                plain = _scratch_plain(directory, entry, scratch, key_file)
+                plain = _scratch_plain(directory, entry, scratch, keys)
                 if item["kind"] == "postgresql":
                     kind_cfg = items_cfg.get(item["name"])
                     if kind_cfg is None or kind_cfg[0] != "postgresql":
@@ -1384,11 +1570,18 @@ def verify_backup(cfg: dict[str, Any], backup_id: str | None = None, scratch_res
             report.add(directory.name, "offsite", ERROR, redact(str(exc), secrets))
         except BackupError as exc:
             report.add(directory.name, "offsite", FAILED, redact(str(exc), secrets))
+    return _finish(report, directory, holder.get("mac"), keys, record)
+
+
+def _finish(report: Report, directory: Path, manifest_mac: str | None, keys: Keys | None, record: bool
+            ) -> dict[str, Any]:
+    """The report; recorded in ``verify.json`` signed and bound to the manifest's MAC (when there is a key)."""
     result = report.as_dict()
-    result["message"] = report.message()
     if record:
+        doc = {**result, "manifest_mac": manifest_mac}
         with contextlib.suppress(OSError):
-            atomic_write_json(directory / VERIFY_FILE, result)
+            atomic_write_json(directory / VERIFY_FILE, auth.sign(doc, keys.key) if keys else doc)
+    result["message"] = report.message()
     return result
 
 
@@ -1422,6 +1615,7 @@ class S3Store:
             raise CannotCheck("boto3 is not installed: install python3-boto3 (Debian) next to tradeops-backup")\
                 from exc
         self.cfg, self.off, self.sleep = cfg, off, sleep
+        self.keys = _keys_or_none(cfg)
         self.ClientError, self.BotoCoreError, self.Boto3Error = ClientError, BotoCoreError, Boto3Error
         secret = _read_secret_file(off["secret_access_key_file"], "offsite.secret_access_key_file") \
             if off.get("secret_access_key_file") else None
@@ -1616,10 +1810,19 @@ class S3Store:
         except _Mismatch as exc:
             raise _FinalMismatch(str(exc)) from None
 
+    def _get_json(self, key: str) -> Any:
+        def read() -> Any:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            return json.loads(body.read(CHUNK * 16))  # a manifest or record: small; a huge object is not one
+        return self.retry(f"reading s3://{self.bucket}/{key}", read)
+
     def list_backups(self) -> list[dict[str, Any]]:
+        """The offsite backups, newest first: ``complete`` (a manifest object exists), ``authentic`` (it verifies
+        with the set's key and names this id and set), ``verified`` (authentic, and its ``verify.json`` is signed,
+        bound to that manifest and says passed). Whoever can write the bucket can make none of these true."""
         ids: set[str] = set()
         has_manifest: set[str] = set()
-        verified: dict[str, bool] = {}
+        has_record: set[str] = set()
 
         def scan() -> None:
             paginator = self.client.get_paginator("list_objects_v2")
@@ -1631,15 +1834,9 @@ class S3Store:
                         if parts[1] == MANIFEST:
                             has_manifest.add(parts[0])
                         if parts[1] == VERIFY_FILE:
-                            verified[parts[0]] = False
+                            has_record.add(parts[0])
 
         self.retry(f"listing {self.where()}", scan)
-        for backup_id in verified:
-            def read(backup_id: str = backup_id) -> bool:
-                body = self.client.get_object(Bucket=self.bucket, Key=self.key(backup_id, VERIFY_FILE))["Body"]
-                return json.loads(body.read()).get("status") == PASSED
-            with contextlib.suppress(BackupError, ValueError):
-                verified[backup_id] = self.retry("reading verify.json", read)
         out = []
         for backup_id in sorted(ids, reverse=True):
             finished = None
@@ -1647,9 +1844,17 @@ class S3Store:
             if match:
                 finished = iso(dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(
                     tzinfo=dt.UTC))
+            mac = None
+            if backup_id in has_manifest and self.keys is not None and _ID_RE.match(backup_id):
+                with contextlib.suppress(BackupError, ValueError):
+                    mac = check_manifest(self._get_json(self.key(backup_id, MANIFEST)), backup_id, self.keys)
+            verified = False
+            if mac is not None and backup_id in has_record:
+                with contextlib.suppress(BackupError, ValueError):
+                    verified = check_record(self._get_json(self.key(backup_id, VERIFY_FILE)), backup_id, mac,
+                                            self.keys)
             out.append({"backup_id": backup_id, "complete": backup_id in has_manifest, "finished": finished,
-                        "verified": verified.get(backup_id, False) and backup_id in has_manifest,
-                        "where": self.where(backup_id)})
+                        "authentic": mac is not None, "verified": verified, "where": self.where(backup_id)})
         return out
 
     def delete_backup(self, backup_id: str) -> int:
@@ -1666,13 +1871,15 @@ class S3Store:
             return count
         return self.retry(f"deleting {self.where(backup_id)}", delete)
 
-    def fetch(self, backup_id: str, root: Path) -> Path:
-        """Download an offsite backup into ``root`` (checked against its manifest; atomic rename)."""
+    def fetch(self, backup_id: str, root: Path, allow_unsigned: bool = False) -> Path:
+        """Download an offsite backup into ``root``: its manifest first, which must verify with the set's key
+        (or be unsigned, with ``allow_unsigned``), then every file it names, each checked against it; atomic
+        rename."""
         target = root / backup_id
-        if load_manifest(target) is not None:
-            return target
         if not _ID_RE.match(backup_id):
             raise BackupError(f"{backup_id!r} is not a backup id")
+        if load_manifest(target) is not None:
+            return target
         remote = {b["backup_id"]: b for b in self.list_backups()}
         if backup_id not in remote or not remote[backup_id]["complete"]:
             ids = ", ".join(b for b, v in remote.items() if v["complete"]) or "none"
@@ -1687,11 +1894,13 @@ class S3Store:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self.client.download_file(self.bucket, self.key(backup_id, rel), str(dest), Config=self.transfer)
             self.retry("downloading the manifest", lambda: get(MANIFEST))
-            manifest = read_json(partial / MANIFEST)
+            try:
+                manifest = read_json(partial / MANIFEST)
+            except ValueError as exc:
+                raise BackupError(f"the offsite manifest of {backup_id} is not JSON: refused ({exc})") from None
+            check_manifest(manifest, backup_id, self.keys, allow_unsigned)
             for entry in manifest["files"]:
-                rel = os.path.normpath(entry["path"])
-                if rel.startswith(("..", "/")):
-                    raise BackupError(f"the offsite manifest names an unsafe path {entry['path']!r}")
+                rel = entry["path"]  # checked by check_manifest: <kind>/<name>, no '..'
                 self.retry(f"downloading {rel}", lambda rel=rel: get(rel))
                 if sha256_file(partial / rel) != entry["sha256"]:
                     raise BackupError(f"downloaded {rel} differs from its manifest sha256")
@@ -1743,9 +1952,15 @@ def prune_offsite(cfg: dict[str, Any], dry_run: bool = False, now: float | None 
     ret = cfg["offsite"]["retention"]
     remote = store.list_backups()
     local = {b["backup_id"] for b in list_backups(cfg["backup_root"]) if b["complete"]}
-    # an incomplete offsite copy of a local backup is completed by upload, not deleted
-    candidates = [b for b in remote if b["complete"] or b["backup_id"] not in local]
+    # an incomplete offsite copy of a local backup is completed by upload, not deleted; backups whose manifest
+    # does not verify (planted, or made before signing) take no place among the keep_count newest: a bucket
+    # writer's forgeries never push a real backup out. They go by keep_days alone.
+    candidates = [b for b in remote if b.get("authentic") or (not b["complete"] and b["backup_id"] not in local)]
     keep, delete = plan_retention(candidates, ret.get("keep_days"), ret.get("keep_count"), now)
+    others = [b for b in remote if b["complete"] and not b.get("authentic")]
+    other_keep, other_delete = plan_retention(others, ret.get("keep_days"), 0 if ret.get("keep_days") is not None
+                                              else None, now)
+    keep, delete = keep + other_keep, delete + other_delete
     if not dry_run:
         for backup_id in delete:
             store.delete_backup(backup_id)
@@ -1768,10 +1983,14 @@ def _stored(directory: Path, manifest: dict[str, Any], name: str) -> tuple[dict[
     raise BackupError(f"backup {directory.name} has no item {name!r}; it has: {names}")
 
 
-def restore_postgresql(pg: Pg, dump: Path, target_db: str, confirm: bool = False,
+def restore_postgresql(pg: Pg, dump: Path | _HashingReader, target_db: str, confirm: bool = False,
                        expected: dict[str, int] | None = None) -> dict[str, Any]:
     """Restore a dump into ``target_db``: into a new database first, counts compared, then swapped in by
-    rename (the old database is dropped). An existing ``target_db`` is replaced only with ``confirm``."""
+    rename (the old database is dropped). An existing ``target_db`` is replaced only with ``confirm``.
+
+    ``dump`` is a file, or a decrypting reader (``_plain_reader``) that pg_restore reads as its standard input:
+    no plain copy of the dump on disk, decryption beside the restore; the reader's verdict (every chunk
+    authentic) is awaited before anything is swapped in."""
     admin = pg.maintenance_db()
     exists = pg.database_exists(target_db)
     if exists and not confirm:
@@ -1782,10 +2001,16 @@ def restore_postgresql(pg: Pg, dump: Path, target_db: str, confirm: bool = False
     pg.psql(f"CREATE DATABASE {_sql_ident(tmp)}" + (f" OWNER {_sql_ident(owner)}" if owner else ""), admin,
             f"creating {tmp}")
     try:
-        argv = [pg.tool("pg_restore"), "--exit-on-error", "--no-password", "-d", tmp, str(dump)]
+        argv = [pg.tool("pg_restore"), "--exit-on-error", "--no-password", "-d", tmp,
+                *([] if isinstance(dump, _HashingReader) else [str(dump)])]
         if pg.item.get("no_owner", False):
             argv[1:1] = ["--no-owner", "--no-acl"]
-        run_tool(argv, f"pg_restore into {tmp}", env=pg.env(tmp), timeout=pg.timeout, secrets=pg.secrets)
+        try:
+            run_tool(argv, f"pg_restore into {tmp}", env=pg.env(tmp), timeout=pg.timeout, secrets=pg.secrets,
+                     stdin=dump.source if isinstance(dump, _HashingReader) else subprocess.DEVNULL)
+        finally:
+            if isinstance(dump, _HashingReader):
+                dump.finish()  # a failed decryption is the cause to report, and it stops the swap
         counts = pg_table_counts(pg, tmp)
         if expected is not None:
             _compare_counts("table row", expected, counts)
@@ -1866,22 +2091,29 @@ def place_redis_rdb(source: Path, target: Path, confirm: bool = False) -> dict[s
     return {"path": str(target), "keys": info["keys"]}
 
 
-def read_archive(path: Path, key_file: str | None, into: safefs.Dir | None = None) -> tuple[int, str]:
-    """Read a stored archive (decrypted with ``key_file``) member by member with the checks a restore makes
+def read_archive(path: Path, keys: Keys | None, into: safefs.Dir | None = None) -> tuple[int, str]:
+    """Read a stored archive (decrypted with ``keys``) member by member with the checks a restore makes
     (``safefs.unpack_tar``): verify calls it without ``into``, restore with a fresh directory, so "verified"
     means "restore accepts it". Returns the number of members and the sha256 of the plain archive; BackupError
     names a member it refuses."""
+    unreadable: Exception | None = None
+    members = 0
     try:
-        with _plain_reader(path, key_file) as reader:
-            members = safefs.unpack_tar(reader, into)
-            while reader.read(CHUNK):  # the whole stream: openssl's exit status and gzip's trailer are checked
-                pass
+        with _plain_reader(path, keys) as reader:
+            try:
+                members = safefs.unpack_tar(reader, into)
+                while reader.read(CHUNK):  # the whole stream: age's exit status and gzip's trailer are checked
+                    pass
+            except (tarfile.TarError, EOFError, zlib.error) as exc:
+                unreadable = exc  # a failed decryption (raised when the reader closes) says more
     except safefs.UnsafeMember as exc:
         raise BackupError(f"{path.name} holds an {exc}; a restore refuses it, nothing was extracted") from None
+    if unreadable is not None:
+        raise BackupError(f"{path.name} is not a readable tar.gz: {unreadable}")
     return members, reader.sha.hexdigest()
 
 
-def extract_archive(path: Path, target: Path, key_file: str | None, confirm: bool = False) -> dict[str, Any]:
+def extract_archive(path: Path, target: Path, keys: Keys | None, confirm: bool = False) -> dict[str, Any]:
     """Extract a (decrypted) archive over ``target``; files not in the archive are left alone. The archive is
     unpacked into a fresh private directory beside ``target`` first (``read_archive``: unsafe members refused
     before anything reaches the target), then moved in rename by rename on directory descriptors: a link that
@@ -1893,7 +2125,7 @@ def extract_archive(path: Path, target: Path, key_file: str | None, confirm: boo
             if dest.listdir() and not confirm:
                 raise BackupError(f"{target} is not empty; extracting overwrites files there: pass confirm")
             with parent.fresh(f".{target.name}.restore-") as staging:
-                count, _ = read_archive(path, key_file, staging)
+                count, _ = read_archive(path, keys, staging)
                 safefs.merge(staging, dest, dry_run=True)
                 safefs.merge(staging, dest)
     except safefs.UnsafePath as exc:
@@ -1901,29 +2133,53 @@ def extract_archive(path: Path, target: Path, key_file: str | None, confirm: boo
     return {"path": str(target), "members": count}
 
 
-def restore_item(cfg: dict[str, Any], backup_id: str | None, name: str, target: str | None = None,
-                 confirm: bool = False) -> dict[str, Any]:
-    directory = resolve_backup(Path(cfg["backup_root"]), backup_id)
+def authentic_backup(cfg: dict[str, Any], backup_id: str | None, allow_unsigned: bool = False
+                     ) -> tuple[Path, dict[str, Any]]:
+    """The backup's directory and its manifest, which verifies with the set's key (BackupError otherwise; an
+    unsigned one, format 1, only with ``allow_unsigned``)."""
+    keys = _keys(cfg)
+    directory = resolve_backup(Path(cfg["backup_root"]), backup_id, keys)
     manifest = load_manifest(directory)
     assert manifest is not None
+    check_manifest(manifest, directory.name, keys, allow_unsigned)
+    return directory, manifest
+
+
+def restore_item(cfg: dict[str, Any], backup_id: str | None, name: str, target: str | None = None,
+                 confirm: bool = False, allow_unsigned: bool = False) -> dict[str, Any]:
+    """Restore one item. The backup's manifest must verify (``authentic_backup``); the item must be one the
+    configuration names, as the same kind; where it goes (the database, the file, the directory) comes from the
+    configuration, or from ``target`` (the operator's), never from the manifest."""
+    directory, manifest = authentic_backup(cfg, backup_id, allow_unsigned)
     item, entry = _stored(directory, manifest, name)
-    conf = {i["name"]: i for kind in ("postgresql", "sqlite", "redis", "paths") for i in cfg[kind]}.get(name, {})
-    key_file = _key_file(cfg) if entry.get("encrypted") else None
+    conf = configured_item(cfg, item, directory.name)
+    keys = _keys(cfg) if entry.get("encrypted") else None
+    where = {"postgresql": "dbname", "sqlite": "path", "redis": "rdb_path", "files": "path"}[item["kind"]]
+    destination = target or conf.get(where)
+    if not destination:
+        raise ConfigError(f"{item['kind']} item {name!r}: {where} is not configured, and a restore never takes it "
+                          f"from the backup's manifest; set {where} for this item (role backup) or pass --target")
+    stored = directory / entry["path"]
+    if item["kind"] == "postgresql" and entry.get("encrypted") and stored.name.endswith(ENC_SUFFIX):
+        # age straight into pg_restore: no plain dump on disk, decryption beside the restore (format 1's
+        # openssl CBC authenticates nothing: that one goes through _scratch_plain and its plain sha256)
+        with _plain_reader(stored, keys) as reader:
+            result = restore_postgresql(Pg(conf, float(cfg["timeouts"]["tool"])), reader, destination, confirm,
+                                        item.get("tables"))
+        return {"backup_id": directory.name, "item": name, "kind": item["kind"], **result}
     with tempfile.TemporaryDirectory(prefix="tradeops-restore-") as tmp:
-        plain = directory / entry["path"]
+        plain = stored
         if entry.get("encrypted") and item["kind"] != "files":
-            plain = _scratch_plain(directory, entry, Path(tmp), key_file)
+            plain = _scratch_plain(directory, entry, Path(tmp), keys)
         if item["kind"] == "postgresql":
-            if not conf:
-                raise BackupError(f"no postgresql connection named {name!r} is configured")
-            result = restore_postgresql(Pg(conf, float(cfg["timeouts"]["tool"])), plain,
-                                        target or item["database"], confirm, item.get("tables"))
+            result = restore_postgresql(Pg(conf, float(cfg["timeouts"]["tool"])), plain, destination, confirm,
+                                        item.get("tables"))
         elif item["kind"] == "sqlite":
-            result = restore_sqlite(plain, Path(target or conf.get("path") or item["source"]), confirm)
+            result = restore_sqlite(plain, Path(destination), confirm)
         elif item["kind"] == "redis":
-            result = place_redis_rdb(plain, Path(target or conf.get("rdb_path") or item["source"]), confirm)
+            result = place_redis_rdb(plain, Path(destination), confirm)
         else:
-            result = extract_archive(plain, Path(target or conf.get("path") or item["source"]), key_file, confirm)
+            result = extract_archive(plain, Path(destination), keys, confirm)
     return {"backup_id": directory.name, "item": name, "kind": item["kind"], **result}
 
 
@@ -1949,6 +2205,10 @@ def write_metrics(metrics_dir: str | Path, set_name: str, **values: float | None
 # --------------------------------------------------------------------------- CLI
 
 
+UNSIGNED_HELP = ("accept a backup made before manifests were signed (format 1); anyone who can write the bucket can "
+                 "forge one: only on purpose")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=TOOL, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1956,7 +2216,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "keep it offsite (S3) and restore it.",
         epilog="exit codes: 0 ok; 1 verification failed or partial (e.g. local backup kept, offsite failed); "
                "2 error (nothing done: bad config, backup failed, unknown backup id); 3 could not check\n\n"
-               f"decrypt a secret file by hand: {DECRYPT_HINT}")
+               f"decrypt a stored file by hand: {DECRYPT_HINT}\n"
+               "backups made before manifests were signed (format 1) are refused unless --allow-unsigned")
     parser.add_argument("--config", required=True, help="the backup set's JSON configuration file")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1969,6 +2230,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-scratch", action="store_true", help="no scratch restores (checksums and archives only)")
     v.add_argument("--no-offsite", action="store_true", help="do not compare the offsite copy")
     v.add_argument("--max-age-hours", type=float, help="freshness limit (default from the configuration)")
+    v.add_argument("--allow-unsigned", action="store_true", help=UNSIGNED_HELP)
     ls = sub.add_parser("list", help="list local (or offsite) backups, newest first")
     ls.add_argument("--offsite", action="store_true", help="list the offsite backups")
     p = sub.add_parser("prune", help="apply retention (the newest verified backup is always kept)")
@@ -1979,11 +2241,17 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--recheck", action="store_true", help="also compare backups whose upload completed before")
     f = sub.add_parser("fetch", help="download an offsite backup into backup_root (checked against its manifest)")
     f.add_argument("--backup-id", required=True)
+    f.add_argument("--allow-unsigned", action="store_true", help=UNSIGNED_HELP)
     r = sub.add_parser("restore", help="restore items of a backup (stop the application first)")
     r.add_argument("--backup-id", help="default: latest-verified; 'latest' for the newest")
     r.add_argument("--item", action="append", help="item name (repeatable; default every item)")
     r.add_argument("--target", help="database name / file / directory to restore into (one --item only)")
     r.add_argument("--confirm", action="store_true", help="allow replacing existing data")
+    r.add_argument("--allow-unsigned", action="store_true", help=UNSIGNED_HELP)
+    d = sub.add_parser("decrypt", help="decrypt one stored file by hand with the set's key (age, or openssl for "
+                                       "format 1)")
+    d.add_argument("file", help="a stored .age (or format-1 .enc) file")
+    d.add_argument("-o", "--output", required=True, help="where to write the plain file (created mode 0600)")
     return parser
 
 
@@ -2062,7 +2330,8 @@ def publish_verification(cfg: dict[str, Any], report: dict[str, Any], offsite: b
 
 def _cmd_verify(cfg: dict[str, Any], args: argparse.Namespace) -> tuple[int, Any, str]:
     report = verify_backup(cfg, args.backup_id, scratch_restore=not args.no_scratch,
-                           offsite=False if args.no_offsite else None, max_age_hours=args.max_age_hours)
+                           offsite=False if args.no_offsite else None, max_age_hours=args.max_age_hours,
+                           allow_unsigned=args.allow_unsigned)
     publish_verification(cfg, report, offsite=not args.no_offsite)
     lines = [report["message"]] + [f"  [{c['status']:>7}] {c['item']} {c['check']}: {c['detail']}"
                                    for c in report["checks"]]
@@ -2093,9 +2362,11 @@ def main_cli(argv: Sequence[str] | None = None) -> int:
         elif args.command == "verify":
             code, result, text = _cmd_verify(cfg, args)
         elif args.command == "list":
-            result = S3Store(cfg).list_backups() if args.offsite else list_backups(cfg["backup_root"])
+            result = S3Store(cfg).list_backups() if args.offsite else list_backups(cfg["backup_root"],
+                                                                                  _keys_or_none(cfg))
             code = EXIT_OK
             text = "\n".join(f"{b['backup_id']}  {'complete' if b['complete'] else 'INCOMPLETE'}"
+                             f"{'' if b.get('authentic') else '  NOT-AUTHENTIC'}"
                              f"{'  verified' if b.get('verified') else ''}" for b in result) or "no backups"
         elif args.command == "prune":
             result = {"local": prune_local(cfg, args.dry_run)}
@@ -2109,17 +2380,31 @@ def main_cli(argv: Sequence[str] | None = None) -> int:
             text = "\n".join([f"{u['backup_id']}: uploaded {len(u['uploaded'])} file(s)" for u in result["uploaded"]]
                              + [f"error: {e}" for e in result["errors"]])
         elif args.command == "fetch":
-            path = S3Store(cfg).fetch(args.backup_id, Path(cfg["backup_root"]))
+            path = S3Store(cfg).fetch(args.backup_id, Path(cfg["backup_root"]), args.allow_unsigned)
             result, code, text = {"path": str(path)}, EXIT_OK, str(path)
+        elif args.command == "decrypt":
+            source = Path(args.file)
+            if not source.name.endswith((ENC_SUFFIX, LEGACY_ENC_SUFFIX)):
+                raise ConfigError(f"{source} is not an encrypted backup file (.age, or .enc of format 1)")
+            old_umask = os.umask(0o077)
+            try:
+                decrypt_file(source, Path(args.output), _keys(cfg))
+            finally:
+                os.umask(old_umask)
+            result, code, text = {"path": args.output}, EXIT_OK, args.output
         else:
             result = []
-            backup_id = args.backup_id or "latest-verified"
-            directory = resolve_backup(Path(cfg["backup_root"]), backup_id)
-            names = args.item or [i["name"] for i in load_manifest(directory)["items"]]  # type: ignore[index]
+            directory, manifest = authentic_backup(cfg, args.backup_id or "latest-verified", args.allow_unsigned)
+            names = args.item or [i["name"] for i in manifest["items"]]
             if args.target and len(names) != 1:
                 raise ConfigError("--target needs exactly one --item")
+            by_name = {i["name"]: i for i in manifest["items"]}
+            for name in names:  # every item checked before anything is restored
+                if name in by_name:
+                    configured_item(cfg, by_name[name], directory.name)
             for name in names:
-                result.append(restore_item(cfg, directory.name, name, args.target, args.confirm))
+                result.append(restore_item(cfg, directory.name, name, args.target, args.confirm,
+                                           args.allow_unsigned))
             code = EXIT_OK
             text = "\n".join(f"restored {r['item']} ({r['kind']}) from {r['backup_id']}" for r in result)
     except CannotCheck as exc:

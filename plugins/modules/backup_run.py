@@ -12,7 +12,9 @@ version_added: "0.1.0"
 description:
   - Does what a scheduled C(tradeops-backup backup) run does (the same logic, in C(module_utils/tradeops_backup.py)).
     It backs up PostgreSQL (C(pg_dump -Fc)), SQLite (online backup API), Redis (C(BGSAVE) and a copy of the RDB)
-    and directories (C(tar.gz), encrypted when secret) into a new C(<backup_root>/<backup_id>/) with a manifest.
+    and directories (C(tar.gz)) into a new C(<backup_root>/<backup_id>/) with a manifest. Every file is encrypted
+    with C(age) and the manifest signed (HMAC-SHA256) with keys derived from the set's C(encryption.key_file), which
+    is therefore required (role variable C(backup_encryption_key)); without it the task fails naming it.
   - It then uploads every local backup whose offsite copy is missing (S3), optionally verifies the new backup
     with scratch restores, applies the retention (the newest verified backup is never deleted) and writes the
     node_exporter metrics.
@@ -24,7 +26,8 @@ author:
 attributes:
   check_mode:
     support: full
-    description: In check mode nothing is backed up; the module reports the items it would back up.
+    description: In check mode nothing is backed up; the module reports the items it would back up (and fails, as
+      a real run would, when the set's key is missing).
   diff_mode:
     support: none
   platform:
@@ -115,7 +118,7 @@ items:
 
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.tradeops_backup import BackupError, backup_now, module_config
+from ansible.module_utils.tradeops_backup import BackupError, backup_now, check_key, module_config
 
 
 def argument_spec() -> dict:
@@ -134,6 +137,7 @@ def main() -> None:
     params = module.params
     try:
         cfg = module_config(params["config"], params["settings"])
+        check_key(cfg)  # every backup is encrypted and signed with it: say so before anything, in check mode too
         if module.check_mode:
             items = [dict(kind=kind, name=item["name"]) for kind in ("postgresql", "sqlite", "redis", "paths")
                      for item in cfg[kind]]

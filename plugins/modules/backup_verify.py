@@ -12,10 +12,18 @@ version_added: "0.1.0"
 description:
   - Verifies one backup of a backup set made by C(tradeops-backup) (the same logic, in
     C(module_utils/tradeops_backup.py)) and returns a per-item report.
-  - Checksums of every file against the backup's C(manifest.json) (size and sha256); a damaged or missing
+  - First the authenticity of the backup's C(manifest.json) (check C(authenticity)), an HMAC-SHA256 made with the
+    set's key (C(encryption.key_file), role variable C(backup_encryption_key)), which lives only on the hosts and in
+    the vault. A manifest that does not verify (altered, planted by whoever can write the bucket, signed with
+    another key, copied under another backup id or set) fails the backup, named in RV(failed_items), and nothing
+    else is read from it. A backup made before manifests were signed (format 1) fails the same way unless
+    O(allow_unsigned=true).
+  - Every item of the manifest must be one the configuration names, as the same kind (check C(configuration));
+    a restore refuses any other.
+  - Checksums of every file against the manifest (size and sha256); a damaged or missing
     file is named exactly and not checked further.
-  - Archive integrity, C(pg_restore --list) for PostgreSQL dumps, a full read of every C(tar.gz) (decrypted
-    with the key for secret items).
+  - Archive integrity, C(pg_restore --list) for PostgreSQL dumps, a full read of every C(tar.gz), each file
+    decrypted with C(age) (which authenticates every chunk).
   - A scratch restore, compared with the counts recorded at backup time. PostgreSQL, into a temporary database
     with a unique C(tradeops_verify_) name that is dropped afterwards, also on failure; table row counts
     compared. SQLite, a copy through the backup API, C(PRAGMA integrity_check) and row counts. Redis,
@@ -66,14 +74,23 @@ options:
     type: float
   record:
     description:
-      - Record the result in C(verify.json) next to the manifest (the newest passed backup is never pruned),
+      - Record the result in C(verify.json) next to the manifest, signed with the set's key and bound to the
+        manifest (only such a record makes a backup verified; the newest verified backup is never pruned),
         in the node_exporter metrics of the set (when C(metrics_dir) is configured), and, when it passed, upload
         C(verify.json) next to the offsite copy. Never in check mode.
     type: bool
     default: true
+  allow_unsigned:
+    description:
+      - Accept a backup made before manifests were signed (format 1, C(openssl)-encrypted secret items) for this
+        verification. Anyone who can write the bucket can forge such a backup, so this is never the default; set it
+        only for a backup you know is yours. Its record never makes it verified for C(restore.yml)'s choice.
+      - A manifest that is signed and does not verify is refused even so.
+    type: bool
+    default: false
 notes:
-  - Needs C(pg_restore) and C(psql) (postgresql-client), C(redis-server) and C(redis-check-rdb), C(openssl)
-    for encrypted items, and boto3 (python3-boto3) for the offsite check, on the host that runs it.
+  - Needs C(pg_restore) and C(psql) (postgresql-client), C(redis-server) and C(redis-check-rdb), C(age) (and
+    C(openssl) for format-1 backups), and boto3 (python3-boto3) for the offsite check, on the host that runs it.
   - The PostgreSQL user of the item must be allowed to create databases (C(CREATEDB)) for the scratch restore.
 seealso:
   - module: app_health
@@ -121,7 +138,8 @@ backup_id:
   sample: 20250101T020000Z-db1
 checks:
   description: One entry per check, with C(item) (the stored file, e.g. C(postgresql/appdb.dump), or the backup id),
-    C(check) (freshness, checksum, archive, restore, integrity, offsite), C(status) (ok, failed, error, skipped)
+    C(check) (authenticity, configuration, freshness, checksum, archive, restore, integrity, offsite),
+    C(status) (ok, failed, error, skipped)
     and C(detail).
   returned: when a backup was found
   type: list
@@ -173,6 +191,7 @@ def argument_spec() -> dict:
         offsite=dict(type="bool"),
         max_age_hours=dict(type="float"),
         record=dict(type="bool", default=True),
+        allow_unsigned=dict(type="bool", default=False),
     )
 
 
@@ -184,7 +203,8 @@ def main() -> None:
         cfg = module_config(params["config"], params["settings"])
         record = params["record"] and not module.check_mode
         report = verify_backup(cfg, params["backup_id"], scratch_restore=params["scratch_restore"],
-                               offsite=params["offsite"], max_age_hours=params["max_age_hours"], record=record)
+                               offsite=params["offsite"], max_age_hours=params["max_age_hours"], record=record,
+                               allow_unsigned=params["allow_unsigned"])
         if record:
             publish_verification(cfg, report, offsite=params["offsite"] is not False)
     except (OSError, ValueError) as exc:

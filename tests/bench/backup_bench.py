@@ -25,6 +25,17 @@ backup <= 2x raw pg_dump) and the upload throughput. Never asserts times.
 
     tests/bench/backup_bench.py [--size-mb 1024] [--runs 3] [--keep-lab]
 
+``--local`` (issue 20: what authenticated encryption costs) needs no lab: on the controller, a throw-away
+PostgreSQL (the unit tests' server) with a table of --size-mb MiB (default 256 there), and two versions of
+the backup code side by side in one process: *before* = ``tradeops_backup.py`` of git revision --before
+(default main: the dump in clear, the secret config archive in openssl aes-256-cbc, no signature) and *after*
+= this tree's (every file age-encrypted, manifest signed). Each run times, alternately, ``verify_backup``
+(what backup_verify runs: authenticity, checksums, decryption, scratch restore into a temporary database,
+counts) and ``restore_item`` of the database (decrypt, restore into a new database, counts, swap) for both;
+prints the medians and after/before ratios (issue 20's target: within 1.2x).
+
+    tests/bench/backup_bench.py --local [--size-mb 256] [--runs 5] [--before main]
+
 Exit codes: 0 figures printed; 1 a step failed (its output is printed); 2 bad arguments.
 """
 from __future__ import annotations
@@ -62,6 +73,12 @@ PW_FILE = "/etc/tradeops/backup.d/postgresql-refapp.pw"
 # The tool's own login (the lab's backup role), over TCP like the tool.
 PG_ENV = f"PGPASSWORD=$(cat {PW_FILE}) PGHOST=127.0.0.1 PGUSER=tradeops_backup PGDATABASE=refapp"
 SITE_TAGS = "common,ops_agent,postgresql,redis,s3_lab,backup"
+# The generated table (ROWS: the row count), in the lab (generate) and on the controller (--local).
+TABLE_SQL = ("CREATE TABLE bench_ticks (id bigint PRIMARY KEY, ts timestamptz NOT NULL, symbol text NOT NULL, "
+             "price numeric(12,4) NOT NULL, qty integer NOT NULL, venue text NOT NULL); "
+             "INSERT INTO bench_ticks SELECT g, timestamptz '2026-01-02 14:30:00+00' + g * interval '1 ms', "
+             "'SYM' || (g % 4999), round((random() * 1000)::numeric, 4), (random() * 10000)::int, "
+             "md5(g::text) FROM generate_series(1, ROWS) g")
 # ~131 bytes per row in the heap and the primary key: rows for one MiB.
 ROWS_PER_MB = 8000
 
@@ -73,15 +90,8 @@ def on_db1(script: str, check: bool = True) -> subprocess.CompletedProcess:
 def generate(size_mb: int) -> dict[str, int]:
     """A table of about ``size_mb`` MiB in refapp, owned by refapp, made server-side."""
     rows = size_mb * ROWS_PER_MB
-    sql = (
-        "DROP TABLE IF EXISTS bench_ticks; "
-        "CREATE TABLE bench_ticks (id bigint PRIMARY KEY, ts timestamptz NOT NULL, symbol text NOT NULL, "
-        "price numeric(12,4) NOT NULL, qty integer NOT NULL, venue text NOT NULL); "
-        "ALTER TABLE bench_ticks OWNER TO refapp; "
-        "INSERT INTO bench_ticks SELECT g, timestamptz '2026-01-02 14:30:00+00' + g * interval '1 ms', "
-        "'SYM' || (g % 4999), round((random() * 1000)::numeric, 4), (random() * 10000)::int, "
-        "md5(g::text) FROM generate_series(1, :rows) g; "
-        "VACUUM ANALYZE bench_ticks;")
+    sql = ("DROP TABLE IF EXISTS bench_ticks; " + TABLE_SQL.replace("ROWS", ":rows")
+           + "; ALTER TABLE bench_ticks OWNER TO refapp; VACUUM ANALYZE bench_ticks;")
     on_db1(f"echo {shlex.quote(sql)} | runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -v rows={rows} -d refapp")
     size = int(on_db1("runuser -u postgres -- psql -X -A -t -d refapp -c "
                       "\"SELECT pg_database_size('refapp')\"").stdout)
@@ -99,14 +109,114 @@ def delete_offsite(backup_id: str) -> None:
     sh(["docker", "exec", MON1, "/opt/s3-lab/venv/bin/python", "-c", code, backup_id])
 
 
+def local_bench(size_mb: int, runs: int, before_rev: str) -> int:
+    """Verify and restore time of one backup, before (git ``before_rev``) and after (this tree), same run."""
+    import contextlib
+    import importlib.util
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "tests" / "unit"))
+    import ansible.module_utils
+    ansible.module_utils.__path__.append(str(root / "plugins" / "module_utils"))
+    from ansible.module_utils import tradeops_backup as after
+    from reference_app.conftest import PG_SUPERUSER_PASSWORD, postgres_server
+
+    tmp = Path(tempfile.mkdtemp(prefix="tradeops-bench-auth-"))
+    source = tmp / "before_backup.py"
+    source.write_text(sh(["git", "-C", str(root), "show",
+                          f"{before_rev}:plugins/module_utils/tradeops_backup.py"]).stdout)
+    spec = importlib.util.spec_from_file_location("tradeops_backup_before", source)
+    assert spec is not None and spec.loader is not None
+    before = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(before)
+
+    def secret(name: str, text: str) -> str:
+        (tmp / name).write_text(text + "\n")
+        (tmp / name).chmod(0o600)
+        return str(tmp / name)
+
+    server = postgres_server.__wrapped__()
+    pg = next(server)
+    try:
+        rows = size_mb * ROWS_PER_MB
+        pg.psql("CREATE DATABASE bench")
+        pg.psql(TABLE_SQL.replace("ROWS", str(rows)), database="bench")
+        pg.psql("VACUUM ANALYZE bench_ticks", database="bench")
+        db_bytes = int(pg.psql("SELECT pg_database_size('bench')"))
+        conf_dir = tmp / "config"
+        conf_dir.mkdir()
+        (conf_dir / ".env").write_text("TOKEN=bench\n")
+        raw = {"set": "bench", "host": "bench", "verify": {"max_age_hours": None},
+               "postgresql": [{"name": "bench", "dbname": "bench", "host": "127.0.0.1", "port": pg.port,
+                               "user": "postgres", "password_file": secret("pg.pw", PG_SUPERUSER_PASSWORD)}],
+               "paths": [{"name": "config", "path": str(conf_dir), "secret": True}],
+               "encryption": {"key_file": secret("set.key", "bench-key-" + "f" * 40)}}
+        versions = {"before": before, "after": after}
+        cfgs = {name: mod.load_config({**raw, "backup_root": str(tmp / name)}) for name, mod in versions.items()}
+        ids, sizes = {}, {}
+        for name, mod in versions.items():
+            manifest = mod.run_backup(cfgs[name])
+            ids[name], sizes[name] = manifest["backup_id"], manifest["bytes"]
+        print(f"backup bench --local: database {db_bytes / 2**20:.0f} MiB; backup before {sizes['before'] / 2**20:.0f}"
+              f" MiB, after {sizes['after'] / 2**20:.0f} MiB (before = {before_rev}: dump in clear, config in openssl;"
+              " after = this tree: every file age-encrypted, manifest signed); "
+              f"{runs} runs, each step alternated", flush=True)
+        times: dict[str, list[float]] = {}
+        for run in range(runs):
+            for step in ("verify", "restore"):
+                order = ("before", "after") if run % 2 == 0 else ("after", "before")
+                for name in order:
+                    mod, cfg = versions[name], cfgs[name]
+                    t0 = time.monotonic()
+                    if step == "verify":
+                        report = mod.verify_backup(cfg, ids[name], offsite=False, record=False)
+                        if report["status"] != "passed":
+                            raise StepFailed(f"{name} verify did not pass: {report['message']}")
+                    else:
+                        mod.restore_item(cfg, ids[name], "bench", target=f"bench_{name}", confirm=True)
+                    times.setdefault(f"{step} {name}", []).append(time.monotonic() - t0)
+                    if step == "restore":
+                        pg.psql(f"DROP DATABASE bench_{name} WITH (FORCE)")
+            print(f"  run {run + 1}: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratios = {}
+        for step in ("verify", "restore"):
+            ratios[step] = med[f"{step} after"] / med[f"{step} before"]
+            # each run's pair was timed back to back: a busy machine moves both alike
+            paired = statistics.median(a / b for a, b in zip(times[f"{step} after"], times[f"{step} before"],
+                                                              strict=True))
+            ratios[f"{step} per-run"] = paired
+            print(f"  {step:8s} before {med[f'{step} before']:6.2f} s  after {med[f'{step} after']:6.2f} s  "
+                  f"ratio of medians {ratios[step]:4.2f}x, median of the runs' ratios {paired:4.2f}x  "
+                  f"(target <= 1.2x: {'met' if max(paired, ratios[step]) <= 1.2 else 'NOT met'})")
+        save_results("backup-auth", f"Verify and restore of a {db_bytes / 2**20:.0f} MiB PostgreSQL database before "
+                     f"and after age encryption + signed manifests, median of {runs} runs",
+                     {k: {"median s": round(v, 2)} for k, v in med.items()}
+                     | {f"{k} after/before": {"ratio": round(v, 2)} for k, v in ratios.items()})
+    except StepFailed as exc:
+        print(f"bench: a step failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(server)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size-mb", type=int, default=1024, help="size of the generated database in MiB (1024)")
+    ap.add_argument("--size-mb", type=int, help="size of the generated database in MiB (1024; 256 with --local)")
     ap.add_argument("--runs", type=int, default=3, help="timed repetitions of each step; medians are printed (3)")
     ap.add_argument("--keep-lab", action="store_true", help="leave the bench lab running")
+    ap.add_argument("--local", action="store_true", help="no lab: verify/restore before and after issue 20")
+    ap.add_argument("--before", default="main", help="with --local: the git revision of 'before' (main)")
     args = ap.parse_args()
+    args.size_mb = args.size_mb or (256 if args.local else 1024)
     if args.size_mb < 1 or args.runs < 1:
         ap.error("--size-mb and --runs must be at least 1")
+    if args.local:
+        return local_bench(args.size_mb, args.runs, args.before)
     tmp = Path(tempfile.mkdtemp(prefix="tradeops-bench-backup-"))
     inv = write_inventory(tmp, LAB_ID, {"db": ["db1"], "monitoring": ["mon1"]})
     env = ansible_env(tmp)

@@ -22,6 +22,7 @@ _spec = importlib.util.spec_from_file_location("tradeops_unit_conftest", ROOT / 
 assert _spec is not None and _spec.loader is not None
 _spec.loader.exec_module(importlib.util.module_from_spec(_spec))
 sys.path.insert(0, str(ROOT / "tests" / "unit" / "plugins"))
+sys.path.insert(0, str(ROOT / "tests" / "unit"))  # reference_app.conftest: the throw-away PostgreSQL server
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from build_agent import SHIPPED  # noqa: E402 - the wheel's module -> module_utils map, after the path set-up

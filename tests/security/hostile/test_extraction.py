@@ -125,21 +125,28 @@ def test_links_planted_in_the_target_after_the_backup_are_never_followed(site: d
 
 
 def test_verify_refuses_what_restore_refuses(site: dict[str, Path]) -> None:
-    """A backup whose archive was replaced by one with a chain of links (an attacker holding the bucket):
-    verify names the unsafe member instead of passing, and restore writes nothing."""
+    """A backup whose archive holds a chain of links, signed with the set's key (an attacker holding the bucket
+    cannot sign: tests/security/hostile/test_backup_auth.py; this is the layer under the signature, for a bug or a
+    compromised host): verify names the unsafe member instead of passing, and restore writes nothing."""
     data = site["tmp"] / "data"
     data.mkdir()
     (data / "a.txt").write_text("a")
+    key = site["tmp"] / "set.key"
+    key.write_text("k" * 40)
+    key.chmod(0o600)
     cfg = tb.load_config({"backup_root": str(site["tmp"] / "backups"), "paths": [{"name": "data", "path": str(data)}],
-                          "verify": {"max_age_hours": None}})
+                          "verify": {"max_age_hours": None}, "encryption": {"key_file": str(key)}})
     tb.run_backup(cfg)
     directory = next(p for p in (site["tmp"] / "backups").iterdir() if not p.name.startswith("."))
     manifest = json.loads((directory / "manifest.json").read_text())
     stored = directory / manifest["files"][0]["path"]
-    _archive(stored, CHAIN)
-    manifest["files"][0].update(size=stored.stat().st_size, sha256=tb.sha256_file(stored))
+    plain = site["tmp"] / "chain.tar.gz"
+    _archive(plain, CHAIN)
+    tb.encrypt_file(plain, stored, tb._keys(cfg))
+    manifest["files"][0].update(size=stored.stat().st_size, sha256=tb.sha256_file(stored),
+                                plain_sha256=tb.sha256_file(plain))
     manifest["items"][0]["members"] = len(CHAIN)
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    (directory / "manifest.json").write_text(json.dumps(tb.auth.sign(manifest, tb._keys(cfg).key)))
     report = tb.verify_backup(cfg, scratch_restore=False, offsite=False, record=False)
     assert report["status"] == "failed", report
     assert any("unsafe member" in c["detail"] for c in report["checks"] if c["status"] == "failed"), report

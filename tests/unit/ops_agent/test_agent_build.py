@@ -16,7 +16,8 @@ SHIPPED = {"tradeops_agent/health.py": "tradeops_health.py", "tradeops_agent/rel
            "tradeops_agent/backup.py": "tradeops_backup.py", "tradeops_agent/metrics.py": "tradeops_metrics.py",
            "tradeops_agent/maintenance.py": "tradeops_maintenance.py",
            "tradeops_agent/schedule.py": "tradeops_schedule.py", "tradeops_agent/probes.py": "tradeops_probes.py",
-           "tradeops_agent/safefs.py": "tradeops_safefs.py", "tradeops_agent/checks.py": "tradeops_checks.py"}
+           "tradeops_agent/safefs.py": "tradeops_safefs.py", "tradeops_agent/checks.py": "tradeops_checks.py",
+           "tradeops_agent/backup_auth.py": "tradeops_backup_auth.py"}
 
 
 def test_wheel_ships_exactly_the_module_utils_bytes(wheel):

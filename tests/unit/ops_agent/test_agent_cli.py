@@ -116,9 +116,12 @@ def test_backup_cli_backs_up_and_verifies_sqlite_with_the_hosts_python(venv, tmp
         conn.execute("CREATE TABLE fills (id INTEGER PRIMARY KEY, px REAL)")
         conn.executemany("INSERT INTO fills (px) VALUES (?)", [(i,) for i in range(30)])
     conn.close()
+    key = tmp_path / "backup.key"  # every backup is age-encrypted and signed with the set's key
+    key.write_text("agent-key-" + "d" * 40)
+    key.chmod(0o600)
     config = tmp_path / "backup.json"
     config.write_text(json.dumps({"backup_root": str(tmp_path / "backups"), "set": "agent",
-                                  "sqlite": [{"name": "app", "path": str(db)}],
+                                  "sqlite": [{"name": "app", "path": str(db)}], "encryption": {"key_file": str(key)},
                                   "metrics_dir": str(tmp_path / "textfile")}))
     command = venv / "bin" / "tradeops-backup"
     assert run(command, "--help").returncode == 0

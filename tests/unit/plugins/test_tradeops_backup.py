@@ -146,6 +146,18 @@ def copy_backup(made: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path, **o
     return tb.load_config(new), root / manifest["backup_id"]
 
 
+def resign(cfg: dict[str, Any], directory: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` signed with the set's key: a fault on the host itself (a bad copy tool, a bug), which the
+    signature cannot catch, so the deeper checks must (an edit without the key: tests/security/hostile)."""
+    (directory / "manifest.json").write_text(json.dumps(tb.auth.sign(manifest, tb._keys(cfg).key)))
+
+
+def keyed(tmp_path: Path, **raw: Any) -> dict[str, Any]:
+    """A configuration with a key of its own in ``tmp_path`` (every backup is encrypted and signed)."""
+    key = _secret_file(tmp_path / "set.key", "set-key-" + "b" * 40)
+    return tb.load_config({"encryption": {"key_file": key}, **raw})
+
+
 def pg_databases(pg) -> list[str]:
     return pg.psql("SELECT datname FROM pg_database ORDER BY 1").split()
 
@@ -159,6 +171,9 @@ def test_backup_writes_a_complete_manifest_with_counts(made, sources):
     assert re.match(r"^\d{8}T\d{6}Z-db1$", manifest["backup_id"])
     assert manifest["outcome"] == "complete" and manifest["host"] == "db1" and manifest["set"] == "refapp"
     assert manifest["tool"] == "tradeops-backup" and manifest["tool_version"] == tb.__version__
+    assert manifest["format"] == 2 and manifest["auth"]["alg"] == "hmac-sha256"
+    assert tb.check_manifest(manifest, manifest["backup_id"], tb._keys(cfg)) == manifest["auth"]["mac"]
+    assert all(f["encrypted"] and f["path"].endswith(".age") for f in manifest["files"])  # everything
     assert manifest["started"] <= manifest["finished"]
     stored = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
     assert stored == sorted([*(f["path"] for f in manifest["files"]), "manifest.json"])
@@ -173,9 +188,11 @@ def test_backup_writes_a_complete_manifest_with_counts(made, sources):
     redis = items["cache"]
     assert redis["keys"][f"db{REDIS_DB}"] == REDIS_KEYS + REDIS_TTL_KEYS and redis["server_version"].startswith("7")
     assert redis["rdb_keys"] >= REDIS_KEYS + REDIS_TTL_KEYS and redis["rdb_expires"] >= REDIS_TTL_KEYS
-    assert items["config"]["file"] == "files/config.tar.gz.enc" and items["config"]["encrypted"]
+    assert items["config"]["file"] == "files/config.tar.gz.age" and items["config"]["encrypted"]
     # the live SQLite database (and its WAL) is backed up through the API, not in the data tar
-    with tarfile.open(directory / "files" / "data.tar.gz") as tar:
+    plain = Path(cfg["backup_root"]).parent / "data.tar.gz"
+    tb.decrypt_file(directory / "files" / "data.tar.gz.age", plain, tb._keys(cfg))
+    with tarfile.open(plain) as tar:
         assert sorted(tar.getnames()) == ["blob.bin", "reports", "reports/eod.csv"]
     assert items["data"]["members"] == 3
     text = (directory / "manifest.json").read_text()
@@ -186,14 +203,18 @@ def test_backup_writes_a_complete_manifest_with_counts(made, sources):
 def test_secrets_are_encrypted_and_decrypt_with_the_documented_command(made, sources, tmp_path):
     cfg, manifest = made
     directory = Path(cfg["backup_root"]) / manifest["backup_id"]
-    stored = directory / "files" / "config.tar.gz.enc"
+    stored = directory / "files" / "config.tar.gz.age"
     raw = stored.read_bytes()
-    assert raw.startswith(b"Salted__") and b"live-trading-token" not in raw and b".env" not in raw
+    assert raw.startswith(b"age-encryption.org/v1\n") and b"live-trading-token" not in raw and b".env" not in raw
     assert not (directory / "files" / "config.tar.gz").exists()
+    dump = (directory / "postgresql" / "appdb.dump.age").read_bytes()
+    assert dump.startswith(b"age-encryption.org/v1\n") and b"PGDMP" not in dump and b"SYM1" not in dump
     plain = tmp_path / "config.tar.gz"
-    command = tb.DECRYPT_HINT.replace("KEYFILE", sources["key_file"]).replace("FILE.enc", str(stored))
-    command = command.replace("-out FILE", f"-out {plain}")
-    subprocess.run(command.split(), check=True, capture_output=True)
+    config = tmp_path / "backup.json"
+    config.write_text(json.dumps(cfg))
+    command = tb.DECRYPT_HINT.replace("CONFIG", str(config)).replace("FILE.age", str(stored))
+    assert tb.main_cli([*command.split()[1:-1], str(plain)]) == 0
+    assert plain.stat().st_mode & 0o077 == 0
     with tarfile.open(plain) as tar:
         assert tar.extractfile(".env").read().decode().strip() == ENV_SECRET
         assert tar.getmember(".env").mode & 0o077 == 0
@@ -226,7 +247,7 @@ def test_sqlite_backup_of_a_database_being_written_is_consistent(tmp_path):
         while sqlite3.connect(db).execute("SELECT count(*) FROM b").fetchone()[0] < 200:
             assert time.monotonic() < deadline and writer.poll() is None
             time.sleep(0.02)
-        cfg = tb.load_config({"backup_root": str(tmp_path / "root"), "sqlite": [{"name": "busy", "path": str(db)}]})
+        cfg = keyed(tmp_path, backup_root=str(tmp_path / "root"), sqlite=[{"name": "busy", "path": str(db)}])
         manifests = [tb.run_backup(cfg) for _ in range(3)]
     finally:
         stop.touch()
@@ -249,20 +270,22 @@ def test_verify_passes_with_scratch_restores_and_leaves_nothing_behind(made, sou
     assert report["status"] == "passed", report["checks"]
     assert report["backup_id"] == manifest["backup_id"] and report["failed_items"] == []
     checks = {(c["item"], c["check"]): c for c in report["checks"]}
-    pg = checks[("postgresql/appdb.dump", "restore")]["detail"]
+    pg = checks[("postgresql/appdb.dump.age", "restore")]["detail"]
     assert "restored into scratch database tradeops_verify_appdb_" in pg and "4 tables, 703 rows" in pg
-    assert "loaded into a throw-away redis-server" in checks[("redis/cache.rdb", "restore")]["detail"]
-    assert "integrity_check ok" in checks[("sqlite/app.sqlite3", "restore")]["detail"]
-    assert "decrypted" in checks[("files/config.tar.gz.enc", "archive")]["detail"]
-    assert {c["check"] for c in report["checks"]} == {"freshness", "checksum", "restore", "archive"}
+    assert "loaded into a throw-away redis-server" in checks[("redis/cache.rdb.age", "restore")]["detail"]
+    assert "integrity_check ok" in checks[("sqlite/app.sqlite3.age", "restore")]["detail"]
+    assert "decrypted" in checks[("files/config.tar.gz.age", "archive")]["detail"]
+    assert "signed with the set's key" in checks[(manifest["backup_id"], "authenticity")]["detail"]
+    assert {c["check"] for c in report["checks"]} == {"authenticity", "configuration", "freshness", "checksum",
+                                                      "restore", "archive"}
     assert pg_databases(sources["pg"]) == before  # the scratch database was dropped
 
 
 @pytest.mark.parametrize(("damage", "path"), [
-    ("flip", "postgresql/appdb.dump"),
-    ("flip", "sqlite/app.sqlite3"),
-    ("truncate", "files/data.tar.gz"),
-    ("delete", "redis/cache.rdb"),
+    ("flip", "postgresql/appdb.dump.age"),
+    ("flip", "sqlite/app.sqlite3.age"),
+    ("truncate", "files/data.tar.gz.age"),
+    ("delete", "redis/cache.rdb.age"),
 ])  # fmt: skip
 def test_verify_names_exactly_the_damaged_file(made, tmp_path, damage, path):
     cfg, directory = copy_backup(made, tmp_path)
@@ -283,25 +306,27 @@ def test_verify_names_exactly_the_damaged_file(made, tmp_path, damage, path):
 
 
 def test_archive_check_catches_damage_the_manifest_agrees_with(made, tmp_path):
-    """A truncated archive whose manifest was rewritten to match (a bad copy tool) is caught by the full read."""
+    """A truncated archive whose manifest was rewritten to match, by something holding the key (a bad copy tool
+    on the host), is caught by the full read (age authenticates its last chunk too)."""
     cfg, directory = copy_backup(made, tmp_path)
-    target = directory / "files" / "data.tar.gz"
+    target = directory / "files" / "data.tar.gz.age"
     target.write_bytes(target.read_bytes()[:-200])
     manifest = json.loads((directory / "manifest.json").read_text())
     for entry in manifest["files"]:
-        if entry["path"] == "files/data.tar.gz":
+        if entry["path"] == "files/data.tar.gz.age":
             entry.update(size=target.stat().st_size, sha256=tb.sha256_file(target))
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    resign(cfg, directory, manifest)
     report = tb.verify_backup(cfg, scratch_restore=False)
-    assert report["failed_items"] == ["files/data.tar.gz"]
+    assert report["failed_items"] == ["files/data.tar.gz.age"]
     assert [c["check"] for c in report["checks"] if c["status"] == "failed"] == ["archive"]
 
 
-def test_verify_with_the_wrong_key_names_the_secret_file(made, tmp_path):
-    cfg, _ = copy_backup(made, tmp_path)
-    cfg["encryption"]["key_file"] = _secret_file(tmp_path / "other.key", "another-key")
+def test_verify_with_the_wrong_key_names_the_backup(made, tmp_path):
+    cfg, directory = copy_backup(made, tmp_path)
+    cfg["encryption"]["key_file"] = _secret_file(tmp_path / "other.key", "another-key-" + "c" * 40)
     report = tb.verify_backup(cfg, scratch_restore=False)
-    assert report["failed_items"] == ["files/config.tar.gz.enc"]
+    assert report["failed_items"] == [directory.name]
+    assert "signed with another key" in report["message"]
 
 
 def test_scratch_restore_with_different_counts_fails_and_drops_the_scratch_db(made, sources, tmp_path):
@@ -312,11 +337,11 @@ def test_scratch_restore_with_different_counts_fails_and_drops_the_scratch_db(ma
             item["tables"]["public.orders"] = 499
         if item["kind"] == "redis":
             item["rdb_keys"] += 7
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    resign(cfg, directory, manifest)
     before = pg_databases(sources["pg"])
     report = tb.verify_backup(cfg)
-    assert report["failed_items"] == ["postgresql/appdb.dump", "redis/cache.rdb"]
-    detail = next(c["detail"] for c in report["checks"] if c["item"] == "postgresql/appdb.dump"
+    assert report["failed_items"] == ["postgresql/appdb.dump.age", "redis/cache.rdb.age"]
+    detail = next(c["detail"] for c in report["checks"] if c["item"] == "postgresql/appdb.dump.age"
                   and c["status"] == "failed")
     assert "public.orders: manifest 499 restored 500" in detail
     assert pg_databases(sources["pg"]) == before
@@ -355,8 +380,8 @@ def test_plan_retention(backups, days, count, kept):
 
 
 def test_prune_keeps_the_newest_verified_backup_whatever_the_policy(sources, tmp_path):
-    cfg = tb.load_config({"backup_root": str(tmp_path / "root"), "sqlite": [{"name": "app",
-                          "path": str(sources["sqlite"])}], "retention": {"keep_days": 0, "keep_count": 0}})
+    cfg = keyed(tmp_path, backup_root=str(tmp_path / "root"), sqlite=[{"name": "app", "path": str(sources["sqlite"])}],
+                retention={"keep_days": 0, "keep_count": 0})
     ids = [tb.run_backup(cfg)["backup_id"] for _ in range(3)]
     assert len(set(ids)) == 3 and ids == sorted(ids)
     assert tb.verify_backup(cfg, ids[1], max_age_hours=1)["status"] == "passed"
@@ -421,6 +446,27 @@ def test_restore_every_kind(made, sources, tmp_path):
         tb.restore_item(cfg, None, "nope")
 
 
+def test_a_dump_is_decrypted_straight_into_pg_restore_and_a_bad_chunk_stops_the_swap(made, sources, tmp_path):
+    """The PostgreSQL restore reads age's output as pg_restore's standard input (no plain dump on disk); a chunk
+    that fails age's authentication (under a manifest that agrees: a fault on the host) fails the restore with the
+    decryption named, and nothing is swapped in nor left behind."""
+    cfg, directory = copy_backup(made, tmp_path)
+    pg = sources["pg"]
+    stored = directory / "postgresql" / "appdb.dump.age"
+    data = bytearray(stored.read_bytes())
+    data[-100] ^= 0x01  # in the last chunk: pg_restore has already read nearly everything
+    stored.write_bytes(bytes(data))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "postgresql/appdb.dump.age":
+            entry["sha256"] = tb.sha256_file(stored)
+    resign(cfg, directory, manifest)
+    before = pg_databases(pg)
+    with pytest.raises(tb.BackupError, match=r"decrypting appdb\.dump\.age failed"):
+        tb.restore_item(cfg, None, "appdb", target="bk_tampered")
+    assert pg_databases(pg) == before
+
+
 def test_extract_refuses_members_outside_the_target(tmp_path):
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:
@@ -473,7 +519,7 @@ def test_offsite_upload_verify_outage_and_catch_up(made, sources, s3_endpoint, t
         head = client.head_object(Bucket="tradeops-backups", Key=f"tradeops/refapp/{first}/{entry['path']}")
         assert head["ContentLength"] == entry["size"] and head["Metadata"]["sha256"] == entry["sha256"]
         assert head["ServerSideEncryption"] == "AES256" and head["StorageClass"] == "STANDARD_IA"
-    data = client.head_object(Bucket="tradeops-backups", Key=f"tradeops/refapp/{first}/files/data.tar.gz")
+    data = client.head_object(Bucket="tradeops-backups", Key=f"tradeops/refapp/{first}/files/data.tar.gz.age")
     assert data["ETag"].strip('"').endswith("-1")  # above the threshold: a multipart upload
     assert tb.upload_missing(cfg)["uploaded"] == []  # recorded complete: not looked at again
     assert tb.upload_missing(cfg, recheck=True)["uploaded"][0]["uploaded"] == []  # all there: nothing sent again
@@ -512,22 +558,22 @@ def test_offsite_upload_verify_outage_and_catch_up(made, sources, s3_endpoint, t
                                                                                 (first, True, True)]
 
     # a damaged offsite object (same size, same metadata) is named by the verification
-    key = f"tradeops/refapp/{first}/sqlite/app.sqlite3"
+    key = f"tradeops/refapp/{first}/sqlite/app.sqlite3.age"
     body = bytearray(client.get_object(Bucket="tradeops-backups", Key=key)["Body"].read())
     body[100] ^= 0xFF
     client.put_object(Bucket="tradeops-backups", Key=key, Body=bytes(body),
-                      Metadata={"sha256": tb.sha256_file(directory / "sqlite" / "app.sqlite3")})
+                      Metadata={"sha256": tb.sha256_file(directory / "sqlite" / "app.sqlite3.age")})
     report = tb.verify_backup(cfg, first, scratch_restore=False, record=False)
-    assert report["failed_items"] == ["sqlite/app.sqlite3"]
+    assert report["failed_items"] == ["sqlite/app.sqlite3.age"]
     assert "downloaded and hashed" in next(c["detail"] for c in report["checks"] if c["status"] == "failed")
 
     fresh = json.loads(json.dumps(cfg))
     fresh["backup_root"] = str(tmp_path / "fresh")
     fresh = tb.load_config(fresh)
-    with pytest.raises(tb.BackupError, match=r"downloaded sqlite/app\.sqlite3 differs from its manifest sha256"):
+    with pytest.raises(tb.BackupError, match=r"downloaded sqlite/app\.sqlite3\.age differs from its manifest sha256"):
         tb.S3Store(fresh).fetch(first, Path(fresh["backup_root"]))
     assert list(Path(fresh["backup_root"]).iterdir()) == []
-    assert tb.upload_missing(cfg, first)["uploaded"][0]["uploaded"] == ["sqlite/app.sqlite3"]  # repaired
+    assert tb.upload_missing(cfg, first)["uploaded"][0]["uploaded"] == ["sqlite/app.sqlite3.age"]  # repaired
 
     # offsite retention: the policy deletes everything, the newest verified offsite backup stays
     assert tb.prune_offsite(cfg) == {"kept": [first], "deleted": [second], "dry_run": False}
@@ -597,7 +643,7 @@ def test_wrong_s3_credentials_keep_the_local_backup_and_never_print_the_secret(s
         key_id = "AKIANOSUCHKEY0000000"
     metrics = tmp_path / "textfile"
     raw = {"backup_root": str(tmp_path / "root"), "set": "creds", "metrics_dir": str(metrics),
-           "sqlite": [{"name": "app", "path": str(sources["sqlite"])}],
+           "sqlite": [{"name": "app", "path": str(sources["sqlite"])}], "encryption": {"key_file": sources["key_file"]},
            "offsite": {"bucket": "tradeops-auth", "endpoint_url": s3_with_auth["endpoint"], "access_key_id": key_id,
                        "secret_access_key_file": str(secret_file), "attempts": 3, "backoff": 0.01}}
     config = tmp_path / "backup.json"
@@ -644,7 +690,7 @@ def test_a_missing_bucket_during_a_multipart_upload_is_a_clear_partial_failure(s
     config = tmp_path / "backup.json"
     config.write_text(json.dumps({
         "backup_root": str(tmp_path / "root"), "set": "nobucket", "metrics_dir": str(metrics),
-        "paths": [{"name": "data", "path": str(sources["data"])}],
+        "paths": [{"name": "data", "path": str(sources["data"])}], "encryption": {"key_file": sources["key_file"]},
         "offsite": {"bucket": "tradeops-not-yet", "endpoint_url": s3_endpoint, "multipart_threshold_mb": 0.05,
                     "attempts": 3, "backoff": 0.01}}))
     assert tb.main_cli(["--config", str(config), "backup"]) == 1
@@ -665,6 +711,7 @@ def test_wrong_database_passwords_fail_the_run_clearly_and_keep_earlier_backups(
     nothing left of the failed run, the earlier backup untouched, the metric records the failure."""
     metrics = tmp_path / "textfile"
     good = {"backup_root": str(tmp_path / "root"), "set": "creds", "metrics_dir": str(metrics),
+            "encryption": {"key_file": sources["key_file"]},
             "postgresql": [{"name": "appdb", "dbname": DB, "host": "127.0.0.1", "port": sources["pg"].port,
                             "user": "postgres", "password_file": sources["pg_password_file"]}],
             "redis": [{"name": "cache", "host": "127.0.0.1", "port": sources["redis"].port,
@@ -739,11 +786,11 @@ def test_module_backup_verify(made, tmp_path, run_module):
     ok = run_module(backup_verify, {"config": str(config), "scratch_restore": False}, check_mode=True)
     assert ok["_rc"] == 0 and ok["status"] == "passed" and ok["changed"] is False, ok
     assert not (directory / "verify.json").exists()  # check mode records nothing
-    target = directory / "redis" / "cache.rdb"
+    target = directory / "redis" / "cache.rdb.age"
     target.write_bytes(target.read_bytes()[:-1] + b"\x00")
     bad = run_module(backup_verify, {"settings": cfg, "scratch_restore": False, "max_age_hours": 24})
-    assert bad["failed"] and bad["_rc"] == 1 and bad["failed_items"] == ["redis/cache.rdb"]
-    assert "redis/cache.rdb (checksum: sha256 differs from the manifest" in bad["msg"]
+    assert bad["failed"] and bad["_rc"] == 1 and bad["failed_items"] == ["redis/cache.rdb.age"]
+    assert "redis/cache.rdb.age (checksum: sha256 differs from the manifest" in bad["msg"]
     assert json.loads((directory / "verify.json").read_text())["status"] == "failed"
     unknown = run_module(backup_verify, {"config": str(config), "backup_id": "nope"})
     assert unknown["failed"] and f"available: {directory.name}" in unknown["msg"]
@@ -759,9 +806,11 @@ def test_module_backup_run(sources, tmp_path, run_module):
     assert predicted["changed"] and predicted["items"] == [{"kind": "sqlite", "name": "app"},
                                                            {"kind": "paths", "name": "config"}]
     assert not root.exists()
+    keyless = run_module(backup_run, {"settings": {**settings, "encryption": {}}}, check_mode=True)
+    assert keyless["failed"] and "encryption.key_file is required" in keyless["msg"] and not root.exists()
     made = run_module(backup_run, {"settings": settings, "verify": True})
     assert made["_rc"] == 0 and made["changed"] and made["verify"]["status"] == "passed", made
-    assert tb.list_backups(root)[0]["verified"] and made["problems"] == []
+    assert tb.list_backups(root, tb._keys(tb.load_config(settings)))[0]["verified"] and made["problems"] == []
     down = {**settings, "offsite": {"bucket": "b", "endpoint_url": f"http://127.0.0.1:{free_port()}", "attempts": 1}}
     failed = run_module(backup_run, {"settings": down, "prune": False})
     assert failed["failed"] and failed["backup_id"] and "was made and kept locally, but:" in failed["msg"]
@@ -791,6 +840,7 @@ def test_a_stopped_run_removes_its_partial_backup(sources, tmp_path):
     silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers: the run hangs in Redis
     config = tmp_path / "backup.json"
     config.write_text(json.dumps({"backup_root": str(tmp_path / "root"),
+                                  "encryption": {"key_file": sources["key_file"]},
                                   "sqlite": [{"name": "app", "path": str(sources["sqlite"])}],
                                   "redis": [{"name": "hung", "port": silent.getsockname()[1]}]}))
     script = f"import sys, ansible.module_utils; ansible.module_utils.__path__.append({str(MODULE_UTILS)!r}); " \
@@ -799,7 +849,7 @@ def test_a_stopped_run_removes_its_partial_backup(sources, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10
-        while not list((tmp_path / "root").glob(".*.partial/sqlite/app.sqlite3")):
+        while not list((tmp_path / "root").glob(".*.partial/sqlite/app.sqlite3*")):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.02)
         proc.terminate()
