@@ -2,7 +2,7 @@
 """Backup benchmark (issue 5) on its own two-host lab: db1 (PostgreSQL, Redis, the backups) and
 mon1 (the lab S3: moto in server mode).
 
-Starts its own lab (LAB_ID=bench-backup, never the main lab), converges it with site.yml (only
+Starts its own lab (LAB_ID=bench-backup, never the main lab), converges it with lab.yml (only
 the roles the backups need), generates a PostgreSQL table of about --size-mb MiB in the refapp
 database server-side (generate_series), then times RUNS repetitions of, on db1:
 
