@@ -134,7 +134,11 @@ def make_rdb(directory: Path, keys: int) -> Path:
             with contextlib.suppress(tb.BackupError, OSError):
                 r.call("SHUTDOWN", "NOSAVE")
     finally:
-        proc.wait(timeout=10)
+        if proc.poll() is None:  # SHUTDOWN never sent (a failure above): never leave the server running
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            proc.kill()
+            proc.wait()
     return directory / "dump.rdb"
 
 
