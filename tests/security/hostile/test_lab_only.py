@@ -14,9 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "unit" / "roles"))
-from play_report import check_case, failures_by_play, run_plays  # noqa: E402 - after the path set-up
+from play_report import check_case, failures_by_play, preflight_play, run_plays  # noqa: E402 - after the path set-up
 
-FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
 REFUSED = "runs only on an inventory that sets tradeops_environment: lab"
 
 
@@ -45,13 +44,7 @@ def test_no_playbook_but_lab_yml_applies_a_lab_role(role):
 
 def case_play(name: str, environment: str | None) -> dict[str, Any]:
     env = {} if environment is None else {"tradeops_environment": environment}
-    return {"name": name, "hosts": "localhost", "gather_facts": False,
-            "vars": {"ansible_facts": FACTS, "ansible_python_interpreter": sys.executable, **env},
-            "tasks": [{"name": "Preflight", "block": [
-                {"name": "Preflight of the role", "ansible.builtin.include_role": {"name": "s3_lab",
-                                                                                   "tasks_from": "preflight"}},
-                {"name": "Passed", "ansible.builtin.debug": {"msg": ["passed"]}}],
-                "rescue": [{"name": "Rescued", "ansible.builtin.meta": "noop"}]}]}
+    return preflight_play(name, "s3_lab", env, "Passed", ["passed"])
 
 
 CASES = {"production": ("production", REFUSED), "no environment set": (None, REFUSED),

@@ -15,6 +15,23 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 
 
+# The facts a role's preflight reads of the host it runs on: a Debian host with systemd.
+FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
+
+
+def preflight_play(name: str, role: str, variables: dict[str, Any], shown_task: str, shown_msg: Any) -> dict[str, Any]:
+    """One case of a role's preflight, as one play on localhost (FACTS and ``variables``): the role's
+    ``preflight`` tasks, then, when they pass, the task ``shown_task`` shows ``shown_msg`` (read back by
+    ``failures_by_play``). A failure is rescued, so the next case's play runs in the same ansible-playbook."""
+    include = {"name": "Preflight of the role",
+               "ansible.builtin.include_role": {"name": role, "tasks_from": "preflight"}}
+    show = {"name": shown_task, "ansible.builtin.debug": {"msg": shown_msg}}
+    return {"name": name, "hosts": "localhost", "gather_facts": False,
+            "vars": {"ansible_facts": FACTS, "ansible_python_interpreter": sys.executable, **variables},
+            "tasks": [{"name": "Preflight", "block": [include, show],
+                       "rescue": [{"name": "Rescued", "ansible.builtin.meta": "noop"}]}]}
+
+
 def run_plays(directory: Path, plays: list[dict[str, Any]], inventory: str = "localhost,") -> str:
     """Write ``plays`` to ``directory``/play.yml and run them with the project's ansible.cfg and the json callback
     (``inventory``: a file or ``localhost,``, then run locally); the stdout, once the run itself did not fail."""

@@ -2,12 +2,9 @@
 every backup is encrypted (age) and its manifest signed with it; ONE ansible-playbook run."""
 from __future__ import annotations
 
-import sys
-
 import pytest
-from play_report import check_case, failures_by_play, run_plays
+from play_report import check_case, failures_by_play, preflight_play, run_plays
 
-FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
 KEY = "k" * 48  # pragma: allowlist secret - a made-up key of the right length
 ITEMS = {"backup_sqlite": [{"name": "app", "path": "/opt/refapp/shared/data/app.db"}]}  # no item is secret
 CASES = {
@@ -18,14 +15,7 @@ CASES = {
 
 
 def case_play(name: str, key: str) -> dict:
-    include = {"name": "Preflight of the role",
-               "ansible.builtin.include_role": {"name": "backup", "tasks_from": "preflight"}}
-    show = {"name": "Key", "ansible.builtin.debug": {"msg": ["key ok"]}}
-    return {"name": name, "hosts": "localhost", "gather_facts": False,
-            "vars": {"ansible_facts": FACTS, "backup_encryption_key": key, **ITEMS,
-                     "ansible_python_interpreter": sys.executable},
-            "tasks": [{"name": "Preflight", "block": [include, show],
-                       "rescue": [{"name": "Rescued", "ansible.builtin.meta": "noop"}]}]}
+    return preflight_play(name, "backup", {"backup_encryption_key": key, **ITEMS}, "Key", ["key ok"])
 
 
 @pytest.fixture(scope="module")

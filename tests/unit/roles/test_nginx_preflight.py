@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from play_report import check_case, failures_by_play, run_plays
+from play_report import check_case, failures_by_play, preflight_play, run_plays
 
-FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
 INVENTORY = {"all": {"hosts": {
     "localhost": {"ansible_connection": "local"},
     "app1": {"lan_ip": "10.0.0.1", "wan_ip": "192.0.2.1"},
@@ -24,14 +23,8 @@ HOSTS = ["app1", "app2", "app3"]
 
 
 def case_play(name: str, extra: dict) -> dict:
-    include = {"name": "Preflight of the role",
-               "ansible.builtin.include_role": {"name": "nginx", "tasks_from": "preflight"}}
-    show = {"name": "Endpoints",
-            "ansible.builtin.debug": {"msg": "{{ __nginx_backends | map(attribute='endpoint') | list }}"}}
-    return {"name": name, "hosts": "localhost", "gather_facts": False,
-            "vars": {"ansible_facts": FACTS, "nginx_upstream_hosts": HOSTS, **extra},
-            "tasks": [{"name": "Preflight", "block": [include, show],
-                       "rescue": [{"name": "Rescued", "ansible.builtin.meta": "noop"}]}]}
+    return preflight_play(name, "nginx", {"nginx_upstream_hosts": HOSTS, **extra}, "Endpoints",
+                          "{{ __nginx_backends | map(attribute='endpoint') | list }}")
 
 
 CASES = {

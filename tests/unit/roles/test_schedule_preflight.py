@@ -3,12 +3,10 @@ switches it only to a release that passed its gate), never one release's own pat
 from __future__ import annotations
 
 import shutil
-import sys
 
 import pytest
-from play_report import check_case, failures_by_play, run_plays
+from play_report import check_case, failures_by_play, preflight_play, run_plays
 
-FACTS = {"os_family": "Debian", "service_mgr": "systemd", "distribution": "Debian"}
 PINNED = "/opt/screener/releases/1.1.0-20261207T101500Z/venv/bin/refapp check"
 CASES = {
     "a job of the current release": ("/opt/screener/current/venv/bin/refapp check",
@@ -21,14 +19,9 @@ CASES = {
 
 
 def case_play(name: str, command: str) -> dict:
-    include = {"name": "Preflight of the role",
-               "ansible.builtin.include_role": {"name": "schedule", "tasks_from": "preflight"}}
-    show = {"name": "Commands", "ansible.builtin.debug": {"msg": "{{ schedule_jobs | map(attribute='command') }}"}}
     job = {"name": "scan", "command": command, "on_calendar": "Mon..Fri *-*-* 06:30:00", "user": "root"}
-    return {"name": name, "hosts": "localhost", "gather_facts": False,
-            "vars": {"ansible_facts": FACTS, "schedule_jobs": [job], "ansible_python_interpreter": sys.executable},
-            "tasks": [{"name": "Preflight", "block": [include, show],
-                       "rescue": [{"name": "Rescued", "ansible.builtin.meta": "noop"}]}]}
+    return preflight_play(name, "schedule", {"schedule_jobs": [job]}, "Commands",
+                          "{{ schedule_jobs | map(attribute='command') }}")
 
 
 @pytest.fixture(scope="module")
