@@ -23,6 +23,13 @@ controller and kept in ``<out>/../.built/py<X.Y>/`` for every later build: by a
 Python), else by this Python when the result is pure Python. One that can be neither
 downloaded nor built fails here, naming the package, before anything reaches a host.
 
+The dependency set is resolved against the index once per set of declared requirements,
+target Python and wheel sources, and kept in ``<out>/../.deps/``: a later build whose app
+declares the same requirements (the next version of the same app, usually) reuses it for
+``--deps-max-age`` seconds (default a day, or TRADEOPS_DEPS_MAX_AGE; 0 = always ask the
+index), after checking every kept wheel's sha256. A new release of an unpinned dependency
+reaches the hosts at the first build after that age.
+
 Prints the wheelhouse directory on stdout. Exit 0 on success, 2 on bad input,
 1 when a build step fails. A wheelhouse already built for the same inputs is
 reused (the source and the requirements are hashed), so a re-deploy costs no build.
@@ -30,15 +37,18 @@ reused (the source and the requirements are hashed), so a re-deploy costs no bui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email.parser
 import functools
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -58,6 +68,7 @@ from tradeops_release import ReleaseError, check_requirements  # noqa: E402  (wh
 
 VERSION_RE = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")
 SKIP_DIRS = {"__pycache__", ".git", "build", "dist", ".venv", ".pytest_cache", ".ruff_cache"}
+DEPS_MAX_AGE = 24 * 3600  # s: a resolved dependency set is reused this long (TRADEOPS_DEPS_MAX_AGE, --deps-max-age)
 
 
 class BuildError(Exception):
@@ -309,9 +320,51 @@ def fetch_dependencies(requires: list[str], python_version: str, out: Path,
         made.append(missing)
 
 
+def deps_key(requires: list[str], python_version: str, find_links: list[Path] | None, no_index: bool) -> str:
+    """Names a dependency set: what the app declares and runs with, for which Python, from which sources."""
+    blob = json.dumps({"requires": sorted(requires), "python": python_version, "no_index": no_index,
+                       "links": sorted(str(p) for p in find_links or [])}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def reuse_dependencies(kept: Path, out: Path, max_age: float) -> list[str] | None:
+    """Copies a dependency set resolved less than max_age seconds ago into out; returns the requirements
+    that were built from source for it. None when there is none that young, or one of its wheels does
+    not match its recorded sha256 (then the index is asked again)."""
+    manifest = kept / "deps.json"
+    try:
+        if max_age <= 0 or time.time() - manifest.stat().st_mtime > max_age:
+            return None
+        meta = json.loads(manifest.read_text())
+        files = dict(meta["files"])
+        if any(Path(n).name != n or sha256_file(kept / n) != d for n, d in files.items()):
+            return None
+        for name in files:
+            shutil.copyfile(kept / name, out / name)
+        return [str(r) for r in meta["built_from_source"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def keep_dependencies(kept: Path, wheels: list[Path], built: list[str]) -> None:
+    """Keeps a resolved dependency set for reuse_dependencies, replacing an older one (written aside, renamed)."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".keeping-", dir=kept.parent))
+    try:
+        for wheel in wheels:
+            shutil.copyfile(wheel, tmp / wheel.name)
+        (tmp / "deps.json").write_text(json.dumps({
+            "files": {w.name: sha256_file(tmp / w.name) for w in wheels}, "built_from_source": built}, indent=2) + "\n")
+        shutil.rmtree(kept, ignore_errors=True)
+        with contextlib.suppress(OSError):  # a concurrent build kept the same set first
+            tmp.rename(kept)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build(source: Path, version: str, out_root: Path, python_version: str,
           find_links: list[Path] | None = None, no_index: bool = False,
-          requirements: list[str] | None = None) -> Path:
+          requirements: list[str] | None = None, deps_max_age: float = DEPS_MAX_AGE) -> Path:
     if not VERSION_RE.match(version):
         raise ValueError(f"app_version '{version}' is not a release version (PEP 440, e.g. 1.4.2)")
     if not re.match(r"^3\.\d+(\.\d+)?\Z", python_version):
@@ -338,9 +391,15 @@ def build(source: Path, version: str, out_root: Path, python_version: str,
         if meta["version"] != version:
             raise BuildError(f"{source} builds version {meta['version']}, not app_version {version}: "
                              "set the version in the project (or deploy that version)")
-        built = fetch_dependencies([*meta["requires"], *requirements], python_version, tmp, find_links, no_index,
-                                   out_root.parent / ".built" / f"py{minor_of(python_version)}",
-                                   f"{meta['name']} {version}")
+        requires = [*meta["requires"], *requirements]
+        key = deps_key(requires, python_version, find_links, no_index)
+        kept = out_root.parent / ".deps" / f"py{python_version}-{key}"
+        built = reuse_dependencies(kept, tmp, deps_max_age)
+        if built is None:
+            built = fetch_dependencies(requires, python_version, tmp, find_links, no_index,
+                                       out_root.parent / ".built" / f"py{minor_of(python_version)}",
+                                       f"{meta['name']} {version}")
+            keep_dependencies(kept, [w for w in sorted(tmp.glob("*.whl")) if w.name != app.name], built)
         files = {p.name: sha256_file(p) for p in sorted(tmp.glob("*.whl"))}
         whole = hashlib.sha256("".join(f"{n} {s}\n" for n, s in files.items()).encode()).hexdigest()
         (tmp / "wheelhouse.json").write_text(json.dumps({
@@ -369,10 +428,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-index", action="store_true", help="take dependencies from --find-links only")
     ap.add_argument("--requirement", action="append", default=[], metavar="REQ",
                     help="a distribution the app runs with but does not declare, e.g. 'gunicorn>=22' (repeatable)")
+    ap.add_argument("--deps-max-age", type=float, metavar="SECONDS",
+                    default=os.environ.get("TRADEOPS_DEPS_MAX_AGE", str(DEPS_MAX_AGE)),
+                    help="reuse a dependency set resolved this recently for the same requirements "
+                         "(default TRADEOPS_DEPS_MAX_AGE or a day; 0 = always resolve against the index)")
     args = ap.parse_args(argv)
     try:
         print(build(args.source.resolve(), args.version, args.out.resolve(), args.python_version,
-                    args.find_links, args.no_index, args.requirement))
+                    args.find_links, args.no_index, args.requirement, args.deps_max_age))
     except ValueError as exc:
         print(f"build_wheelhouse: {exc}", file=sys.stderr)
         return 2

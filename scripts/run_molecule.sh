@@ -28,11 +28,12 @@ order=$(for s in "${scenarios[@]}"; do
   echo "${t:-${ESTIMATE[$s]:-300}} $s"
 done | sort -k1,1rn -k2 | awk '{print $2}')
 
-# Copy molecule's output and time each of its steps (from its "<step>: Executing" to the next step's).
+# Copy molecule's output and time each of its steps (from its "<step>] Executing" to the next step's).
 steps_timed() {
   awk '{ print; fflush()
          line = $0; gsub(/\033\[[0-9;]*m/, "", line)
-         if (match(line, /[a-z_]+: Executing$/)) {
+         # molecule 25 prints "[<scenario> > <step>] Executing" (no colours) or "<scenario> ➜ <step>: Executing".
+         if (match(line, /[a-z_]+[]:] Executing$/)) {
            now = systime(); if (step != "") times = times sep step " " (now - t0) " s"
            if (step != "") sep = ", "
            step = substr(line, RSTART, RLENGTH - 11); t0 = now

@@ -137,7 +137,8 @@ def test_a_leak_slower_than_the_soak_is_caught_by_its_memory_trend_before_the_oo
     since = h["app1"].check_output("date +%s")
     h["app1"].run(f"python3 -c {shlex.quote(SLOW_TRAFFIC)} >/dev/null 2>&1 & echo started")
     try:
-        proc = playbook("deploy.yml", "app_version=2.4.0", f"app_source={wheels['2.4.0']}", GATE)
+        proc = playbook("deploy.yml", "app_version=2.4.0", f"app_source={wheels['2.4.0']}", GATE,
+                        "app_soak_seconds=20")  # the role's default (the lab's molecule runs soak 5 s)
     finally:
         h["app1"].run("pkill -f 'api/versio[n]' || true")
     assert proc.returncode != 0, "a release leaking toward MemoryMax must fail the deploy"

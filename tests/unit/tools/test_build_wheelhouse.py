@@ -73,6 +73,31 @@ def test_dependencies_come_along_from_local_wheels(tmp_path):
     assert [n.split("-")[0] for n in names] == ["dep_lib", "some_app"]
 
 
+def test_the_next_version_reuses_its_resolved_dependency_set_until_it_ages(tmp_path):
+    """The same declared requirements: the set resolved for 0.9.0 serves 0.9.1 (no index asked: the newer
+    dep-lib 1.1 in the links is not seen) until it is older than deps_max_age, or a kept wheel was altered."""
+    links = tmp_path / "links"
+    links.mkdir()
+    make_wheel(links, "dep-lib", "1.0", {"dep_lib/__init__.py": ""})
+    out = tmp_path / "out"
+
+    def deps_of(version, **kw):
+        (tmp_path / version).mkdir()
+        app = make_wheel(tmp_path / version, "some-app", version, {"some_app/__init__.py": ""},
+                         requires=("dep-lib>=1.0",))
+        wh = bw.build(app, version, out, "3.11", find_links=[links], no_index=True, **kw)
+        return sorted(n for n in json.loads((wh / "wheelhouse.json").read_text())["files"] if n.startswith("dep_lib"))
+
+    assert deps_of("0.9.0") == ["dep_lib-1.0-py3-none-any.whl"]
+    make_wheel(links, "dep-lib", "1.1", {"dep_lib/__init__.py": ""})
+    assert deps_of("0.9.1") == ["dep_lib-1.0-py3-none-any.whl"]  # reused
+    assert deps_of("0.9.2", deps_max_age=0) == ["dep_lib-1.1-py3-none-any.whl"]  # resolved again, and kept
+    (kept,) = (out.parent / ".deps").iterdir()
+    (kept / "dep_lib-1.1-py3-none-any.whl").write_bytes(b"altered")
+    (links / "dep_lib-1.1-py3-none-any.whl").unlink()
+    assert deps_of("0.9.3") == ["dep_lib-1.0-py3-none-any.whl"]  # an altered kept wheel is not used
+
+
 def test_version_mismatch_is_refused(tmp_path):
     app = make_project(tmp_path, "some-app", "0.9.0", [])
     with pytest.raises(bw.BuildError, match=r"builds version 0\.9\.0, not app_version 1\.0\.0"):
@@ -129,7 +154,8 @@ def test_a_dependency_with_no_wheel_is_built_once_on_the_controller(tmp_path, mo
     stamp = built[0].stat().st_mtime_ns
     # The next release of the app (another source) takes the built wheel from the cache: not rebuilt.
     (tmp_path / "some-app" / "some_app" / "__init__.py").write_text("VERSION = '0.9.0'  # changed\n")
-    second = bw.build(tmp_path / "some-app", "0.9.0", out, "3.11", find_links=[links], no_index=True)
+    # Resolved again (deps_max_age=0, not the kept dependency set): pip finds the wheel built before.
+    second = bw.build(tmp_path / "some-app", "0.9.0", out, "3.11", find_links=[links], no_index=True, deps_max_age=0)
     assert second != first
     assert json.loads((second / "wheelhouse.json").read_text())["built_from_source"] == []
     assert built[0].stat().st_mtime_ns == stamp
