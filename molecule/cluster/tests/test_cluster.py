@@ -120,9 +120,22 @@ def test_traffic_through_lb_reaches_both_instances(hosts):
 
 # -- rolling deploys behind the load balancer -------------------------------------------------
 
+def test_a_batch_plan_that_would_empty_the_pool_is_refused_before_anything_changes(hosts, wheels):
+    """app_serial ["100%"]: both of lb1's backends in one batch. Refused by the plan check, nothing changes."""
+    before = {n: hosts[n].check_output("readlink /opt/refapp/current") for n in APPS}
+    proc = playbook("deploy.yml", "app_version=3.0.0", f"app_source={wheels['3.0.0']}", '{"app_serial": ["100%"]}')
+    assert proc.returncode != 0
+    assert ('app_serial ["100%"]: batch 1 (app1, app2) holds every backend of lb1 (app1, app2): they would restart '
+            "together and lb1 would serve nothing") in proc.text
+    assert {n: hosts[n].check_output("readlink /opt/refapp/current") for n in APPS} == before
+    assert not hosts["app1"].run("ls -d /opt/refapp/releases/3.0.0-*").stdout, "nothing may change"
+
+
 def test_rolling_deploy_under_load_loses_no_request(hosts, wheels):
+    """A batch plan (a canary host, then half of the hosts), as a user gives it on the command line."""
     with Load() as load:
-        proc = playbook("deploy.yml", "app_version=3.0.0", f"app_source={wheels['3.0.0']}")
+        proc = playbook("deploy.yml", "app_version=3.0.0", f"app_source={wheels['3.0.0']}",
+                        '{"app_serial": [1, "50%"]}')
     assert proc.returncode == 0
     assert {n: served_version(hosts[n]) for n in APPS} == {"app1": "3.0.0", "app2": "3.0.0"}
     for name in APPS:  # each instance was drained at lb1 before it restarted, and put back
