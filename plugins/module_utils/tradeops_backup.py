@@ -68,11 +68,13 @@ try:
     from ansible.module_utils import tradeops_safefs as safefs
     from ansible.module_utils.tradeops_checks import number, seconds, strings, text
     from ansible.module_utils.tradeops_metrics import atomic_write, fsync_dir, try_lock, update_textfile
+    from ansible.module_utils.tradeops_probes import CheckError, read_private_file
 except ImportError:  # in the ops agent wheel: tradeops_agent/metrics.py, safefs.py (scripts/build_agent.py)
     from tradeops_agent import backup_auth as auth  # type: ignore[no-redef]
     from tradeops_agent import safefs  # type: ignore[no-redef]
     from tradeops_agent.checks import number, seconds, strings, text  # type: ignore[no-redef]
     from tradeops_agent.metrics import atomic_write, fsync_dir, try_lock, update_textfile  # type: ignore[no-redef]
+    from tradeops_agent.probes import CheckError, read_private_file  # type: ignore[no-redef]
 
 __version__ = "0.1.0"
 TOOL = "tradeops-backup"
@@ -201,14 +203,9 @@ def run_tool(argv: list[str], what: str, env: dict[str, str] | None = None, time
 
 def _read_secret_file(path: str, what: str) -> str:
     try:
-        st = os.stat(path)
-        with open(path, encoding="utf-8") as handle:
-            value = handle.read().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from exc
-    if st.st_mode & 0o077:
-        raise ConfigError(f"{what}: {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                          f"chmod 600 {path}")
+        value = read_private_file(path, what).rstrip("\r\n")
+    except CheckError as exc:
+        raise ConfigError(str(exc)) from exc
     if not value:
         raise ConfigError(f"{what}: {path} is empty")
     return value

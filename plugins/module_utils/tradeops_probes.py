@@ -156,19 +156,26 @@ def check_headers(headers: Any, where: str = "http probe") -> None:
 
 
 def read_private_file(path: str, what: str) -> str:
-    """The text of a file that holds a secret, refused when group or others may read it (the mode is
-    read from the opened descriptor, so a file swapped in between is not the one judged)."""
+    """The text of a file that holds a secret (at most 1 MiB), refused when group or others may read it
+    or it is no regular file. The mode is read from the opened descriptor, so a file swapped in between
+    is not the one judged; opened non-blocking, so a FIFO planted in its place cannot hang the reader.
+    The one reader of secret files for the health probes and the backups (tradeops_backup)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
         raise CheckError(f"{what}: cannot read {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, encoding="utf-8", errors="replace") as handle:
+    try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise CheckError(f"{what}: {path} is not a regular file")
         if mode & 0o077:
             raise CheckError(f"{what}: {path} is readable by group or others (mode {stat.S_IMODE(mode):04o}): "
                              f"chmod 600 {path}")
+        handle = os.fdopen(fd, encoding="utf-8", errors="replace")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
         return handle.read(1 << 20)
 
 

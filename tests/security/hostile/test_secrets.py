@@ -174,3 +174,32 @@ def test_scratch_redis_has_no_tcp_port_and_a_password_in_no_argv(tmp_path, monke
     assert seen["conf_mode"] == 0o600 and seen["sock_dir_mode"] == 0o700
     assert all(seen["password"].encode() not in arg for arg in seen["argv"])
     assert not Path(seen["sock"]).parent.exists()  # the socket's directory goes with the server
+
+
+@pytest.mark.parametrize("plant, words", [
+    ("fifo", "is not a regular file"),  # a blocking open would hang the backup for good
+    ("group-readable", "readable by group or others (mode 0640)"),
+    ("directory", "is not a regular file"),
+    ("empty", "is empty"),
+    ("missing", "cannot read"),
+])
+def test_backup_secret_files_are_read_by_the_one_private_reader(tmp_path, plant, words):
+    """The backups read their passwords and keys as the health probes read tokens (tradeops_probes.read_private_file):
+    mode judged on the opened descriptor, no FIFO, no directory. Each plant fails at once, naming the file."""
+    path = tmp_path / "secret"
+    if plant == "fifo":
+        os.mkfifo(path, 0o600)
+    elif plant == "directory":
+        path.mkdir(mode=0o700)
+    elif plant != "missing":
+        path.write_text("" if plant == "empty" else "pw\n")
+        path.chmod(0o640 if plant == "group-readable" else 0o600)
+    t0 = time.monotonic()
+    with pytest.raises(tb.ConfigError, match=re.escape(words)) as err:
+        tb._read_secret_file(str(path), "postgresql refapp password_file")
+    assert str(path) in str(err.value) and "postgresql refapp password_file" in str(err.value)
+    assert time.monotonic() - t0 < 5
+    path2 = tmp_path / "good"
+    path2.write_text("pw\n")
+    path2.chmod(0o600)
+    assert tb._read_secret_file(str(path2), "x") == "pw"
