@@ -38,10 +38,12 @@ class Load:
     loadgen's summary (ok, failed, failures by kind, latency percentiles); each run is appended to
     ``.cache/<log>.jsonl`` for the record."""
 
-    def __init__(self, client: str, url: str, rate: int = 20, max_seconds: int = 600, log: str = "load") -> None:
+    def __init__(self, client: str, url: str, rate: int = 20, max_seconds: int = 600, log: str = "load",
+                 concurrency: int = 8) -> None:
         scenario = os.environ.get("MOLECULE_SCENARIO_NAME", "")
         self.container = f"tradeops-mol-{scenario}-{client}"
-        self.argv = ["loadgen", url, "--rate", str(rate), "--max-seconds", str(max_seconds)]
+        self.argv = ["loadgen", url, "--rate", str(rate), "--max-seconds", str(max_seconds),
+                     "--concurrency", str(concurrency)]
         self.log = PROJECT / ".cache" / f"{log}.jsonl"
         self.result: dict = {}
 

@@ -7,7 +7,9 @@ appears or a time limit passes, then print one JSON line with the outcome.
 
 Runs on a lab host (standard library only). Every request counts as ok (HTTP 2xx/3xx),
 or failed with its status or error; the JSON has totals, failures by kind, the first
-few failure times, and latency percentiles. Exit 0 always (the caller judges).
+few failure times, and latency percentiles; ``unsent`` counts the requests still queued behind
+the --concurrency busy workers when the run ended (not sent, not counted). Exit 0 always (the
+caller judges).
 """
 from __future__ import annotations
 
@@ -70,19 +72,25 @@ def main() -> int:
     if os.path.exists(args.stop_file):
         os.unlink(args.stop_file)
     sent = 0
-    with ThreadPoolExecutor(max_workers=max(1, args.concurrency)) as pool:
-        while time.monotonic() - started < limit and not os.path.exists(args.stop_file):
-            pool.submit(one)
-            sent += 1
-            next_at = started + sent / rate
-            time.sleep(max(0.0, next_at - time.monotonic()))
+    pool = ThreadPoolExecutor(max_workers=max(1, args.concurrency))
+    futures = []
+    while time.monotonic() - started < limit and not os.path.exists(args.stop_file):
+        futures.append(pool.submit(one))
+        sent += 1
+        next_at = started + sent / rate
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    # Requests still queued behind busy workers when the run ends (an overloaded target) are not
+    # sent: the run ends within one --timeout of its stop, however long the queue.
+    pool.shutdown(wait=True, cancel_futures=True)
+    unsent = sum(1 for f in futures if f.cancelled())
+    sent -= unsent
     ordered = sorted(latencies)
 
     def pct(p: float) -> float | None:
         return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 1) if ordered else None
 
     print(json.dumps({
-        "url": args.url, "seconds": round(time.monotonic() - started, 2), "sent": sent, "ok": ok,
+        "url": args.url, "seconds": round(time.monotonic() - started, 2), "sent": sent, "unsent": unsent, "ok": ok,
         "failed": sum(failures.values()), "failures": dict(failures), "first_failures": first_failures,
         "p50_ms": pct(0.5), "p95_ms": pct(0.95), "max_ms": pct(1.0),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else None,

@@ -169,26 +169,38 @@ def test_bad_release_behind_lb_is_rolled_back_and_put_back_without_lost_requests
 
 
 def test_overload_sheds_load_but_never_empties_the_pool(hosts):
-    """Issue 21: at 40 requests/s on an endpoint that does real work (readiness: a database login each time), nginx
-    serves at least 90 % of what the two backends serve when lb1 sends them the same load directly, and never answers
-    "no live upstreams" while both are alive: an app's 503 is passed on, not counted as a failure of the backend,
-    and every backend is a last-resort backup too (roles/nginx nginx_proxy_next_upstream, nginx_upstream_last_resort).
-    Both runs from lb1, 40 requests/s for about 16 s each."""
+    """Issue 21: at a load the backends cannot fully serve, nginx serves at least 80 % of what the two backends serve
+    when lb1 sends them the same load directly, answers no 502 and never logs "no live upstreams" while both are
+    alive: an app's 503 is passed on, not counted as a failure of the backend, and every backend is a last-resort
+    backup too (roles/nginx nginx_proxy_next_upstream, nginx_upstream_last_resort). The endpoint does real work
+    (readiness: a database login each time); each app unit gets a CPU quota of 10 % for the test (systemd runtime
+    property, removed after) so that 40 requests/s are more than the backends serve on any machine, and the test
+    fails if they served nearly all. Both runs from lb1, about 16 s each."""
     lb = hosts["lb1"]
     path = "/api/health/readiness"
-    with _Load("lb1", f"http://app1:8000{path}", rate=20, log="cluster-overload") as one, \
-            _Load("lb1", f"http://app2:8000{path}", rate=20, log="cluster-overload") as two:
-        time.sleep(12)
+    quota = "systemctl set-property --runtime refapp-web.service CPUQuota={}"
+    for name in APPS:
+        hosts[name].check_output(quota.format("10%"))
+    try:
+        with _Load("lb1", f"http://app1:8000{path}", rate=20, concurrency=16, log="cluster-overload") as one, \
+                _Load("lb1", f"http://app2:8000{path}", rate=20, concurrency=16, log="cluster-overload") as two:
+            time.sleep(12)
+        log_size = int(lb.check_output("stat -c %s /var/log/nginx/error.log"))
+        with _Load("lb1", f"https://127.0.0.1{path}", rate=40, concurrency=32, log="cluster-overload") as through:
+            time.sleep(12)
+    finally:
+        for name in APPS:
+            hosts[name].run(quota.format(""))
+    # Offered: what the clients meant to send at their rate, sent or still queued behind busy connections at the end.
     direct = one.result["ok"] + two.result["ok"]
-    log_size = int(lb.check_output("stat -c %s /var/log/nginx/error.log"))
-    with _Load("lb1", f"https://127.0.0.1{path}", rate=40, log="cluster-overload") as through:
-        time.sleep(12)
+    offered = sum(r["sent"] + r["unsent"] for r in (one.result, two.result))
     errors = lb.check_output(f"tail -c +{log_size + 1} /var/log/nginx/error.log")
-    print(f"overload: direct ok {direct} of {one.result['sent'] + two.result['sent']}, through lb1 ok "
-          f"{through.result['ok']} of {through.result['sent']}, failures {through.result['failures']}")
+    print(f"overload: direct ok {direct} of {offered} offered, through lb1 ok {through.result['ok']} of "
+          f"{through.result['sent'] + through.result['unsent']} offered, failures {through.result['failures']}")
+    assert direct < 0.9 * offered, f"not an overload: the backends served {direct} of {offered} directly"
     assert "no live upstreams" not in errors, errors[-2000:]
     assert not [kind for kind in through.result["failures"] if kind.startswith("http 502")], through.result
-    assert through.result["ok"] >= 0.9 * direct, (through.result, direct)
+    assert through.result["ok"] >= 0.8 * direct, (through.result, direct)
 
 
 def test_verify_playbook_reports_every_tier_healthy():
