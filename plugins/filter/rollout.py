@@ -81,13 +81,16 @@ def rollout_batches(hosts: list[str], serial: Any) -> list[list[str]]:
     return batches
 
 
-def rollout_empty_pools(batches: list[list[str]], pools: dict[str, list[str]]) -> list[str]:
-    """One sentence per batch that holds every backend of a load balancer (an empty list: none)."""
+def rollout_empty_pools(batches: list[list[str]], pools: dict[str, list[str]],
+                        forced: list[str] | None = None) -> list[str]:
+    """One sentence per batch that holds every backend of a load balancer (an empty list: none). A pool
+    whose backends in that batch are all ``forced`` (nginx_backend_force: their operator accepts that
+    draining them may leave nothing active, as for a single backend) is not named."""
     found = []
     for number, batch in enumerate(batches, 1):
         for lb, backends in pools.items():
             members = [b for b in backends or [] if b in batch]
-            if members and len(members) == len(set(backends)):
+            if members and len(members) == len(set(backends)) and not set(members) <= set(forced or []):
                 found.append(f"batch {number} ({', '.join(batch)}) holds every backend of {lb} "
                              f"({', '.join(members)}): they would restart together and {lb} would serve nothing")
     return found

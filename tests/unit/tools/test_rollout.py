@@ -66,3 +66,10 @@ def test_a_batch_holding_every_backend_of_a_pool_is_named():
     # a pool whose other backends are outside the play (--limit) keeps serving
     assert rollout.rollout_empty_pools([["app1"]], {"lb1": ["app1", "app2"]}) == []
     assert rollout.rollout_empty_pools([["app1", "app2"]], {"lb1": []}) == []
+
+
+def test_a_pool_whose_backends_in_the_batch_are_all_forced_is_accepted():
+    """nginx_backend_force (molecule/monitoring's single app host): draining the last backend is accepted."""
+    assert rollout.rollout_empty_pools([["app1"]], {"lb1": ["app1"]}, ["app1"]) == []
+    assert len(rollout.rollout_empty_pools([["app1"]], {"lb1": ["app1"]}, [])) == 1
+    assert len(rollout.rollout_empty_pools([["app1", "app2"]], {"lb1": ["app1", "app2"]}, ["app1"])) == 1
