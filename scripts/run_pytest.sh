@@ -3,7 +3,8 @@
 # Test files run in parallel on every core (pytest-xdist; one file stays on one worker,
 # so its module fixtures — a PostgreSQL cluster, a redis-server — start once).
 set -uo pipefail
-pytest -n "${PYTEST_WORKERS:-auto}" --dist loadfile "$@"
+# The 15 slowest tests with their times (make check must stay fast: this says where it goes).
+pytest -n "${PYTEST_WORKERS:-auto}" --dist loadfile --durations=15 "$@"
 rc=$?
 if [ "$rc" = 5 ]; then
   echo "run_pytest: no test was collected from $* — that is an error, not a pass" >&2
