@@ -108,7 +108,10 @@ def declared() -> Secretive:
                           cwd=PROJECT, env=env, check=False)
     # The output holds secrets: only the error's tail of stderr, never stdout.
     assert proc.returncode == 0, f"declared.yml failed (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    task = json.loads(proc.stdout)["plays"][0]["tasks"][-1]["hosts"]
+    # Every host's result of the last task. The json callback lists a task once with every host under
+    # Ansible's linear strategy, but once per host under Mitogen's (make molecule): merge them.
+    tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
+    task = {h: r for t in tasks if t["task"]["name"] == tasks[-1]["task"]["name"] for h, r in t["hosts"].items()}
     out = Secretive()
     for name in HOSTS:
         doc = json.loads(task[name]["msg"])
