@@ -169,38 +169,43 @@ def test_bad_release_behind_lb_is_rolled_back_and_put_back_without_lost_requests
 
 
 def test_overload_sheds_load_but_never_empties_the_pool(hosts):
-    """Issue 21: at a load the backends cannot fully serve, nginx serves at least 80 % of what the two backends serve
-    when lb1 sends them the same load directly, answers no 502 and never logs "no live upstreams" while both are
-    alive: an app's 503 is passed on, not counted as a failure of the backend, and every backend is a last-resort
-    backup too (roles/nginx nginx_proxy_next_upstream, nginx_upstream_last_resort). The endpoint does real work
-    (readiness: a database login each time); each app unit gets a CPU quota of 10 % for the test (systemd runtime
-    property, removed after) so that 40 requests/s are more than the backends serve on any machine, and the test
-    fails if they served nearly all. Both runs from lb1, about 16 s each."""
+    """Issue 21: at a load the backends cannot fully serve, the requests sent through lb1 succeed in at least 80 % of
+    the share that requests sent to the backends directly AT THE SAME TIME succeed in; nginx answers no 502 and never
+    logs "no live upstreams" while both are alive: an app's 503 is passed on, not counted as a failure of the backend,
+    and every backend is a last-resort backup too (roles/nginx nginx_proxy_next_upstream, nginx_upstream_last_resort).
+    The endpoint does real work (readiness: a database login each time); each app unit gets a CPU quota of 10 % for
+    the test (systemd runtime property, removed after) so that 40 requests/s are more than the backends serve on any
+    machine, and the test fails if they served nearly all. Direct and through lb1 run side by side (20 requests/s
+    each, from lb1, about 16 s), so both meet the same backends under the same machine load: one after the other,
+    a change of load between the two runs moved the ratio from 1.15 to 0.46 on this 2-core machine."""
     lb = hosts["lb1"]
     path = "/api/health/readiness"
     quota = "systemctl set-property --runtime refapp-web.service CPUQuota={}"
     for name in APPS:
         hosts[name].check_output(quota.format("10%"))
+    log_size = int(lb.check_output("stat -c %s /var/log/nginx/error.log"))
     try:
-        with _Load("lb1", f"http://app1:8000{path}", rate=20, concurrency=16, log="cluster-overload") as one, \
-                _Load("lb1", f"http://app2:8000{path}", rate=20, concurrency=16, log="cluster-overload") as two:
-            time.sleep(12)
-        log_size = int(lb.check_output("stat -c %s /var/log/nginx/error.log"))
-        with _Load("lb1", f"https://127.0.0.1{path}", rate=40, concurrency=32, log="cluster-overload") as through:
+        with _Load("lb1", f"http://app1:8000{path}", rate=10, concurrency=8, log="cluster-overload") as one, \
+                _Load("lb1", f"http://app2:8000{path}", rate=10, concurrency=8, log="cluster-overload") as two, \
+                _Load("lb1", f"https://127.0.0.1{path}", rate=20, concurrency=16, log="cluster-overload") as through:
             time.sleep(12)
     finally:
         for name in APPS:
             hosts[name].run(quota.format(""))
     # Offered: what the clients meant to send at their rate, sent or still queued behind busy connections at the end.
-    direct = one.result["ok"] + two.result["ok"]
-    offered = sum(r["sent"] + r["unsent"] for r in (one.result, two.result))
+    runs = (one.result, two.result, through.result)
+    served, offered = sum(r["ok"] for r in runs), sum(r["sent"] + r["unsent"] for r in runs)
+    direct_share = (one.result["ok"] + two.result["ok"]) / max(1, one.result["sent"] + two.result["sent"])
+    through_share = through.result["ok"] / max(1, through.result["sent"])
     errors = lb.check_output(f"tail -c +{log_size + 1} /var/log/nginx/error.log")
-    print(f"overload: direct ok {direct} of {offered} offered, through lb1 ok {through.result['ok']} of "
-          f"{through.result['sent'] + through.result['unsent']} offered, failures {through.result['failures']}")
-    assert direct < 0.9 * offered, f"not an overload: the backends served {direct} of {offered} directly"
+    print(f"overload: served {served} of {offered} offered; direct ok {one.result['ok'] + two.result['ok']} "
+          f"({direct_share:.2f} of those sent), through lb1 ok {through.result['ok']} ({through_share:.2f} of those "
+          f"sent), failures {through.result['failures']}")
+    assert served < 0.9 * offered, f"not an overload: the backends served {served} of {offered}"
+    assert through.result["sent"] >= 20, through.result
     assert "no live upstreams" not in errors, errors[-2000:]
     assert not [kind for kind in through.result["failures"] if kind.startswith("http 502")], through.result
-    assert through.result["ok"] >= 0.8 * direct, (through.result, direct)
+    assert through_share >= 0.8 * direct_share, (through.result, direct_share)
 
 
 def test_verify_playbook_reports_every_tier_healthy():
