@@ -31,9 +31,9 @@ else
 fi
 [ ${#scenarios[@]} -gt 0 ] || { echo "run_molecule: no molecule scenario found" >&2; exit 1; }
 # Longest first: the times of the previous run here when known, else these (s, CI machine), else 300.
-# (Clean-clone CI run of d3967d6, 2 at a time: 3138 s of molecule, 3584 s in all.)
-declare -A ESTIMATE=([monitoring]=1140 [cluster]=1000 [edge]=810 [rollback]=790 [backup]=770 [maintenance]=320
-                     [schedule]=370 [datatier]=280 [deploy]=370 [multiservice]=220 [apps]=600 [default]=110)
+# (Clean-clone rehearsal of 6775f40 under Mitogen, 2 at a time: 3023 s of molecule.)
+declare -A ESTIMATE=([apps]=980 [monitoring]=910 [cluster]=720 [rollback]=710 [edge]=550 [backup]=540
+                     [deploy]=390 [datatier]=330 [multiservice]=290 [maintenance]=270 [schedule]=260 [default]=100)
 order=$(for s in "${scenarios[@]}"; do
   t=$(awk -v s="$s" '$1 == s {print $2}' "$TIMES" 2>/dev/null | tail -1)
   echo "${t:-${ESTIMATE[$s]:-300}} $s"
