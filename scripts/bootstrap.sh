@@ -110,7 +110,7 @@ ensure_servers() {
   # scores rendered units offline (no running systemd needed); promtool (Debian's
   # prometheus) runs the alert rules' unit tests.
   # node/npm + a C++ toolchain: scripts/check_powershell.py installs tree-sitter-powershell
-  # (compiled by node-gyp) from npm into .cache/npm to parse the .ps1 files. age: the backups
+  # (compiled by node-gyp) from npm into ~/.cache/tradeops/npm to parse the .ps1 files. age: the backups
   # encrypt every file with it (tests/unit/plugins/test_tradeops_backup.py, tests/security/hostile).
   if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null \
      && command -v systemd-analyze >/dev/null && command -v promtool >/dev/null \

@@ -5,8 +5,10 @@ Windows cannot run here, so this is the syntax gate of the repository's ``.ps1``
 each file is parsed with tree-sitter's PowerShell grammar and every ERROR or MISSING node
 is reported as ``file:line:column``.
 
-The parser comes from npm, pinned, into ``.cache/npm`` (``npm install --prefix``) the
-first time it is needed: the ``tree-sitter`` Node binding (ships prebuilt binaries) and
+The parser comes from npm, pinned, into the user's cache (``$XDG_CACHE_HOME/tradeops/npm/<pins>``,
+else ``~/.cache/...``: a fresh clone reuses it, as CI's do; 56-65 s of every clean-clone
+``make check`` went to this install) the first time it is needed: the ``tree-sitter`` Node
+binding (ships prebuilt binaries) and
 ``tree-sitter-powershell`` (compiled by node-gyp on install: needs make and a C compiler).
 ``tree-sitter-cli`` is not used: its npm package downloads its binary from GitHub when it
 installs, which machines without internet (like the lab) cannot reach.
@@ -26,12 +28,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE = ROOT / ".cache" / "npm"
 # Pinned: tree-sitter-powershell's peer dependency is tree-sitter ^0.25.
 PACKAGES = {"tree-sitter": "0.25.1", "tree-sitter-powershell": "0.25.10"}
+# One directory per set of pins, shared by every clone of the user.
+DEFAULT_CACHE = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tradeops" / "npm"
+                 / "_".join(f"{p}-{v}" for p, v in sorted(PACKAGES.items())))
 SKIP_DIRS = {".git", ".venv", ".cache", ".collections", "node_modules", "__pycache__"}
 EXIT_OK, EXIT_ERRORS, EXIT_CANNOT_CHECK = 0, 1, 2
 
@@ -83,12 +88,14 @@ def ensure_parser(cache: Path) -> None:
             raise CannotCheck(
                 f"{tool} is not installed: apt-get install nodejs npm (scripts/bootstrap.sh servers does)"
             )
-    cache.mkdir(parents=True, exist_ok=True)
+    # Installed beside the cache and renamed into place: two clones checking at once never see a half install.
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
     cmd = [
         "npm",
         "install",
         "--prefix",
-        str(cache),
+        str(staging),
         "--no-audit",
         "--no-fund",
         "--no-save",
@@ -96,9 +103,19 @@ def ensure_parser(cache: Path) -> None:
         *(f"{p}@{v}" for p, v in PACKAGES.items()),
     ]
     print(f"check_powershell: installing {' '.join(cmd[-2:])} into {cache}", file=sys.stderr)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-    if proc.returncode != 0 or not all(installed_version(cache, p) == v for p, v in PACKAGES.items()):
-        raise CannotCheck(f"npm install failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+        if proc.returncode != 0 or not all(installed_version(staging, p) == v for p, v in PACKAGES.items()):
+            raise CannotCheck(f"npm install failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        if cache.exists():  # an older or broken install of these pins
+            shutil.rmtree(cache)
+        try:
+            staging.rename(cache)
+        except OSError:  # another check installed it meanwhile
+            if not all(installed_version(cache, p) == v for p, v in PACKAGES.items()):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def find_scripts(paths: list[Path]) -> list[Path]:
@@ -120,7 +137,10 @@ def parse(files: list[Path], cache: Path) -> list[dict]:
         return []
     runner = cache / "check_powershell_runner.js"
     if not runner.is_file() or runner.read_text() != RUNNER:
-        runner.write_text(RUNNER)
+        fd, temp = tempfile.mkstemp(dir=cache, suffix=".js")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(RUNNER)
+        os.replace(temp, runner)
     proc = subprocess.run(
         ["node", str(runner)],
         input=json.dumps([str(f) for f in files]),
