@@ -79,9 +79,13 @@ def installed_version(cache: Path, package: str) -> str | None:
         return None
 
 
+def parser_installed(prefix: Path) -> bool:
+    return all(installed_version(prefix, p) == v for p, v in PACKAGES.items())
+
+
 def ensure_parser(cache: Path) -> None:
     """Install the pinned packages into ``cache`` unless they are there already."""
-    if all(installed_version(cache, p) == v for p, v in PACKAGES.items()):
+    if parser_installed(cache):
         return
     for tool in ("node", "npm"):
         if shutil.which(tool) is None:
@@ -105,14 +109,14 @@ def ensure_parser(cache: Path) -> None:
     print(f"check_powershell: installing {' '.join(cmd[-2:])} into {cache}", file=sys.stderr)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-        if proc.returncode != 0 or not all(installed_version(staging, p) == v for p, v in PACKAGES.items()):
+        if proc.returncode != 0 or not parser_installed(staging):
             raise CannotCheck(f"npm install failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
         if cache.exists():  # an older or broken install of these pins
             shutil.rmtree(cache)
         try:
             staging.rename(cache)
         except OSError:  # another check installed it meanwhile
-            if not all(installed_version(cache, p) == v for p, v in PACKAGES.items()):
+            if not parser_installed(cache):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -135,14 +139,9 @@ def find_scripts(paths: list[Path]) -> list[Path]:
 def parse(files: list[Path], cache: Path) -> list[dict]:
     if not files:
         return []
-    runner = cache / "check_powershell_runner.js"
-    if not runner.is_file() or runner.read_text() != RUNNER:
-        fd, temp = tempfile.mkstemp(dir=cache, suffix=".js")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(RUNNER)
-        os.replace(temp, runner)
+    # The runner is given on node's command line: no file to write into the cache every clone shares.
     proc = subprocess.run(
-        ["node", str(runner)],
+        ["node", "-e", RUNNER],
         input=json.dumps([str(f) for f in files]),
         capture_output=True,
         text=True,

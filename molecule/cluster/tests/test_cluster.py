@@ -195,10 +195,11 @@ def test_overload_sheds_load_but_never_empties_the_pool(hosts):
     # Offered: what the clients meant to send at their rate, sent or still queued behind busy connections at the end.
     runs = (one.result, two.result, through.result)
     served, offered = sum(r["ok"] for r in runs), sum(r["sent"] + r["unsent"] for r in runs)
-    direct_share = (one.result["ok"] + two.result["ok"]) / max(1, one.result["sent"] + two.result["sent"])
+    direct_ok = one.result["ok"] + two.result["ok"]
+    direct_share = direct_ok / max(1, one.result["sent"] + two.result["sent"])
     through_share = through.result["ok"] / max(1, through.result["sent"])
     errors = lb.check_output(f"tail -c +{log_size + 1} /var/log/nginx/error.log")
-    print(f"overload: served {served} of {offered} offered; direct ok {one.result['ok'] + two.result['ok']} "
+    print(f"overload: served {served} of {offered} offered; direct ok {direct_ok} "
           f"({direct_share:.2f} of those sent), through lb1 ok {through.result['ok']} ({through_share:.2f} of those "
           f"sent), failures {through.result['failures']}")
     assert served < 0.9 * offered, f"not an overload: the backends served {served} of {offered}"
