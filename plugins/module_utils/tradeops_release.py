@@ -444,6 +444,35 @@ def python_info(python: str) -> dict[str, Any]:
     return info
 
 
+def python_version(python: str) -> str:
+    """X.Y.Z of the interpreter release virtualenvs are made with ("" when it is not installed), the
+    controller's wheelhouse is resolved for it. The module's own interpreter when it is that one, so the
+    usual case costs no process."""
+    if not os.path.isfile(python) or not os.access(python, os.X_OK):
+        return ""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        return ".".join(str(n) for n in sys.version_info[:3])
+    return run_command([python, "-I", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                       f"querying {python}", timeout=60).strip()
+
+
+def account_state(owner: str, group: str, account: dict[str, Any]) -> tuple[bool, bool]:
+    """(the owner and group exist, and the owner is as role app's user task makes it): its primary group
+    is ``group`` and its shell, home and comment are ``account``'s (those given). Read only: the role
+    skips its group and user tasks when both are true, and runs them (Ansible's own modules) otherwise."""
+    import grp
+    import pwd
+
+    try:
+        gid = grp.getgrnam(group).gr_gid
+        user = pwd.getpwnam(owner)
+    except KeyError:
+        return False, False
+    wanted = {"shell": user.pw_shell, "home": user.pw_dir, "comment": user.pw_gecos}
+    same = user.pw_gid == gid and all(account.get(k) is None or account[k] == v for k, v in wanted.items())
+    return True, same
+
+
 def find_pip(python: str, wheelhouse: str | None = None) -> list[str]:
     """Command prefix running pip with ``python``: its own pip, else a pip wheel (pip runs
     from a wheel file): one in the wheelhouse, Debian's python3-pip-whl, ensurepip's."""
@@ -1585,8 +1614,21 @@ def check_free_space(path: str, min_free_mb: int) -> None:
 def run_action(store: ReleaseStore, action: str, params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     """Dispatch one app_release action with the module's parameter names."""
     if action == "init":
+        result = {"python_version": python_version(params.get("python") or DEFAULT_PYTHON)}
+        account = params.get("account")
+        if account is not None:
+            if not params.get("owner") or not params.get("group"):
+                raise ReleaseError("action=init with account needs owner and group")
+            exists, same = account_state(params["owner"], params["group"], account)
+            result["account_in_place"] = same
+            if not exists and not check_mode:
+                # The role creates the accounts next, then calls init again (tree_pending).
+                result.update(changed=False, made=[], tree_pending=True,
+                              msg=f"owner {params['owner']!r} or group {params['group']!r} does not exist yet: "
+                                  "the tree is made once they do")
+                return result
         made, missing = store.ensure_tree(params.get("owner"), params.get("group"), check_mode)
-        result = {"changed": bool(made), "made": made}
+        result.update(changed=bool(made), made=made, tree_pending=False)
         if missing:
             result.update(missing_accounts=missing, msg=f"check mode: would make or re-own {', '.join(made)}; "
                           f"{', '.join(missing)} (a real run needs them first)")

@@ -94,6 +94,33 @@ options:
         action plugin ships its files to a temporary directory on the host (no module round trip per file) and
         sets O(wheelhouse) and O(wheelhouse_name) (the directory's name). Mutually exclusive with O(wheelhouse).
     type: path
+  wheelhouse_build:
+    description:
+      - C(deploy), build the wheelhouse B(on the controller) first, with C(scripts/build_wheelhouse.py) (reused when
+        built before from the same inputs), then ship it as O(wheelhouse_src) would be. Role app's deploy uses this.
+      - Done by the action plugin, in check mode too (a plan compares the wheelhouse it would ship).
+      - Mutually exclusive with O(wheelhouse) and O(wheelhouse_src).
+    type: dict
+    suboptions:
+      source:
+        description: The application's source tree (with C(pyproject.toml)) or a ready wheel, on the controller.
+        type: path
+        required: true
+      version:
+        description: The release version; a source that carries another version is refused.
+        type: str
+        required: true
+      out:
+        description: Directory on the controller the wheelhouses of this application are kept under.
+        type: path
+        required: true
+      python_version:
+        description: The hosts' Python (X.Y or X.Y.Z) the dependency wheels are chosen for.
+        type: str
+      requirements:
+        description: Requirements the application runs with but does not declare (its WSGI/ASGI server).
+        type: list
+        elements: str
   package:
     description: Distribution name of the application (default the C(name) in the wheelhouse's C(wheelhouse.json)).
     type: str
@@ -617,6 +644,10 @@ def argument_spec() -> dict:
         wheelhouse=dict(type="path"),
         wheelhouse_name=dict(type="str"),
         wheelhouse_src=dict(type="path"),
+        wheelhouse_build=dict(type="dict", options=dict(
+            source=dict(type="path", required=True), version=dict(type="str", required=True),
+            out=dict(type="path", required=True), python_version=dict(type="str"),
+            requirements=dict(type="list", elements="str"))),
         package=dict(type="str"),
         python=dict(type="path", default="/usr/bin/python3"),
         shared_links=dict(type="dict", default=dict(DEFAULT_SHARED_LINKS)),
@@ -660,7 +691,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
         required_if=[("action", "deploy", ("version", "wheelhouse")), ("action", "soak", ("soak",))],
-        mutually_exclusive=[("wheelhouse", "wheelhouse_src")],
+        mutually_exclusive=[("wheelhouse", "wheelhouse_src", "wheelhouse_build")],
         supports_check_mode=True,
     )
     params = module.params

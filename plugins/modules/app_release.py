@@ -78,9 +78,27 @@ options:
       - Defaults to the C(name) in the wheelhouse's C(wheelhouse.json) (written by C(scripts/build_wheelhouse.py)).
     type: str
   python:
-    description: Interpreter the release virtualenvs are made with.
+    description: Interpreter the release virtualenvs are made with (C(init) reports its version, RV(python_version)).
     type: path
     default: /usr/bin/python3
+  account:
+    description:
+      - For C(init), the app user's expected C(shell), C(home) and C(comment) (those given are compared).
+      - C(init) then reports RV(account_in_place) (O(owner) exists with O(group) as its primary group and these
+        attributes, and O(group) exists), so role app runs its group and user tasks only when they have work to do.
+      - When O(owner) or O(group) does not exist yet, C(init) makes nothing and returns RV(tree_pending) (outside
+        check mode); call it again once they exist.
+    type: dict
+    suboptions:
+      shell:
+        description: Login shell.
+        type: str
+      home:
+        description: Home directory.
+        type: path
+      comment:
+        description: GECOS comment.
+        type: str
   shared_links:
     description:
       - Symlinks made in each release, path inside the release -> path under C(shared/).
@@ -230,6 +248,19 @@ changed_dirs:
   returned: create
   type: list
   elements: str
+python_version:
+  description: Version (X.Y.Z) of O(python), "" when it is not installed.
+  returned: init
+  type: str
+  sample: 3.11.2
+account_in_place:
+  description: Whether O(owner) and O(group) exist as O(account) describes.
+  returned: init, with O(account)
+  type: bool
+tree_pending:
+  description: True when the tree was not made because O(owner) or O(group) does not exist yet (O(account) given).
+  returned: init
+  type: bool
 missing_accounts:
   description:
     - The owner or group that does not exist yet, e.g. C(owner 'refapp' does not exist yet).
@@ -339,6 +370,8 @@ def argument_spec() -> dict:
         outcome=dict(type="str", choices=["good", "bad"]),
         reason=dict(type="str"),
         allow_bad=dict(type="bool", default=False),
+        account=dict(type="dict", options=dict(shell=dict(type="str"), home=dict(type="path"),
+                                               comment=dict(type="str"))),
         **lock_argument_spec(),
     )
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from plugin_testlib import HOST_PYTHON, build_wheelhouse
+from plugin_testlib import HOST_PYTHON, build_wheelhouse, make_wheel
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAYBOOK_BIN = Path(sys.executable).with_name("ansible-playbook")
@@ -28,7 +28,7 @@ BOOK = """
       app_deploy:
         path: "%(root)s"
         version: "{{ version }}"
-        wheelhouse_src: "{{ src }}"
+        %(wheelhouse)s
         package: tiny-app
         python: %(python)s
         owner: "{{ owner | default(omit) }}"
@@ -59,7 +59,7 @@ def setup(tmp_path):
         pytest.skip("needs /usr/bin/python3")
     root = tmp_path / "opt" / "tiny"
     book = tmp_path / "deploy.yml"
-    book.write_text(BOOK % {"root": root, "python": HOST_PYTHON})
+    book.write_text(BOOK % {"root": root, "python": HOST_PYTHON, "wheelhouse": 'wheelhouse_src: "{{ src }}"'})
     return book, root, tmp_path
 
 
@@ -117,3 +117,33 @@ def test_bad_wheelhouse_src_is_a_clear_error(setup):
     proc, _ = play(book, "-e", "version=1.0", "-e", f"src={empty}")
     assert proc.returncode != 0 and "holds no .whl file" in proc.stdout
     assert not root.exists()
+
+
+def test_wheelhouse_build_runs_on_the_controller_then_ships(setup):
+    """Role app's deploy: the action plugin builds the wheelhouse with scripts/build_wheelhouse.py (a
+    ready wheel here: no index is asked), ships it and counts the build in timings; the same inputs
+    reuse the build; a source whose version differs is refused by the build, before the host changes."""
+    _, root, tmp = setup
+    book = tmp / "build.yml"
+    book.write_text(BOOK % {"root": root, "python": HOST_PYTHON, "wheelhouse": 'wheelhouse_build: "{{ build }}"'})
+    (tmp / "src").mkdir()
+    wheel = make_wheel(tmp / "src", "tiny-app", "1.0", {"tinyapp/__init__.py": "def main():\n    print('1.0')\n"},
+                       scripts={"tinyapp": "tinyapp:main"})
+    out = tmp / "cache" / "tiny"
+    build = {"source": str(wheel), "version": "1.0", "out": str(out), "python_version": "3.11.2"}
+    proc, result = play(book, "-e", "version=1.0", "-e", json.dumps({"build": build}))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["outcome"] == "deployed" and result["timings"]["wheelhouse"] > 0
+    (built,) = list(out.iterdir())
+    assert sorted(p.name for p in (root / "wheelhouses" / built.name).iterdir()) == sorted(
+        p.name for p in built.iterdir())
+    proc, again = play(book, "-e", "version=1.0", "-e", json.dumps({"build": build}))
+    assert proc.returncode == 0 and again["outcome"] == "unchanged" and list(out.iterdir()) == [built]
+
+    before = sorted(p.name for p in root.rglob("*"))
+    proc, _ = play(book, "-e", "version=2.0", "-e", json.dumps({"build": {**build, "version": "2.0"}}))
+    assert proc.returncode != 0
+    assert "building the wheelhouse of 2.0 on the controller failed (build_wheelhouse.py exit" in proc.stdout
+    assert sorted(p.name for p in root.rglob("*")) == before  # refused before anything reached the host
+    proc, _ = play(book, "-e", "version=2.0", "-e", json.dumps({"build": {"source": str(wheel)}}))
+    assert proc.returncode != 0 and "wheelhouse_build takes" in proc.stdout

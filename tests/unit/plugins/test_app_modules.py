@@ -113,6 +113,48 @@ def test_release_init_with_an_owner_that_does_not_exist_yet(run_module, tmp_path
     assert tree_snapshot(str(path)) == snapshot
 
 
+def test_release_init_says_whether_the_account_is_in_place(run_module, tmp_path):
+    """role app's install step: one init call tells whether its group and user tasks have work to do
+    (the account as the user task makes it), and the version of the venvs' Python; when the owner does
+    not exist yet, nothing is made and the tree is left for the call after the accounts' tasks."""
+    import grp
+    import pwd
+    import sys
+
+    me = pwd.getpwuid(os.getuid())
+    group = grp.getgrgid(me.pw_gid).gr_name
+    path = tmp_path / "opt" / "refapp"
+    args = {"path": str(path), "action": "init", "owner": me.pw_name, "group": group, "python": sys.executable,
+            "account": {"shell": me.pw_shell, "home": me.pw_dir, "comment": me.pw_gecos}}
+    same = run_module(app_release, args)
+    assert same["_rc"] == 0 and same["account_in_place"] is True and same["tree_pending"] is False
+    assert same["python_version"] == ".".join(str(n) for n in sys.version_info[:3])
+    assert (path / "shared" / "config").is_dir() and same["changed"]
+    assert run_module(app_release, args)["changed"] is False
+    for key, other in (("shell", "/bin/false"), ("home", "/nonexistent/home"), ("comment", "someone else")):
+        drift = run_module(app_release, {**args, "account": {**args["account"], key: other}})
+        assert drift["account_in_place"] is False and drift["tree_pending"] is False, key  # the user task fixes it
+    another_group = next(g.gr_name for g in grp.getgrall() if g.gr_gid != me.pw_gid)
+    drift = run_module(app_release, {**args, "group": another_group})
+    assert drift["account_in_place"] is False  # not the user's primary group: the user task sets it
+    fresh = tmp_path / "opt" / "newapp"
+    missing = run_module(app_release, {**args, "path": str(fresh), "owner": "no-such-user-here"})
+    assert missing["_rc"] == 0 and not missing["changed"] and missing["tree_pending"] is True
+    assert missing["account_in_place"] is False and "does not exist yet" in missing["msg"]
+    assert not fresh.exists()  # nothing made before the account exists
+    predicted = run_module(app_release, {**args, "path": str(fresh), "owner": "no-such-user-here"}, check_mode=True)
+    assert predicted["tree_pending"] is False and predicted["missing_accounts"] and not fresh.exists()
+    other_python = run_module(app_release, {**args, "python": "/usr/bin/python3"})
+    if os.path.exists("/usr/bin/python3"):
+        import subprocess
+
+        expected = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        assert other_python["python_version"] == expected
+    gone = run_module(app_release, {**args, "python": str(tmp_path / "no-python")})
+    assert gone["python_version"] == ""
+
+
 def test_files_with_an_owner_that_does_not_exist_yet(run_module, tmp_path):
     """role app's configure step of a first deploy in check mode: the .env file is reported with its
     owner and directory not there yet, nothing is written; a real call fails with the clear message."""

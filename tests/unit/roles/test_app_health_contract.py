@@ -99,6 +99,16 @@ CASES = {
                                       "app_gate.timeout is 90 but app_health_deadline is 60"),
     "gate with an empty expected output": ({"app_services": [], "app_gate": {"argv": ["x"], "expect_output": ""}},
                                            "app_gate.expect_output is '': give the text its output must contain"),
+    # The preflight's other checks (one task: each failing check adds its message).
+    "relative app_metrics_dir": ({"app_metrics_dir": "var/lib/metrics"},
+                                 "app_metrics_dir is 'var/lib/metrics': give node_exporter's textfile collector "
+                                 "directory as an absolute path"),
+    "two services on one port": ({"app_services": [WEB, {"name": "api", "args": ["api"], "port": 8000}]},
+                                 "when it listens, a unique TCP 'port' (1-65535)"),
+    "no systemd and a negative soak horizon": (
+        {"ansible_facts": {**FACTS, "service_mgr": "sysvinit"}, "app_soak_memory_horizon": -5},
+        "needs a Debian-family host with systemd; this host is Debian with sysvinit. app_soak_seconds is 20 and "
+        "app_soak_memory_horizon is -5: both are seconds, 0 or more"),
 }
 # What app_deploy's gate receives (every other good case: [], no gate).
 GATES = {

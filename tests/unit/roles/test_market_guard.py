@@ -32,7 +32,7 @@ ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 IN_SESSION = "2026-11-25T15:00:00Z"  # Wednesday 10:00 New York (EST)
 THANKSGIVING = "2026-11-26T15:00:00Z"
 UNSET = "__unset_by_the_previous_case__"
-REFUSE_TASK = "Refuse the play during the session"
+REFUSE_TASK = "Refuse the play during the session, or report the deploy window"
 
 # The batch runs with the controller's clock injected through the environment: cases that set
 # market_guard_now also prove it wins over $TRADEOPS_MARKET_NOW.
@@ -108,7 +108,7 @@ class Case:
                 if name == "What the deploy would see":
                     self.seen = msg
                     continue
-                if name.endswith(REFUSE_TASK) and not result.get("skipped"):
+                if name.endswith(REFUSE_TASK) and result.get("failed"):
                     self.refusals += 1
                     self.refusing_hosts.append(host)
                 if result.get("failed"):
