@@ -31,6 +31,10 @@ PLATFORM=${LAB_PLATFORM:-debian12}
 HOSTS=${LAB_HOSTS:-lb1 app1 app2 db1 mon1}
 MIRROR=${LAB_MIRROR:-http://deb.debian.org/debian}
 CACHE=${LAB_CACHE:-$ROOT/.cache/lab}
+# ansible.cfg's fact cache (jsonfile, an hour): the main lab's hosts' facts, addresses included (nginx's
+# upstreams are built from them). A host whose container is (re)started here may have another address:
+# its cached facts are dropped, so the next run gathers them afresh.
+FACTS=${LAB_FACTS:-$ROOT/.cache/facts}
 # Host ports published on loopback for the demo: host:container per lab host.
 declare -A PUBLISH=([lb1]="127.0.0.1:8080:80 127.0.0.1:8443:443" [mon1]="127.0.0.1:9090:9090 127.0.0.1:9093:9093"
                     [app1]="127.0.0.1:8001:8000" [app2]="127.0.0.1:8002:8000")
@@ -168,6 +172,9 @@ cmd_up() {
       "${pubs[@]}" "$tag" >/dev/null
     started+=("$c")
   done
+  if [ "$LAB_ID" = lab ]; then
+    for c in "${started[@]}"; do rm -f "$FACTS/${c#"${PREFIX}"-}"; done
+  fi
   for c in "${started[@]}"; do
     # Every new host starts as one whose image was built a moment ago: the image's package
     # lists are empty and their directory's mtime says "updated just now" (minimal and cloud
@@ -186,10 +193,13 @@ cmd_up() {
 }
 
 cmd_down() {
-  local ids
+  local ids entry
   ids=$(docker ps -aq --filter "label=tradeops.lab=$LAB_ID")
   [ -n "$ids" ] && docker rm -f $ids >/dev/null
   docker network ls -q --filter "label=tradeops.lab=$LAB_ID" | xargs -r docker network rm >/dev/null
+  if [ "$LAB_ID" = lab ]; then
+    for entry in $HOSTS; do rm -f "$FACTS/${entry%%:*}"; done
+  fi
   say "lab $LAB_ID down"
 }
 
