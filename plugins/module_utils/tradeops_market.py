@@ -22,8 +22,11 @@ NASDAQ) covers the library's stated years from 2000; the NSE's holidays are deci
 exchange each year, so it covers the years whose circular the library has confirmed
 (later years carry "estimated" dates and are refused). A time outside → ``MarketCalendarError``.
 
-User-declared extra closures (a day of mourning, an exchange outage, a special early close)
-come from a small YAML file, see ``load_closures``. Not modelled: special sessions on days
+Closures the library does not carry are shipped beside this file and loaded by default
+(``Exchange.builtin_closures``): for NSE, ``tradeops_market_nse_closures.yml`` (election days in
+Mumbai, ad-hoc closures and a moved holiday, 2014-2026, each with its source). User-declared
+extra closures (a day of mourning, an exchange outage, a special early close) come from a small
+YAML file read on top of them, see ``load_closures``. Not modelled: special sessions on days
 the library lists as holidays (NSE's one-hour Diwali Muhurat trading is reported closed, with
 the holiday's name) and special trading days on weekends.
 
@@ -81,6 +84,8 @@ class Exchange:
     early_close_after_hours_end: dt.time | None = None
     first_year: int = 2000
     aliases: tuple[str, ...] = ()
+    # A closures file (``load_closures`` format) beside this module, always loaded for this exchange.
+    builtin_closures: str = ""
 
     @property
     def tzinfo(self) -> ZoneInfo:
@@ -106,7 +111,7 @@ EXCHANGES: dict[str, Exchange] = {
     # Regular 09:15 and the pre-open call auction since 2010.
     "NSE": Exchange("NSE", "Asia/Kolkata", "NSE",
                     ((PRE_OPEN, _t("09:00"), _t("09:15")), (REGULAR, _t("09:15"), _t("15:30"))),
-                    first_year=2011, aliases=("XNSE",)),
+                    first_year=2011, aliases=("XNSE",), builtin_closures="tradeops_market_nse_closures.yml"),
 }
 
 
@@ -191,14 +196,17 @@ class Closure:
     date: dt.date
     name: str
     close: dt.time | None = None
-    source: str = ""
+    source: str = ""  # file:line
+    citation: str = ""  # where the date comes from (the file's ``source`` key)
+    moved_from: dt.date | None = None  # a library holiday the exchange moved to ``date``: it trades
 
 
-CLOSURE_KEYS = {"exchange", "date", "name", "close"}
+CLOSURE_KEYS = {"exchange", "date", "name", "close", "source", "moved_from"}
 
 
-def load_closures(path: str) -> list[Closure]:
-    """Extra closures from a YAML file. Format::
+def load_closures(path: str, label: str | None = None) -> list[Closure]:
+    """Extra closures from a YAML file (``label`` names it in reasons and errors; default: the path).
+    Format::
 
         closures:
           - exchange: NYSE          # required, a known exchange
@@ -208,26 +216,32 @@ def load_closures(path: str) -> list[Closure]:
             date: 2026-02-02
             name: Exchange outage drill
             close: "13:00"          # optional: closes early at this local time instead
+          - exchange: NSE
+            date: 2023-06-29
+            name: Bakri Id (moved from 2023-06-28)
+            moved_from: 2023-06-28  # optional: the holiday the exchange moved here; that day trades
+            source: where the date comes from   # optional: free text, kept with the closure
 
     Anything malformed raises ``MarketCalendarError`` naming the file and the line.
     """
     import yaml
 
+    name = label or path
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
-        raise MarketCalendarError(f"closures file {path}: cannot be read ({exc.strerror or exc})") from exc
+        raise MarketCalendarError(f"closures file {name}: cannot be read ({exc.strerror or exc})") from exc
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise MarketCalendarError(f"closures file {path}{where}: not valid YAML: "
+        raise MarketCalendarError(f"closures file {name}{where}: not valid YAML: "
                                   f"{getattr(exc, 'problem', None) or exc}") from exc
 
     def fail(node: Any, what: str) -> MarketCalendarError:
-        return MarketCalendarError(f"closures file {path} line {node.start_mark.line + 1}: {what}")
+        return MarketCalendarError(f"closures file {name} line {node.start_mark.line + 1}: {what}")
 
     if root is None:
         return []
@@ -241,7 +255,7 @@ def load_closures(path: str) -> list[Closure]:
     if items is None or (isinstance(items, yaml.ScalarNode) and items.value in ("", "null", "~")):
         return []
     if not isinstance(items, yaml.SequenceNode):
-        raise fail(items, "'closures' must be a list of {exchange, date, name[, close]}")
+        raise fail(items, "'closures' must be a list of {exchange, date, name[, close, moved_from, source]}")
     out: list[Closure] = []
     for item in items.value:
         if not isinstance(item, yaml.MappingNode):
@@ -270,8 +284,18 @@ def load_closures(path: str) -> list[Closure]:
                 close = dt.time.fromisoformat(fields["close"].value)
             except ValueError as exc:
                 raise fail(fields["close"], f"close {fields['close'].value!r} is not HH:MM (local time)") from exc
+        moved_from = None
+        if "moved_from" in fields:
+            try:
+                moved_from = dt.date.fromisoformat(fields["moved_from"].value)
+            except ValueError as exc:
+                raise fail(fields["moved_from"], f"moved_from {fields['moved_from'].value!r} is not "
+                                                 f"YYYY-MM-DD") from exc
+            if close is not None or moved_from == day:
+                raise fail(fields["moved_from"], "moved_from is for a whole-day closure moved from another date")
         out.append(Closure(exchange, day, fields["name"].value, close,
-                           f"{path}:{item.start_mark.line + 1}"))
+                           f"{name}:{item.start_mark.line + 1}",
+                           fields["source"].value if "source" in fields else "", moved_from))
     return out
 
 
@@ -408,19 +432,28 @@ class MarketCalendar:
 
     exchange: Exchange
     closures: dict[dt.date, Closure] = field(default_factory=dict)
+    # Library holidays the exchange moved to another date (``Closure.moved_from``): regular sessions.
+    reopened: dict[dt.date, Closure] = field(default_factory=dict)
 
     @classmethod
     def create(cls, exchange: Any, closures_file: str | None = None,
-               closures: list[Closure] | None = None) -> MarketCalendar:
+               closures: list[Closure] | None = None, builtin: bool = True) -> MarketCalendar:
+        """The calendar with the exchange's built-in closures (unless ``builtin`` is false), then
+        ``closures``, then the file's: a later closure of the same date replaces an earlier one."""
         ex = get_exchange(exchange)
-        declared = list(closures or [])
+        declared = list(builtin_closures(ex.name)) if builtin else []
+        declared += closures or []
         if closures_file:
             declared += load_closures(closures_file)
         mine: dict[dt.date, Closure] = {}
+        reopened: dict[dt.date, Closure] = {}
         for closure in declared:
             if closure.exchange == ex.name:
                 mine[closure.date] = closure
-        return cls(ex, mine)
+                reopened.pop(closure.date, None)
+                if closure.moved_from is not None:
+                    reopened[closure.moved_from] = closure
+        return cls(ex, mine, {day: c for day, c in reopened.items() if day not in mine})
 
     @property
     def zone(self) -> ZoneInfo:
@@ -446,6 +479,8 @@ class MarketCalendar:
         if closure is not None and closure.close is None:
             return Day(day, (), f"{closure.name} (declared closure, {closure.source})")
         name, half = _library_year(self.exchange.holidays_code, day.year).get(day, ("", False))
+        if day in self.reopened:  # the exchange moved this holiday to another date: an ordinary day
+            name, half = "", False
         if name and not half:
             return Day(day, (), name)
         close: dt.time | None = None
@@ -554,6 +589,16 @@ class MarketCalendar:
             if len(out) >= count:
                 return out[:count]
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+@cache
+def builtin_closures(exchange: str) -> tuple[Closure, ...]:
+    """The closures shipped beside this module for ``exchange`` (a name of ``EXCHANGES``)."""
+    filename = EXCHANGES[exchange].builtin_closures
+    if not filename:
+        return ()
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), filename)
+    return tuple(c for c in load_closures(path, label=filename) if c.exchange == exchange)
 
 
 def calendar(exchange: Any, closures_file: str | None = None) -> MarketCalendar:

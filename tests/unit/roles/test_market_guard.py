@@ -66,6 +66,8 @@ def cases(closures: Path) -> dict[str, dict[str, Any]]:
         "report-mode": {"market_exchange": "NSE", "market_guard_mode": "report",
                         "market_guard_action": "manual rollback", "market_guard_now": "2026-11-26T05:00:00Z"},
         "bad-now": BAD_INPUT["bad-now"][0],
+        # Monday 10:30 in Mumbai, a Lok Sabha polling day: closed by the NSE closures shipped with the calendar
+        "nse-election-day": {"market_exchange": "NSE", "market_guard_now": "2024-05-20T05:00:00Z"},
         "env-clock": {"market_exchange": "NYSE"},
         "bad-year": BAD_INPUT["bad-year"][0],
         "env-clock-declared-closure": {"market_exchange": "NYSE", "market_closures_file": str(closures)},
@@ -205,6 +207,15 @@ def test_clock_from_the_environment_and_declared_closures(guard: Batch) -> None:
     assert not case.failed, case.failed
     assert case.seen is not None
     assert case.seen["result"]["reason"] == f"Exchange outage (declared closure, {guard.closures}:2)"
+
+
+def test_nse_special_closures_apply_without_a_closures_file(guard: Batch) -> None:
+    case = guard["nse-election-day"]
+    assert not case.failed, case.failed
+    assert case.seen is not None and case.seen["reason"] == ""
+    assert (case.seen["result"]["phase"], case.seen["result"]["refused"]) == ("closed", False)
+    assert case.seen["result"]["reason"].startswith(
+        "General Parliamentary Elections (polling in Mumbai) (declared closure, tradeops_market_nse_closures.yml:")
 
 
 def test_no_exchange_no_guard(guard: Batch) -> None:
