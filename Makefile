@@ -9,7 +9,8 @@ export ANSIBLE_INJECT_FACT_VARS := false
 export ANSIBLE_FORCE_COLOR := $(if $(CI),0,1)
 export PY_COLORS := $(if $(CI),0,1)
 STAMP := $(VENV)/.tradeops-stamp
-PLAYBOOK := ansible-playbook -i inventory/lab
+# TRADEOPS_MITOGEN=1: under Mitogen for Ansible (scripts/with_mitogen.sh; opt-in for the lab).
+PLAYBOOK := scripts/with_mitogen.sh ansible-playbook -i inventory/lab
 SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 # molecule/windows needs a real Windows host (molecule/windows/README.md): run only with TRADEOPS_WINDOWS_HOST set.
 SCENARIOS := $(if $(TRADEOPS_WINDOWS_HOST),$(SCENARIOS),$(filter-out windows,$(SCENARIOS)))

@@ -10,16 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${MOLECULE_JOBS:-2}
-# Mitogen for Ansible (in .venv, pyproject's dev group): every ansible run of a scenario (molecule's
-# steps, the playbooks and testinfra calls of its tests) under its strategy; the instances' connection
-# "docker" (.config/molecule/create.yml) then becomes mitogen_docker: one Python per host and run
-# instead of one per task. Measured x0.58 on a converge, x0.69 on a deploy (tests/bench/mitogen_bench.py).
-# TRADEOPS_MITOGEN=0 runs with Ansible's own strategy and connection.
+# Mitogen for Ansible (scripts/lib/mitogen.sh): every ansible run of a scenario (molecule's steps, the
+# playbooks and testinfra calls of its tests) under its strategy; the instances' connection "docker"
+# (.config/molecule/create.yml) becomes mitogen_docker. TRADEOPS_MITOGEN=0 runs with Ansible's own.
 if [ "${TRADEOPS_MITOGEN:-1}" = 1 ]; then
-  mitogen_dir=$(python -c 'import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))') ||
-    { echo "run_molecule: mitogen is not in $(command -v python)'s environment (make venv), or set TRADEOPS_MITOGEN=0" >&2; exit 1; }
-  export ANSIBLE_STRATEGY_PLUGINS=$mitogen_dir/plugins/strategy ANSIBLE_STRATEGY=mitogen_linear
-  echo "=== run_molecule: Mitogen strategy ($mitogen_dir), TRADEOPS_MITOGEN=0 to run without it"
+  # shellcheck source=scripts/lib/mitogen.sh
+  . scripts/lib/mitogen.sh
+  mitogen_export || exit 1
 fi
 LOGS=.cache/molecule-logs
 TIMES=.cache/molecule-times

@@ -53,16 +53,18 @@ def container(lab_id: str, host: str) -> str:
     return f"tradeops-{lab_id}-{host}"
 
 
-def write_inventory(directory: Path, lab_id: str, groups: Mapping[str, Iterable[str]]) -> Path:
+def write_inventory(directory: Path, lab_id: str, groups: Mapping[str, Iterable[str]],
+                    connection: str = "community.docker.docker") -> Path:
     """An inventory of the benchmark's lab: ``groups`` maps a group (app, db, lb, monitoring) to its hosts;
-    every host is also in ``linux``; group_vars are the lab's own."""
+    every host is also in ``linux``; group_vars are the lab's own. ``connection`` "docker" is what molecule's
+    instances use: Ansible routes it to community.docker.docker, Mitogen's strategy to mitogen_docker."""
     inv = directory / "inventory"
     inv.mkdir(parents=True, exist_ok=True)
     children: dict[str, Any] = {
         group: {"hosts": {h: {"ansible_host": container(lab_id, h)} for h in hosts}} for group, hosts in groups.items()}
     children["linux"] = {"children": {group: {} for group in groups}}
     (inv / "hosts.yml").write_text(json.dumps({"all": {
-        "vars": {"ansible_connection": "community.docker.docker", "ansible_user": "root",
+        "vars": {"ansible_connection": connection, "ansible_user": "root",
                  "ansible_python_interpreter": "/usr/bin/python3"},
         "children": children}}))
     link = inv / "group_vars"

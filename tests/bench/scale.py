@@ -11,13 +11,17 @@ lab). For each host count N (the load balancer always included):
              (N=1: nginx_backend_force, as draining the only backend is refused otherwise)
              without the soak (app_soak_seconds=0: a fixed wait per host, not a cost of Ansible)
 
-It prints each median, seconds per application host and the growth against N=1. Then, at one host count,
+It prints each median, seconds per application host and the growth against N=1, and the controller's CPU
+seconds of each run (user + system of ansible-playbook and every process it waited for: its workers, the
+modules run locally, the docker exec clients; not the hosts' side), the figure docs/scale.md extrapolates
+from. ``--mitogen`` runs every playbook under Mitogen for Ansible (as make molecule does). Then, at one host count,
 an idempotent site.yml under each setting, as a ratio of ansible.cfg's (measured in the same run, the
 settings taking turns round by round): pipelining off, forks 5 (and 20 above 10 hosts), the free strategy,
 and the community.docker.docker_api connection (a persistent Docker API client per host, where the lab's
 community.docker.docker runs a docker exec per command).
 
-    tests/bench/scale.py [--counts 1,2,4,8] [--runs 3] [--settings-at 4] [--settings-runs 3] [--keep-lab]
+    tests/bench/scale.py [--counts 1,2,4,8] [--runs 3] [--settings-at 4] [--settings-runs 3] [--mitogen]
+                         [--keep-lab]
 
 Figures also go to .cache/results/scale.json (scripts/results.py: docs/results.md).
 Slow: about (counts x runs) site.yml runs.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -62,10 +67,29 @@ def failure_reason(text: str) -> str:
     return lines[-1][:400] if lines else "(no output)"
 
 
-def loaded(func, *args):
-    """(seconds, the machine's 1-minute load when the run started) of one timed run."""
+def children_cpu() -> float:
+    """CPU seconds (user + system) of every child process this one has waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def loaded(func, *args, cpu: list[float] | None = None):
+    """(seconds, the machine's 1-minute load when the run started) of one timed run; its controller CPU
+    seconds appended to ``cpu`` when given."""
     load = os.getloadavg()[0]
-    return timed(func, *args)[0], load
+    before = children_cpu()
+    secs = timed(func, *args)[0]
+    if cpu is not None:
+        cpu.append(children_cpu() - before)
+    return secs, load
+
+
+def mitogen_env() -> dict[str, str]:
+    """The environment scripts/run_molecule.sh sets: Mitogen's strategy for every run."""
+    import ansible_mitogen
+
+    strategy = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(strategy), "ANSIBLE_STRATEGY": "mitogen_linear"}
 
 
 def main() -> int:
@@ -75,6 +99,7 @@ def main() -> int:
     ap.add_argument("--settings-at", type=int, help="host count of the settings comparison (the largest)")
     ap.add_argument("--settings-runs", type=int, default=3, help="runs per setting (3); 0 skips the comparison")
     ap.add_argument("--keep-lab", action="store_true", help="leave the bench lab running")
+    ap.add_argument("--mitogen", action="store_true", help="every playbook under Mitogen for Ansible")
     args = ap.parse_args()
     counts = sorted({int(c) for c in args.counts.split(",")})
     if counts[0] < 1 or args.runs < 1:
@@ -84,7 +109,8 @@ def main() -> int:
         ap.error("--settings-at must be one of --counts")
     apps = [f"app{i}" for i in range(1, counts[-1] + 1)]
     tmp = Path(tempfile.mkdtemp(prefix="tradeops-bench-scale-"))
-    env = ansible_env(tmp)
+    env = ansible_env(tmp, **(mitogen_env() if args.mitogen else {}))
+    connection = "docker" if args.mitogen else "community.docker.docker"
     figures: dict[str, dict[str, list[float]]] = {}
     settings: dict[str, list[float]] = {}
     loads: list[float] = []
@@ -94,22 +120,22 @@ def main() -> int:
     try:
         sh([str(LAB), "up"], lab_env(LAB_ID, ["lb1", *apps]))
         for n in counts:
-            inv = write_inventory(tmp / f"n{n}", LAB_ID, {"lb": ["lb1"], "app": apps[:n]})
+            inv = write_inventory(tmp / f"n{n}", LAB_ID, {"lb": ["lb1"], "app": apps[:n]}, connection)
             # One host behind the LB: draining it leaves no backend, which deploy.yml refuses unless
             # forced; forced, the same steps run (and are timed) as with more hosts.
             force = ["-e", "nginx_backend_force=true"] if n == 1 else []
             force += ["-e", "app_soak_seconds=0"]
             playbook(inv, env, "playbooks/site.yml")
             playbook(inv, env, "playbooks/deploy.yml", "-e", f"app_version={version}", *force)
-            kinds = figures.setdefault(str(n), {"site": [], "deploy": []})
+            kinds = figures.setdefault(str(n), {"site": [], "deploy": [], "site cpu": [], "deploy cpu": []})
             for _ in range(args.runs):
-                secs, load = loaded(playbook, inv, env, "playbooks/site.yml")
+                secs, load = loaded(playbook, inv, env, "playbooks/site.yml", cpu=kinds["site cpu"])
                 kinds["site"].append(secs)
                 loads.append(load)
                 serial += 1
                 version = f"1.1.{serial}"
                 secs, load = loaded(playbook, inv, env, "playbooks/deploy.yml", "-e", f"app_version={version}",
-                                    *force)
+                                    *force, cpu=kinds["deploy cpu"])
                 kinds["deploy"].append(secs)
                 loads.append(load)
             print(f"  {n} app host(s): site {median(kinds['site']):.1f} s, deploy {median(kinds['deploy']):.1f} s"
@@ -142,15 +168,19 @@ def report(args: argparse.Namespace, counts: list[int], figures: dict[str, dict[
            settings: dict[str, list[float]], at: int, loads: list[float]) -> None:
     """Print the figures so far and save them (after every host count: a failure later keeps them)."""
 
-    print(f"scale benchmark: lb1 + N application hosts, median of {args.runs} run(s) each")
+    strategy = "Mitogen (mitogen_linear)" if args.mitogen else "Ansible's linear strategy"
+    print(f"scale benchmark: lb1 + N application hosts, {strategy}, median of {args.runs} run(s) each")
     base = {k: median(v) for k, v in figures[str(counts[0])].items()}
-    print(f"  {'hosts':>5}  {'site.yml (idempotent)':>30}  {'deploy.yml (serial 1)':>30}")
+    print(f"  {'hosts':>5}  {'site.yml (idempotent)':>30}  {'controller CPU':>22}  {'deploy.yml (serial 1)':>30}"
+          f"  {'controller CPU':>22}")
     for n in counts:
         row = []
         for kind in ("site", "deploy"):
             m = median(figures[str(n)][kind])
+            c = median(figures[str(n)][f"{kind} cpu"])
             row.append(f"{m:7.1f} s {m / n:5.1f} s/host x{m / base[kind]:4.2f}")
-        print(f"  {n:>5}  {row[0]:>30}  {row[1]:>30}")
+            row.append(f"{c:6.1f} s {c / (n + 1):5.2f} s/host")
+        print(f"  {n:>5}  {row[0]:>30}  {row[1]:>22}  {row[2]:>30}  {row[3]:>22}")
     if settings:
         ref = median(next(iter(settings.values())))
         print(f"  settings, idempotent site.yml on {at} app host(s), median of {args.settings_runs}:")
@@ -159,7 +189,10 @@ def report(args: argparse.Namespace, counts: list[int], figures: dict[str, dict[
     table = {f"{n} app host(s)": {f"{kind} median s": round(median(figures[str(n)][kind]), 1) for kind in
                                   ("site", "deploy")}
              | {f"{kind} x N=1": round(median(figures[str(n)][kind]) / base[kind], 2) for kind in ("site", "deploy")}
+             | {f"{kind} controller CPU s": round(median(figures[str(n)][f"{kind} cpu"]), 1)
+                for kind in ("site", "deploy")}
              for n in counts}
+    table["strategy"] = {"name": strategy}
     if settings:
         ref = median(next(iter(settings.values())))
         table |= {f"site.yml on {at}: {name}": {"median s": round(median(v), 1), "x ansible.cfg": round(
@@ -167,7 +200,8 @@ def report(args: argparse.Namespace, counts: list[int], figures: dict[str, dict[
     table["machine load (1 min) at the timed runs"] = {"min": round(min(loads), 1), "median": round(
         median(loads), 1), "max": round(max(loads), 1)}
     print(f"  load (1 min) at the timed runs: {min(loads):.1f}-{max(loads):.1f}, median {median(loads):.1f}")
-    save_results("scale", f"Scale: lb1 + N app hosts, median of {args.runs} run(s)", table)
+    save_results("scale-mitogen" if args.mitogen else "scale",
+                 f"Scale: lb1 + N app hosts, {strategy}, median of {args.runs} run(s)", table)
 
 
 if __name__ == "__main__":
