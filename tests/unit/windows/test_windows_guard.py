@@ -110,3 +110,40 @@ def test_windows_rollback_in_session_is_allowed_and_reported(inventory: Path) ->
     assert rc != 0  # the rollback play itself cannot run on Linux: it stops in windows_app's preflight
     (rollback,) = [p for p in report["plays"] if p["play"]["name"] == ROLLBACK_PLAY]
     assert any(t["task"]["name"] == "windows_app : Assert the host runs Windows" for t in rollback["tasks"])
+
+
+def ledger_reason(tasks_file: str, task: str, variables: dict[str, Any]) -> str:
+    """The ledger reason role windows_app's task gives win_app_release, rendered with these variables."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    def find(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
+        for entry in tasks:
+            if entry.get("name") == task:
+                return entry
+            found = find(entry.get("block", []) + entry.get("rescue", []) + entry.get("always", []))
+            if found:
+                return found
+        return None
+
+    entry = find(yaml.safe_load((ROOT / "roles" / "windows_app" / "tasks" / tasks_file).read_text()))
+    assert entry is not None, f"no task {task!r} in {tasks_file}"
+    templar = Templar(loader=DataLoader(), variables=variables)
+    return templar.template(trust_as_template(entry["win_app_release"]["reason"]))
+
+
+@pytest.mark.parametrize(("tasks_file", "task", "variables", "expected"), [
+    ("deploy.yml", "Switch current to the release", {"windows_app_version": "2.1.0"}, "deploy 2.1.0"),
+    ("deploy.yml", "Switch current to the release",
+     {"windows_app_version": "2.1.0", "market_guard_ledger_reason": f"deploy during the NYSE regular session "
+                                                                    f"(...), override: {REASON}"},
+     f"deploy 2.1.0; deploy during the NYSE regular session (...), override: {REASON}"),
+    ("rollback.yml", "Switch current back", {}, "manual rollback"),
+    ("rollback.yml", "Switch current back", {"market_guard_ledger_reason": ""}, "manual rollback"),
+    ("rollback.yml", "Switch current back",
+     {"market_guard_ledger_reason": "manual rollback during the NYSE regular session (...)"},
+     "manual rollback during the NYSE regular session (...)"),
+])  # fmt: skip
+def test_the_windows_ledger_records_the_guards_reason(tasks_file, task, variables, expected):
+    """As on Linux: an override's reason (deploy) and an in-session rollback go into the ledger."""
+    assert ledger_reason(tasks_file, task, variables) == expected
