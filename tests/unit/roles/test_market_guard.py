@@ -242,7 +242,7 @@ def test_deploy_playbook_is_refused_before_its_deploy_play(tmp_path: Path) -> No
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                  "market_exchange": "NYSE"}}}}}))
     environ = {k: v for k, v in os.environ.items() if k != "TRADEOPS_MARKET_NOW"}
-    environ.update(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    environ.update(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", TRADEOPS_SUMMARY_LOG=str(tmp_path / "summary.jsonl"))
     proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(hosts), str(ROOT / "playbooks" / "deploy.yml"), "--check",
                            "-e", "app_version=1.0.0", "-e", f"market_guard_now={IN_SESSION}"],
                           capture_output=True, text=True, cwd=ROOT, env=environ, check=False, timeout=300)
