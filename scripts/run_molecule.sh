@@ -28,9 +28,9 @@ else
 fi
 [ ${#scenarios[@]} -gt 0 ] || { echo "run_molecule: no molecule scenario found" >&2; exit 1; }
 # Longest first: the times of the previous run here when known, else these (s, CI machine), else 300.
-# (Clean-clone rehearsal of 6775f40 under Mitogen, 2 at a time: 3023 s of molecule.)
-declare -A ESTIMATE=([apps]=980 [monitoring]=910 [cluster]=720 [rollback]=710 [edge]=550 [backup]=540
-                     [deploy]=390 [datatier]=330 [multiservice]=290 [maintenance]=270 [schedule]=260 [default]=100)
+# (Clean-clone rehearsal of 60da5bd under Mitogen, 2 at a time: 1800 s of molecule.)
+declare -A ESTIMATE=([apps]=640 [monitoring]=550 [rollback]=500 [edge]=450 [cluster]=370 [backup]=300
+                     [deploy]=170 [datatier]=150 [multiservice]=145 [schedule]=125 [maintenance]=110 [default]=50)
 order=$(for s in "${scenarios[@]}"; do
   t=$(awk -v s="$s" '$1 == s {print $2}' "$TIMES" 2>/dev/null | tail -1)
   echo "${t:-${ESTIMATE[$s]:-300}} $s"
