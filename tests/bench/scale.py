@@ -7,7 +7,8 @@ lab). For each host count N (the load balancer always included):
 
   converge   site.yml then deploy.yml of the current version on the N hosts (not timed: new hosts)
   site       site.yml again: nothing to change (the cost of keeping N hosts converged)
-  deploy     deploy.yml of a new version: health-gated, one host at a time (app_serial 1), drained at lb1
+  deploy     deploy.yml of a new version: health-gated, one host at a time (app_serial 1, or --serial's plan),
+             drained at lb1
              (N=1: nginx_backend_force, as draining the only backend is refused otherwise)
              without the soak (app_soak_seconds=0: a fixed wait per host, not a cost of Ansible)
 
@@ -29,6 +30,7 @@ Slow: about (counts x runs) site.yml runs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -100,6 +102,8 @@ def main() -> int:
     ap.add_argument("--settings-runs", type=int, default=3, help="runs per setting (3); 0 skips the comparison")
     ap.add_argument("--keep-lab", action="store_true", help="leave the bench lab running")
     ap.add_argument("--mitogen", action="store_true", help="every playbook under Mitogen for Ansible")
+    ap.add_argument("--serial", default="1",
+                    help='app_serial of the timed deploys as JSON: 1 (default), or a plan: \'[1, "25%%", "50%%"]\'')
     args = ap.parse_args()
     counts = sorted({int(c) for c in args.counts.split(",")})
     if counts[0] < 1 or args.runs < 1:
@@ -124,7 +128,7 @@ def main() -> int:
             # One host behind the LB: draining it leaves no backend, which deploy.yml refuses unless
             # forced; forced, the same steps run (and are timed) as with more hosts.
             force = ["-e", "nginx_backend_force=true"] if n == 1 else []
-            force += ["-e", "app_soak_seconds=0"]
+            force += ["-e", "app_soak_seconds=0", "-e", json.dumps({"app_serial": json.loads(args.serial)})]
             playbook(inv, env, "playbooks/site.yml")
             playbook(inv, env, "playbooks/deploy.yml", "-e", f"app_version={version}", *force)
             kinds = figures.setdefault(str(n), {"site": [], "deploy": [], "site cpu": [], "deploy cpu": []})
@@ -168,10 +172,11 @@ def report(args: argparse.Namespace, counts: list[int], figures: dict[str, dict[
            settings: dict[str, list[float]], at: int, loads: list[float]) -> None:
     """Print the figures so far and save them (after every host count: a failure later keeps them)."""
 
-    strategy = "Mitogen (mitogen_linear)" if args.mitogen else "Ansible's linear strategy"
+    strategy = ("Mitogen (mitogen_linear)" if args.mitogen else "Ansible's linear strategy") + (
+        f", deploys with app_serial {args.serial}" if args.serial != "1" else "")
     print(f"scale benchmark: lb1 + N application hosts, {strategy}, median of {args.runs} run(s) each")
     base = {k: median(v) for k, v in figures[str(counts[0])].items()}
-    print(f"  {'hosts':>5}  {'site.yml (idempotent)':>30}  {'controller CPU':>22}  {'deploy.yml (serial 1)':>30}"
+    print(f"  {'hosts':>5}  {'site.yml (idempotent)':>30}  {'controller CPU':>22}  {'deploy.yml':>30}"
           f"  {'controller CPU':>22}")
     for n in counts:
         row = []
