@@ -447,13 +447,12 @@ def python_info(python: str) -> dict[str, Any]:
 def python_version(python: str) -> str:
     """X.Y.Z of the interpreter release virtualenvs are made with ("" when it is not installed), the
     controller's wheelhouse is resolved for it. The module's own interpreter when it is that one, so the
-    usual case costs no process."""
+    usual case costs no process; another one is asked by ``python_info``."""
     if not os.path.isfile(python) or not os.access(python, os.X_OK):
         return ""
     if os.path.realpath(python) == os.path.realpath(sys.executable):
         return ".".join(str(n) for n in sys.version_info[:3])
-    return run_command([python, "-I", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                       f"querying {python}", timeout=60).strip()
+    return python_info(python)["version"]
 
 
 def account_state(owner: str, group: str, account: dict[str, Any]) -> tuple[bool, bool]:
@@ -468,8 +467,8 @@ def account_state(owner: str, group: str, account: dict[str, Any]) -> tuple[bool
         user = pwd.getpwnam(owner)
     except KeyError:
         return False, False
-    wanted = {"shell": user.pw_shell, "home": user.pw_dir, "comment": user.pw_gecos}
-    same = user.pw_gid == gid and all(account.get(k) is None or account[k] == v for k, v in wanted.items())
+    actual = {"shell": user.pw_shell, "home": user.pw_dir, "comment": user.pw_gecos}
+    same = user.pw_gid == gid and all(account.get(k) is None or account[k] == v for k, v in actual.items())
     return True, same
 
 

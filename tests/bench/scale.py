@@ -127,10 +127,10 @@ def main() -> int:
             inv = write_inventory(tmp / f"n{n}", LAB_ID, {"lb": ["lb1"], "app": apps[:n]}, connection)
             # One host behind the LB: draining it leaves no backend, which deploy.yml refuses unless
             # forced; forced, the same steps run (and are timed) as with more hosts.
-            force = ["-e", "nginx_backend_force=true"] if n == 1 else []
-            force += ["-e", "app_soak_seconds=0", "-e", json.dumps({"app_serial": json.loads(args.serial)})]
+            deploy_vars = ["-e", "nginx_backend_force=true"] if n == 1 else []
+            deploy_vars += ["-e", "app_soak_seconds=0", "-e", json.dumps({"app_serial": json.loads(args.serial)})]
             playbook(inv, env, "playbooks/site.yml")
-            playbook(inv, env, "playbooks/deploy.yml", "-e", f"app_version={version}", *force)
+            playbook(inv, env, "playbooks/deploy.yml", "-e", f"app_version={version}", *deploy_vars)
             kinds = figures.setdefault(str(n), {"site": [], "deploy": [], "site cpu": [], "deploy cpu": []})
             for _ in range(args.runs):
                 secs, load = loaded(playbook, inv, env, "playbooks/site.yml", cpu=kinds["site cpu"])
@@ -139,7 +139,7 @@ def main() -> int:
                 serial += 1
                 version = f"1.1.{serial}"
                 secs, load = loaded(playbook, inv, env, "playbooks/deploy.yml", "-e", f"app_version={version}",
-                                    *force, cpu=kinds["deploy cpu"])
+                                    *deploy_vars, cpu=kinds["deploy cpu"])
                 kinds["deploy"].append(secs)
                 loads.append(load)
             print(f"  {n} app host(s): site {median(kinds['site']):.1f} s, deploy {median(kinds['deploy']):.1f} s"
